@@ -1,0 +1,299 @@
+"""`Database`: one LMDB environment holding tables, their indexes, metadata and (optionally) a change journal.
+
+Sub-databases: ``t/<table>`` records, ``i/<table>/<index>`` indexes, ``__meta__`` definitions and settings,
+``__journal__`` and ``__versions__`` for replication. Every schema change rewrites ``schema`` in ``__meta__``;
+a write transaction that sees a new token reloads the definitions, so several processes stay consistent.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import lmdb
+import orjson
+
+from pynndb.core.config import DatabaseConfig
+from pynndb.core.journal import Replication
+from pynndb.core.table import Table, check_name
+from pynndb.core.transaction import Transaction
+from pynndb.errors import DatabaseClosed, DatabaseError, NoSuchTable, ReadOnlyDatabase, TransactionError
+
+TABLE_PREFIX = b"table:"
+
+
+class Database:
+    """A database directory. Get one from `Manager.database`; tables come from `table(name)`."""
+
+    def __init__(self, name: str, path: str, config: dict[str, Any] | DatabaseConfig | None = None) -> None:
+        self.config = DatabaseConfig.parse(config)
+        self.name = name
+        self.path = os.path.abspath(path)
+        self._lock = threading.RLock()
+        self._tables: dict[str, Table] = {}
+        self._schema_token: bytes | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._closed = False
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise DatabaseError(f"{self.path} is a file, not a database directory")
+        os.makedirs(self.path, exist_ok=True)
+        cfg = self.config
+        try:
+            self._env = lmdb.open(
+                self.path,
+                map_size=cfg.map_size,
+                max_dbs=cfg.max_dbs,
+                max_readers=cfg.max_readers,
+                sync=cfg.durable,
+                metasync=cfg.durable,
+                writemap=cfg.writemap,
+                map_async=cfg.writemap and not cfg.durable,
+                readahead=False,
+            )
+        except lmdb.Error as error:
+            raise DatabaseError(f"cannot open database at {self.path}: {error}") from None
+        with self._env.begin(write=True) as txn:
+            self._meta = self._env.open_db(b"__meta__", txn=txn)
+            self.replication = Replication(self, txn)
+            if cfg.replication is not None:
+                txn.put(b"replication", b"1" if cfg.replication else b"0", db=self._meta)
+                self.replication.enabled = cfg.replication
+        self._reload_schema()
+
+    @property
+    def _path(self) -> str:
+        """The directory (older code uses `_path`)."""
+        return self.path
+
+    # --- transactions ---------------------------------------------------------------------------------------
+    def _begin(self, write: bool, applying: bool = False) -> Transaction:
+        if self._closed:
+            raise DatabaseClosed(f"database {self.path} is closed")
+        if write and self.replication.read_only and not applying:
+            raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
+        try:
+            txn = self._env.begin(write=write)
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)  # another process grew the map: adopt its size
+            txn = self._env.begin(write=write)
+        if write:
+            token = txn.get(b"schema", db=self._meta)
+            if token != self._schema_token:
+                self._load_schema(txn, token)
+                if self.replication.read_only and not applying:
+                    txn.abort()
+                    raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
+        return Transaction(self, txn, write, write and self.replication.enabled, applying)
+
+    def write_transaction(self) -> Transaction:
+        """A write transaction: ``with db.write_transaction() as txn: table.append(doc, txn=txn)``."""
+        return self._begin(True)
+
+    def read_transaction(self) -> Transaction:
+        """A read transaction: a consistent snapshot for several reads (keep it short)."""
+        return self._begin(False)
+
+    def _check(self, txn: Any, write: bool) -> Transaction:
+        if not isinstance(txn, Transaction):
+            raise TransactionError(f"txn must come from write_transaction()/read_transaction(), not {txn!r}")
+        if txn.db is not self:
+            raise TransactionError("that transaction belongs to another database")
+        if not txn.active:
+            raise TransactionError("that transaction has already finished")
+        if write and not txn.write:
+            raise TransactionError("this call writes: it needs a write_transaction()")
+        return txn
+
+    def _run(self, txn: Transaction | None, write: bool, work: Callable[..., Any], *args: Any) -> Any:
+        """Run `work(transaction, *args)` in the caller's transaction, or atomically in a new one."""
+        if txn is not None:
+            if txn.__class__ is Transaction and txn.db is self and txn.active and (txn.write or not write):
+                return work(txn, *args)
+            return work(self._check(txn, write), *args)
+        for _attempt in range(8):
+            t = self._begin(write)
+            try:
+                result = work(t, *args)
+            except lmdb.MapFullError:
+                t.abort()
+                self._grow_map()
+                continue
+            except BaseException:
+                t.abort()
+                raise
+            if write:
+                try:
+                    t.commit()
+                except lmdb.MapFullError:
+                    continue
+            else:
+                t.txn.abort()
+                t.active = False
+            return result
+        raise DatabaseError(f"{self.path}: the map could not grow enough for this write")
+
+    def _grow_map(self) -> None:
+        # LMDB requires that no transaction of this process is active while the map is resized.
+        with self._lock:
+            size = self._env.info()["map_size"]
+            self._env.set_mapsize(size * 2)
+
+    def _committed(self, t: Transaction) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after every write transaction this process commits on this database."""
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    # --- schema ---------------------------------------------------------------------------------------------
+    def _touch_schema(self, txn: lmdb.Transaction) -> bytes:
+        token = os.urandom(8)
+        txn.put(b"schema", token, db=self._meta)
+        return token
+
+    def _schema_changed(self, t: Transaction) -> None:
+        t.schema_changed = True
+        self._pending_token = self._touch_schema(t.txn)
+
+    def _schema_committed(self) -> None:
+        self._schema_token = getattr(self, "_pending_token", None)
+
+    def _reload_schema(self) -> None:
+        with self._env.begin() as txn:
+            self._load_schema(txn, txn.get(b"schema", db=self._meta))
+
+    def _load_schema(self, txn: lmdb.Transaction, token: bytes | None) -> None:
+        with self._lock:
+            self.replication._refresh(txn)
+            found: dict[str, dict[str, Any]] = {}
+            cursor = txn.cursor(db=self._meta)
+            if cursor.set_range(TABLE_PREFIX):
+                for key, value in cursor:
+                    if not key.startswith(TABLE_PREFIX):
+                        break
+                    found[key[len(TABLE_PREFIX) :].decode()] = orjson.loads(value)
+            for name, table in list(self._tables.items()):
+                if name not in found:
+                    table._detach()
+            for name, definition in found.items():
+                known = self._tables.get(name)
+                if known is None:
+                    known = self._tables[name] = Table(self, name)
+                known._attach(txn, definition)
+            self._schema_token = token
+
+    def _table_definition(self, txn: lmdb.Transaction, name: str) -> dict[str, Any] | None:
+        raw = txn.get(TABLE_PREFIX + name.encode(), db=self._meta)
+        return None if raw is None else orjson.loads(raw)
+
+    def _save_table_definition(self, t: Transaction, name: str, definition: dict[str, Any] | None) -> None:
+        key = TABLE_PREFIX + name.encode()
+        if definition is None:
+            t.txn.delete(key, db=self._meta)
+        else:
+            t.txn.put(key, orjson.dumps(definition), db=self._meta)
+        self._schema_changed(t)
+
+    # --- tables ---------------------------------------------------------------------------------------------
+    def table(self, name: str, txn: Transaction | None = None) -> Table:
+        """Open the table `name`, creating it if it does not exist."""
+        check_name(name, "table")
+        table = self._tables.get(name)
+        if table is not None and table._dbi is not None:
+            return table
+        return self._run(txn, True, self._create_table, name)
+
+    def _create_table(self, t: Transaction, name: str) -> Table:
+        table = self._tables.get(name)
+        if table is not None and table._dbi is not None:
+            return table
+        if table is None:
+            table = self._tables[name] = Table(self, name)
+        definition: dict[str, Any] = {"indexes": {}, "compression": None}
+        self._save_table_definition(t, name, definition)
+        table._attach(t.txn, definition, create=True)
+        if t.ops is not None:
+            t.ops.append(orjson.dumps(["create", name]))
+        return table
+
+    def tables(self, all: bool = False) -> list[str]:  # noqa: A002
+        """The names of the tables in this database."""
+        with self._env.begin() as txn:
+            self._load_schema(txn, txn.get(b"schema", db=self._meta))
+        return sorted(name for name, table in self._tables.items() if table._dbi is not None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.tables()
+
+    def drop(self, name: str, txn: Transaction | None = None) -> None:
+        """Drop table `name` with its indexes and records (it need not be open)."""
+        check_name(name, "table")
+        self._run(txn, True, self._drop_table, name)
+
+    def _drop_table(self, t: Transaction, name: str) -> None:
+        definition = self._table_definition(t.txn, name)
+        if definition is None:
+            raise NoSuchTable(f"no table {name!r} in {self.path}")
+        table = self._tables.get(name) or Table(self, name)
+        if table._dbi is None:
+            table._attach(t.txn, definition)
+        table._drop_storage(t)
+        self._save_table_definition(t, name, None)
+        if t.ops is not None:
+            t.ops.append(orjson.dumps(["drop", name]))
+            self.replication.drop_versions(t, name)
+
+    def __getitem__(self, name: str) -> Table:
+        self.tables()
+        table = self._tables.get(name)
+        if table is None or table._dbi is None:
+            raise NoSuchTable(f"no table {name!r} in {self.path}")
+        return table
+
+    # --- housekeeping ---------------------------------------------------------------------------------------
+    def storage_used(self) -> tuple[int, int]:
+        """(bytes in use by pages, bytes of the data file on disk)."""
+        info = self._env.info()
+        stat = self._env.stat()
+        used = (info["last_pgno"] + 1) * stat["psize"]
+        on_disk = os.stat(os.path.join(self.path, "data.mdb")).st_blocks * 512
+        return used, on_disk
+
+    def sync(self) -> None:
+        """Flush committed data to disk now (useful when `durable` is off)."""
+        self._env.sync(True)
+
+    def copy(self, path: str, compact: bool = True) -> None:
+        """Write a consistent copy of the whole database to directory `path`."""
+        os.makedirs(path, exist_ok=True)
+        self._env.copy(path, compact=compact)
+
+    @contextmanager
+    def _snapshot_txn(self) -> Iterator[lmdb.Transaction]:
+        with self._env.begin(buffers=False) as txn:
+            yield txn
+
+    def close(self) -> None:
+        """Close the database; further use raises DatabaseClosed."""
+        if self._closed:
+            return
+        self._closed = True
+        from pynndb.core import registry
+
+        registry.forget(self)
+        self._env.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"<Database {self.name!r} at {self.path}>"

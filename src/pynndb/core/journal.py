@@ -1,0 +1,271 @@
+"""The change journal of a replicated database, written in the same LMDB transaction as the data.
+
+Each committed write transaction appends one entry: key = gapless sequence number then the database clock (8 bytes
+each, big-endian; the clock is a hybrid logical clock: milliseconds << 16 | counter), value = a JSON body
+``{"o": origin uuid, "v": version, "ops": [...]}``. Ops are serialised as they happen, so a transaction's pending
+ops are plain bytes (cheap to hold, invisible to the garbage collector). Per-document versions (clock, origin,
+tombstone flag, source)
+live in ``__versions__`` so that two writable copies resolve conflicts the same way.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import uuid as uuid_module
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import lmdb
+import orjson
+
+from pynndb.errors import ReplicationNotEnabled
+
+if TYPE_CHECKING:
+    from pynndb.core.database import Database
+    from pynndb.core.transaction import Transaction
+
+SEQ = struct.Struct(">Q")
+KEY = struct.Struct(">QQ")  # sequence, clock
+VERSION = struct.Struct(">Q16sB16s")  # clock, origin uuid, tombstone flag, source uuid
+TRIM_EVERY = 512
+TRIM_BATCH = 5000
+
+
+class Version(NamedTuple):
+    """A document's replication version: its clock, origin database, whether it is a tombstone, its source."""
+
+    clock: int
+    origin: bytes
+    deleted: bool
+    source: bytes
+
+
+def now_clock() -> int:
+    return int(time.time() * 1000) << 16
+
+
+def version_key(table: str, oid: bytes) -> bytes:
+    return table.encode() + b"\x00" + oid
+
+
+class Replication:
+    """`db.replication`: the journal, the database's UUID, its read-only flag and its per-source marks."""
+
+    def __init__(self, db: Database, txn: lmdb.Transaction) -> None:
+        self._db = db
+        env = db._env
+        self._meta = db._meta
+        self._journal = env.open_db(b"__journal__", txn=txn)
+        self._versions = env.open_db(b"__versions__", txn=txn)
+        stored = txn.get(b"uuid", db=self._meta)
+        if stored is None:
+            stored = str(uuid_module.uuid4()).encode()
+            txn.put(b"uuid", stored, db=self._meta)
+        self.uuid: str = stored.decode()
+        self.uuid_bytes = uuid_module.UUID(self.uuid).bytes
+        self._refresh(txn)
+
+    # --- writing --------------------------------------------------------------------------------------------
+    def stamp(self, t: Transaction) -> None:
+        """Give a write transaction its clock and next sequence number (once, at its first journaled write)."""
+        cursor = t.txn.cursor(db=self._journal)
+        if cursor.last():
+            last_seq, last_clock = KEY.unpack(cursor.key())
+        else:
+            stored = t.txn.get(b"seq", db=self._meta)
+            last_seq, last_clock = (0, 0) if stored is None else KEY.unpack(stored)
+        t.seq = last_seq + 1
+        t.hlc = max(now_clock(), last_clock + 1)
+
+    def write_entry(self, t: Transaction, origin: str | None = None, version: int = 0) -> int:
+        """Append the transaction's pending ops as one entry; return its sequence number."""
+        if not t.hlc:
+            self.stamp(t)
+        if version >= t.hlc:
+            t.hlc = version + 1  # hybrid logical clock: never behind a clock we have seen
+        ops = t.ops or ()
+        body = b'{"o":"%s","v":%d,"ops":[%s]}' % (
+            (origin or self.uuid).encode(),
+            version or t.hlc,
+            b",".join(ops),
+        )
+        seq = t.seq
+        t.txn.put(KEY.pack(seq, t.hlc), body, db=self._journal, append=True)
+        t.ops = []
+        t.seq += 1
+        t.hlc += 1
+        if seq % TRIM_EVERY == 0:
+            self._trim(t.txn, seq)
+        return seq
+
+    def record_version(self, t: Transaction, table: str, oid: bytes, deleted: bool) -> None:
+        """Store the version of a document written (or deleted) in this transaction."""
+        if t.origin is None and not self.versioned:
+            return
+        if not t.hlc:
+            self.stamp(t)
+        if t.origin is None:
+            value = VERSION.pack(t.hlc, self.uuid_bytes, deleted, self.uuid_bytes)
+        else:
+            value = VERSION.pack(t.version, t.origin, deleted, t.source or t.origin)
+        t.txn.put(version_key(table, oid), value, db=self._versions)
+
+    def drop_versions(self, t: Transaction, table: str) -> None:
+        """Forget the versions of every document of a table (it was emptied or dropped)."""
+        prefix = table.encode() + b"\x00"
+        cursor = t.txn.cursor(db=self._versions)
+        if cursor.set_range(prefix):
+            while cursor.key().startswith(prefix):
+                if not cursor.delete():
+                    break
+
+    def version_of(self, txn: lmdb.Transaction, table: str, oid: bytes) -> Version | None:
+        raw = txn.get(version_key(table, oid), db=self._versions)
+        if raw is None:
+            return None
+        clock, origin, deleted, source = VERSION.unpack(raw)
+        return Version(clock, origin, bool(deleted), source)
+
+    def versions(self, txn: lmdb.Transaction, table: str) -> Iterator[tuple[bytes, Version]]:
+        """Every (record key, version) of a table, tombstones included."""
+        prefix = table.encode() + b"\x00"
+        cursor = txn.cursor(db=self._versions)
+        if not cursor.set_range(prefix):
+            return
+        for key, raw in cursor:
+            if not key.startswith(prefix):
+                return
+            clock, origin, deleted, source = VERSION.unpack(raw)
+            yield key[len(prefix) :], Version(clock, origin, bool(deleted), source)
+
+    def _trim(self, txn: lmdb.Transaction, last_seq: int) -> None:
+        retention = self._db.config.journal
+        cursor = txn.cursor(db=self._journal)
+        if not cursor.first():
+            return
+        count = txn.stat(self._journal)["entries"]
+        oldest_allowed = now_clock() - (int(retention.max_age * 1000) << 16)
+        approx_bytes = txn.stat(self._journal)["leaf_pages"] * 4096
+        removed = 0
+        while removed < TRIM_BATCH and count - removed > 1:
+            key = cursor.key()
+            seq, clock = KEY.unpack(key)
+            if seq >= last_seq:
+                break
+            too_many = count - removed > retention.max_entries
+            too_big = approx_bytes > retention.max_bytes
+            if not (too_many or too_big or clock < oldest_allowed):
+                break
+            approx_bytes -= len(cursor.value()) + 16
+            removed += 1
+            # Remember where the journal stood, so the sequence survives even a journal trimmed to nothing.
+            txn.put(b"seq", key, db=self._meta)
+            if not cursor.delete():
+                break
+
+    # --- settings -------------------------------------------------------------------------------------------
+    def enable(self, enabled: bool = True) -> None:
+        """Turn the journal on (persisted) or off."""
+        with self._db._env.begin(write=True) as txn:
+            txn.put(b"replication", b"1" if enabled else b"0", db=self._meta)
+            self._db._touch_schema(txn)
+        self.enabled = enabled
+
+    def set_read_only(self, read_only: bool) -> None:
+        """Make the database a read-only replica (application writes refused) or writable again (persisted)."""
+        with self._db._env.begin(write=True) as txn:
+            txn.put(b"read_only", b"1" if read_only else b"0", db=self._meta)
+            self._db._touch_schema(txn)
+        self.read_only = read_only
+
+    def set_versioned(self, versioned: bool = True) -> None:
+        """Keep a version per document for local writes too (needed once the database is in a two-way pair)."""
+        with self._db._env.begin(write=True) as txn:
+            txn.put(b"versioned", b"1" if versioned else b"0", db=self._meta)
+            self._db._touch_schema(txn)
+        self.versioned = versioned
+
+    def _refresh(self, txn: lmdb.Transaction) -> None:
+        self.enabled = txn.get(b"replication", db=self._meta) == b"1"
+        self.read_only = txn.get(b"read_only", db=self._meta) == b"1"
+        self.versioned = txn.get(b"versioned", db=self._meta) == b"1"
+
+    # --- reading --------------------------------------------------------------------------------------------
+    def _require(self) -> None:
+        if not self.enabled:
+            raise ReplicationNotEnabled(f"{self._db.path}: open it with config={{'replication': True}}")
+
+    @property
+    def sequence(self) -> int:
+        """The sequence number of the last committed entry (0 before the first)."""
+        with self._db._env.begin() as txn:
+            return self.last_sequence(txn)
+
+    def last_sequence(self, txn: lmdb.Transaction) -> int:
+        cursor = txn.cursor(db=self._journal)
+        if cursor.last():
+            return int(KEY.unpack(cursor.key())[0])
+        stored = txn.get(b"seq", db=self._meta)
+        return 0 if stored is None else int(KEY.unpack(stored)[0])
+
+    @property
+    def retained(self) -> tuple[int, int]:
+        """(first, last) sequence numbers still in the journal; first > last when it holds nothing."""
+        with self._db._env.begin() as txn:
+            cursor = txn.cursor(db=self._journal)
+            last = self.last_sequence(txn)
+            first = KEY.unpack(cursor.key())[0] if cursor.first() else last + 1
+            return int(first), last
+
+    def entries(self, start: int, limit: int = 1000, max_bytes: int = 4 << 20) -> list[tuple[int, int, bytes]]:
+        """Journal entries (seq, clock, body) from `start` on: at most `limit` of them and about `max_bytes`."""
+        result: list[tuple[int, int, bytes]] = []
+        size = 0
+        with self._db._env.begin() as txn:
+            cursor = txn.cursor(db=self._journal)
+            if not cursor.set_range(SEQ.pack(start)):
+                return result
+            for key, value in cursor:
+                seq, clock = KEY.unpack(key)
+                result.append((seq, clock, value))
+                size += len(value)
+                if len(result) >= limit or size >= max_bytes:
+                    break
+        return result
+
+    def marks(self) -> dict[str, int]:
+        """The high-water mark per source UUID of everything applied here."""
+        with self._db._env.begin() as txn:
+            cursor = txn.cursor(db=self._meta)
+            found: dict[str, int] = {}
+            if cursor.set_range(b"hwm:"):
+                for key, value in cursor:
+                    if not key.startswith(b"hwm:"):
+                        break
+                    found[key[4:].decode()] = SEQ.unpack(value)[0]
+            return found
+
+    def mark(self, txn: lmdb.Transaction, source: str) -> int:
+        raw = txn.get(b"hwm:" + source.encode(), db=self._meta)
+        return 0 if raw is None else int(SEQ.unpack(raw)[0])
+
+    def set_mark(self, txn: lmdb.Transaction, source: str, seq: int) -> None:
+        txn.put(b"hwm:" + source.encode(), SEQ.pack(seq), db=self._meta)
+
+    def forget_mark(self, txn: lmdb.Transaction, source: str) -> None:
+        txn.delete(b"hwm:" + source.encode(), db=self._meta)
+
+    def meta_get(self, txn: lmdb.Transaction, key: bytes) -> bytes | None:
+        return txn.get(key, db=self._meta)
+
+    def meta_put(self, txn: lmdb.Transaction, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            txn.delete(key, db=self._meta)
+        else:
+            txn.put(key, value, db=self._meta)
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """Decode a journal entry's body: {"o": origin, "v": version, "ops": [...]}."""
+    return orjson.loads(body)

@@ -1,0 +1,675 @@
+"""`Table`: records of one table and its secondary indexes. Every write goes through one private write path.
+
+Each public method takes an optional ``txn=``; without one, the call runs atomically in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import lmdb
+import orjson
+
+from pynndb.core.codec import Compressor, decode_value, encode_document, raw_json, train_dictionary
+from pynndb.core.doc import Doc, _new_doc, make_doc
+from pynndb.core.ids import new_oid, normalise_key
+from pynndb.core.index import IndexDefinition, IndexFunction, key_function
+from pynndb.core.scan import walk, walk_all
+from pynndb.errors import (
+    DocumentDoesNotExist,
+    DuplicateKey,
+    IndexDefinitionError,
+    InvalidDocument,
+    InvalidIndexKey,
+    InvalidName,
+    NoSuchIndex,
+    NoSuchTable,
+)
+
+if TYPE_CHECKING:
+    from pynndb.core.database import Database
+    from pynndb.core.transaction import Transaction
+
+_loads = orjson.loads
+_dumps = orjson.dumps
+Expression = Callable[[Doc], bool]
+
+
+def check_name(name: object, kind: str) -> str:
+    """Validate a table or index name."""
+    if not isinstance(name, str):
+        raise InvalidName(f"a {kind} name must be a str, not {type(name).__name__}")
+    if not 0 < len(name) <= 200 or "/" in name or "\x00" in name or name.startswith("__"):
+        raise InvalidName(f"bad {kind} name {name!r}: 1-200 characters, no '/' or NUL, not starting with '__'")
+    return name
+
+
+class Index:
+    """One secondary index: its definition, its LMDB sub-database and its key function."""
+
+    __slots__ = ("name", "definition", "dbi", "keys", "duplicates")
+
+    def __init__(self, definition: IndexDefinition, dbi: Any, trust_functions: bool) -> None:
+        self.name = definition.name
+        self.definition = definition
+        self.dbi = dbi
+        self.duplicates = definition.duplicates
+        self.keys = key_function(definition, trust_functions)
+
+    def __repr__(self) -> str:
+        what = self.definition.func or self.definition.function
+        return f"<Index {self.name!r} {what!r} duplicates={self.duplicates}>"
+
+
+class FilterResult:
+    """One result of `Table.filter`: the index key, the document, and its position (1-based) in the walk."""
+
+    __slots__ = ("key", "doc", "count")
+
+    def __init__(self, key: bytes, doc: Doc, count: int) -> None:
+        self.key = key
+        self.doc = doc
+        self.count = count
+
+    def __repr__(self) -> str:
+        return f"FilterResult(count={self.count}, key={self.key!r}, doc={self.doc!r})"
+
+
+class Table:
+    """A table of `Doc` records. Get one from `Database.table(name)`."""
+
+    def __init__(self, db: Database, name: str) -> None:
+        self._db = db
+        self._env = db._env
+        self.name = name
+        self._dbi: Any = None
+        self._indexes: dict[str, Index] = {}
+        self._index_list: tuple[Index, ...] = ()
+        self._compressor: Compressor | None = None
+        self._name_json = orjson.dumps(name)
+
+    # --- schema plumbing (called by Database) ----------------------------------------------------------------
+    def _attach(self, txn: lmdb.Transaction, definition: dict[str, Any], create: bool = False) -> None:
+        env = self._env
+        self._dbi = env.open_db(b"t/" + self.name.encode(), txn=txn, create=create or None)
+        indexes: dict[str, Index] = {}
+        for name, stored in definition.get("indexes", {}).items():
+            index_definition = IndexDefinition.from_json(name, stored)
+            previous = self._indexes.get(name)
+            if previous is not None and previous.definition.same_as(index_definition):
+                index_definition.callable = previous.definition.callable
+            dbi = env.open_db(self._index_db_name(name), txn=txn, dupsort=index_definition.duplicates)
+            indexes[name] = Index(index_definition, dbi, self._db.config.trust_functions)
+        self._indexes = indexes
+        self._index_list = tuple(indexes.values())
+        compression = definition.get("compression")
+        if compression:
+            dictionary = txn.get(b"zdict:" + self.name.encode(), db=self._db._meta)
+            self._compressor = Compressor(compression.get("level", 3), dictionary)
+        else:
+            self._compressor = None
+        self._definition = definition
+
+    def _detach(self) -> None:
+        self._dbi = None
+        self._indexes = {}
+        self._index_list = ()
+
+    def _index_db_name(self, index_name: str) -> bytes:
+        return f"i/{self.name}/{index_name}".encode()
+
+    def _live(self) -> Any:
+        if self._dbi is None:
+            raise NoSuchTable(f"table {self.name!r} has been dropped")
+        return self._dbi
+
+    def _index(self, name: str) -> Index:
+        index = self._indexes.get(name)
+        if index is None:
+            self._db._reload_schema()  # another process may have created it
+            index = self._indexes.get(name)
+            if index is None:
+                self._live()
+                raise NoSuchIndex(f"table {self.name!r} has no index {name!r}")
+        return index
+
+    def _save_definition(self, t: Transaction) -> None:
+        definition = {
+            "indexes": {name: index.definition.to_json() for name, index in self._indexes.items()},
+            "compression": self._definition.get("compression"),
+        }
+        self._definition = definition
+        self._db._save_table_definition(t, self.name, definition)
+
+    # --- the write path ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _unwrap(doc: Any) -> tuple[dict[str, Any], bytes | None]:
+        if isinstance(doc, Doc):
+            return doc._data, doc._oid
+        if isinstance(doc, dict):
+            return doc, None
+        raise InvalidDocument(f"a document must be a Doc or a dict, not {type(doc).__name__}")
+
+    def _index_changes(
+        self, txn: lmdb.Transaction, oid: bytes, new: dict[str, Any] | None, old: dict[str, Any] | None
+    ) -> list[tuple[Index, list[bytes], list[bytes]]]:
+        """Work out (index, keys to add, keys to remove) for every index, refusing unique-key clashes."""
+        changes = []
+        for index in self._index_list:
+            new_keys = index.keys(new) if new is not None else []
+            old_keys = index.keys(old) if old is not None else []
+            if old_keys:
+                add = [key for key in new_keys if key not in old_keys]
+                remove = [key for key in old_keys if key not in new_keys]
+            else:
+                add, remove = new_keys, []
+            if add and not index.duplicates:
+                self._check_unique(txn, index, add, oid)
+            if add or remove:
+                changes.append((index, add, remove))
+        return changes
+
+    def _check_unique(self, txn: lmdb.Transaction, index: Index, keys: list[bytes], oid: bytes) -> None:
+        for key in keys:
+            holder = txn.get(key, db=index.dbi)
+            if holder is not None and holder != oid:
+                raise DuplicateKey(
+                    f"index {index.name!r} of {self.name!r} already has key {key!r} (record {holder.decode()})"
+                )
+
+    def _write(self, t: Transaction, oid: bytes, new: dict[str, Any] | None, old: dict[str, Any] | None) -> None:
+        """The one write path: put (new) or delete (new is None) a record and keep every index in step."""
+        txn = t.txn
+        dbi = self._dbi
+        if old is None and new is not None:
+            # A new record: the hot path of append, so with no index diffing.
+            try:
+                raw = _dumps(new)
+            except orjson.JSONEncodeError as error:
+                raise InvalidDocument(f"document cannot be stored as JSON: {error}") from None
+            additions = []
+            for index in self._index_list:
+                keys = index.keys(new)
+                if keys:
+                    if not index.duplicates:
+                        self._check_unique(txn, index, keys, oid)
+                    additions.append((index.dbi, keys))
+            if not txn.put(
+                oid,
+                raw if self._compressor is None else self._compressor.compress(raw),
+                db=dbi,
+                overwrite=False,
+            ):
+                raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
+            for index_db, keys in additions:
+                for key in keys:
+                    txn.put(key, oid, db=index_db)
+            if t.ops is not None:
+                self._journal_write(t, oid, raw)
+            return
+        changes = self._index_changes(txn, oid, new, old) if self._index_list else ()
+        if new is not None:
+            raw = encode_document(new)
+            value = raw if self._compressor is None else self._compressor.compress(raw)
+            if not txn.put(oid, value, db=dbi, overwrite=old is not None):
+                raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
+        else:
+            txn.delete(oid, db=dbi)
+        for index, add, remove in changes:
+            index_db = index.dbi
+            for key in remove:
+                txn.delete(key, oid, db=index_db) if index.duplicates else txn.delete(key, db=index_db)
+            for key in add:
+                txn.put(key, oid, db=index_db)
+        if t.ops is not None:
+            self._journal_write(t, oid, None if new is None else raw)
+
+    def _journal_write(self, t: Transaction, oid: bytes, raw: bytes | None) -> None:
+        # Record keys need no JSON escaping (see ids.normalise_key) and the name is JSON-encoded once.
+        if raw is None:
+            t.ops.append(b'["delete",%b,"%b"]' % (self._name_json, oid))
+        else:
+            t.ops.append(b'["put",%b,"%b",%b]' % (self._name_json, oid, raw))
+        self._db.replication.record_version(t, self.name, oid, raw is None)
+
+    def _read(self, txn: lmdb.Transaction, oid: bytes) -> dict[str, Any] | None:
+        stored = txn.get(oid, db=self._dbi)
+        return None if stored is None else decode_value(stored, self._compressor)
+
+    # --- writes -------------------------------------------------------------------------------------------------
+    def append(self, doc: Doc | dict[str, Any], txn: Transaction | None = None) -> Doc:
+        """Add a new record; it gets a new time-ordered key unless the Doc carries one (which must be unused)."""
+        return self._db._run(txn, True, self._append, doc)
+
+    def _append(self, t: Transaction, doc: Doc | dict[str, Any]) -> Doc:
+        if self._dbi is None:
+            self._live()
+        if doc.__class__ is dict:
+            oid = new_oid()
+            self._write(t, oid, doc, None)
+            return make_doc(doc, oid)
+        data, oid = self._unwrap(doc)
+        if oid is None:
+            oid = new_oid()
+        self._write(t, oid, data, None)
+        if isinstance(doc, Doc):
+            doc._oid = oid
+            return doc
+        return make_doc(data, oid)
+
+    def append_many(self, docs: Iterable[Doc | dict[str, Any]], txn: Transaction | None = None) -> list[Doc]:
+        """Append many records in one transaction (the bulk-load path)."""
+        return self._db._run(txn, True, self._append_many, docs)
+
+    def _append_many(self, t: Transaction, docs: Iterable[Doc | dict[str, Any]]) -> list[Doc]:
+        append = self._append
+        return [append(t, doc) for doc in docs]
+
+    def save(self, doc: Doc, txn: Transaction | None = None) -> Doc:
+        """Replace an existing record with the Doc's fields; indexes follow."""
+        return self._db._run(txn, True, self._save, doc)
+
+    def _save(self, t: Transaction, doc: Doc) -> Doc:
+        self._live()
+        data, oid = self._unwrap(doc)
+        if oid is None:
+            raise DocumentDoesNotExist("save needs a Doc that was read from (or appended to) the table")
+        old = self._read(t.txn, oid)
+        if old is None:
+            raise DocumentDoesNotExist(f"table {self.name!r} has no record {oid.decode()}")
+        self._write(t, oid, data, old)
+        return doc if isinstance(doc, Doc) else make_doc(data, oid)
+
+    def delete(self, doc_or_key: Doc | str | bytes | list[Any], txn: Transaction | None = None) -> None:
+        """Delete a record (by Doc or key) or a list of them; a missing key raises and deletes nothing."""
+        targets = doc_or_key if isinstance(doc_or_key, (list, tuple)) else [doc_or_key]
+        oids = [target._oid if isinstance(target, Doc) else normalise_key(target) for target in targets]
+        if any(oid is None for oid in oids):
+            raise DocumentDoesNotExist("cannot delete a Doc that has no key")
+        self._db._run(txn, True, self._delete, oids)
+
+    def _delete(self, t: Transaction, oids: list[bytes]) -> None:
+        self._live()
+        for oid in oids:
+            old = self._read(t.txn, oid)
+            if old is None:
+                raise DocumentDoesNotExist(f"table {self.name!r} has no record {oid.decode()}")
+            self._write(t, oid, None, old)
+
+    def empty(self, txn: Transaction | None = None) -> None:
+        """Remove every record (indexes stay defined, now empty)."""
+        self._db._run(txn, True, self._empty)
+
+    def _empty(self, t: Transaction) -> None:
+        t.txn.drop(self._live(), delete=False)
+        for index in self._index_list:
+            t.txn.drop(index.dbi, delete=False)
+        if t.ops is not None:
+            t.ops.append(orjson.dumps(["empty", self.name]))
+            self._db.replication.drop_versions(t, self.name)
+
+    def _drop_storage(self, t: Transaction) -> None:
+        for index in self._index_list:
+            t.txn.drop(index.dbi, delete=True)
+        t.txn.drop(self._live(), delete=True)
+        self._detach()
+
+    # --- reads --------------------------------------------------------------------------------------------------
+    def get(self, key: str | bytes, txn: Transaction | None = None) -> Doc | None:
+        """The record with this key, or None."""
+        oid = key if key.__class__ is bytes and 0 < len(key) <= 256 else normalise_key(key)
+        dbi = self._dbi
+        if dbi is None:
+            self._live()
+        if txn is None:
+            with self._env.begin() as raw:
+                stored = raw.get(oid, db=dbi)
+        else:
+            stored = self._db._check(txn, False).txn.get(oid, db=dbi)
+        if stored is None:
+            return None
+        doc = _new_doc(Doc)
+        doc._data = _loads(stored) if stored[0] == 123 else decode_value(stored, self._compressor)
+        doc._oid = oid
+        return doc
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, (str, bytes)) and self.get(key) is not None
+
+    def records(self, txn: Transaction | None = None) -> int:
+        """How many records the table holds."""
+        dbi = self._live()
+        if txn is not None:
+            return int(self._db._check(txn, False).txn.stat(dbi)["entries"])
+        with self._env.begin() as raw:
+            return int(raw.stat(dbi)["entries"])
+
+    def __len__(self) -> int:
+        return self.records()
+
+    def _bound(self, index: Index | None, template: Any) -> bytes | None:
+        if template is None:
+            return None
+        if index is None:
+            oid = template._oid if isinstance(template, Doc) else normalise_key(template)
+            if oid is None:
+                raise InvalidDocument("a bound on the table itself must be a Doc with a key, or a key")
+            return oid
+        data, _ = self._unwrap(template)
+        keys = index.keys(data)
+        if not keys:
+            raise InvalidIndexKey(f"template {data!r} gives no key for index {index.name!r}")
+        return keys[0]
+
+    def _query(
+        self,
+        txn: Transaction | None,
+        index: Index | None,
+        lower: bytes | None = None,
+        upper: bytes | None = None,
+        inclusive: bool = True,
+        reverse: bool = False,
+        after: tuple[bytes, bytes] | None = None,
+        expression: Expression | None = None,
+        limit: int | None = None,
+    ) -> Iterator[tuple[bytes, Doc]]:
+        """The one read walk behind every query: yields (index key, Doc) in order, in the caller's transaction or
+        in a read transaction held only while the walk runs."""
+        dbi = self._live()
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            raise ValueError("limit must be a non-negative int or None")
+        if expression is not None and not callable(expression):
+            raise TypeError("expression must be a callable taking a Doc")
+        raw_txn = None if txn is None else self._db._check(txn, False).txn
+        compressor = self._compressor
+        simple = index is None and lower is None and upper is None and after is None and not reverse
+
+        def produce() -> Iterator[tuple[bytes, Doc]]:
+            own = raw_txn is None
+            read = self._env.begin() if own else raw_txn
+            try:
+                if limit == 0:
+                    return
+                if simple:
+                    entries: Iterator[Any] = ((oid, oid, stored) for oid, stored in walk_all(read, dbi))
+                else:
+                    index_db = None if index is None else index.dbi
+                    duplicates = index is not None and index.duplicates
+                    entries = walk(read, dbi, index_db, duplicates, lower, upper, inclusive, reverse, after)
+                count = 0
+                for key, oid, stored in entries:
+                    doc = _new_doc(Doc)
+                    doc._data = _loads(stored) if stored[0] == 123 else decode_value(stored, compressor)
+                    doc._oid = oid
+                    if expression is None or expression(doc):
+                        yield key, doc
+                        count += 1
+                        if count == limit:
+                            return
+            finally:
+                if own:
+                    read.abort()
+
+        return produce()
+
+    def _scan_docs(self, txn: Transaction | None, expression: Expression | None, limit: int | None) -> Iterator[Doc]:
+        """The unbounded walk in key order, yielding Docs directly (the full-scan hot path)."""
+        dbi = self._live()
+        if (limit is not None and (not isinstance(limit, int) or limit < 0)) or (
+            expression is not None and not callable(expression)
+        ):
+            return (doc for _key, doc in self._query(txn, None, expression=expression, limit=limit))
+        raw_txn = None if txn is None else self._db._check(txn, False).txn
+        compressor = self._compressor
+
+        def produce() -> Iterator[Doc]:
+            own = raw_txn is None
+            read = self._env.begin() if own else raw_txn
+            try:
+                count = 0
+                if limit == 0:
+                    return
+                for oid, stored in walk_all(read, dbi):
+                    doc = _new_doc(Doc)
+                    doc._data = _loads(stored) if stored[0] == 123 else decode_value(stored, compressor)
+                    doc._oid = oid
+                    if expression is None or expression(doc):
+                        yield doc
+                        if limit is not None:
+                            count += 1
+                            if count == limit:
+                                return
+            finally:
+                if own:
+                    read.abort()
+
+        return produce()
+
+    def find(
+        self,
+        index_name: str | None = None,
+        expression: Expression | None = None,
+        limit: int | None = None,
+        txn: Transaction | None = None,
+    ) -> Iterator[Doc]:
+        """Every record in key order (or index order), optionally filtered by `expression(doc)`, up to `limit`."""
+        if index_name is None:
+            return self._scan_docs(txn, expression, limit)
+        walker = self._query(txn, self._index(index_name), expression=expression, limit=limit)
+        return (doc for _key, doc in walker)
+
+    def range(
+        self,
+        index_name: str | None = None,
+        lower: Any = None,
+        upper: Any = None,
+        inclusive: bool = True,
+        limit: int | None = None,
+        txn: Transaction | None = None,
+    ) -> Iterator[Doc]:
+        """Records whose index key lies between the keys of template Docs `lower` and `upper` (either may be None)."""
+        index = None if index_name is None else self._index(index_name)
+        low, high = self._bound(index, lower), self._bound(index, upper)
+        return (doc for _key, doc in self._query(txn, index, low, high, inclusive, limit=limit))
+
+    def seek(
+        self, index_name: str, doc: Any, limit: int | None = None, txn: Transaction | None = None
+    ) -> Iterator[Doc]:
+        """Records whose key in `index_name` equals the template Doc's key."""
+        index = self._index(index_name)
+        key = self._bound(index, doc)
+        return (found for _key, found in self._query(txn, index, key, key, limit=limit))
+
+    def seek_one(self, index_name: str, doc: Any, txn: Transaction | None = None) -> Doc | None:
+        """The first record matching the template in `index_name`, or None."""
+        return next(self.seek(index_name, doc, limit=1, txn=txn), None)
+
+    def first(self, index_name: str | None = None, txn: Transaction | None = None) -> Doc | None:
+        """The first record in key (or index) order, or None when empty."""
+        index = None if index_name is None else self._index(index_name)
+        return next((doc for _key, doc in self._query(txn, index, limit=1)), None)
+
+    def last(self, index_name: str | None = None, txn: Transaction | None = None) -> Doc | None:
+        """The last record in key (or index) order, or None when empty."""
+        index = None if index_name is None else self._index(index_name)
+        return next((doc for _key, doc in self._query(txn, index, reverse=True, limit=1)), None)
+
+    def filter(
+        self,
+        index_name: str | None = None,
+        lower: Any = None,
+        upper: Any = None,
+        expression: Expression | None = None,
+        page_size: int = 0,
+        context: FilterResult | None = None,
+        reverse: bool = False,
+        inclusive: bool = True,
+        txn: Transaction | None = None,
+    ) -> Iterator[FilterResult]:
+        """Walk records in index order with bounds and an expression, a page at a time.
+
+        Pass the last result of a page as `context` to get the next page (in the same direction).
+        """
+        index = None if index_name is None else self._index(index_name)
+        if not isinstance(page_size, int) or page_size < 0:
+            raise ValueError("page_size must be a non-negative int (0: no paging)")
+        if context is not None and not isinstance(context, FilterResult):
+            raise TypeError("context must be a FilterResult from a previous page")
+        after = None if context is None else (context.key, context.doc._oid or b"")
+        start = 0 if context is None else context.count
+        walker = self._query(
+            txn,
+            index,
+            self._bound(index, lower),
+            self._bound(index, upper),
+            inclusive,
+            reverse,
+            after,
+            expression,
+            page_size or None,
+        )
+        return (FilterResult(key, doc, start + number) for number, (key, doc) in enumerate(walker, 1))
+
+    # --- indexes ------------------------------------------------------------------------------------------------
+    def indexes(self) -> list[str]:
+        """The names of this table's indexes."""
+        self._live()
+        return sorted(self._indexes)
+
+    def index(self, index_name: str) -> Index:
+        """The `Index` object (definition and state) of `index_name`."""
+        return self._index(index_name)
+
+    def ensure(
+        self,
+        index_name: str,
+        func: str | IndexFunction,
+        duplicates: bool = False,
+        force: bool = False,
+        txn: Transaction | None = None,
+    ) -> Index:
+        """Create and build an index, or return the existing one; `force` rebuilds it with the new definition.
+
+        `func` is a format string ('{name}', '{age:03}{name}') or a function of the document's fields returning a
+        key, a list of keys, or None (not indexed). Function indexes must be supplied again by the application
+        each time it opens the database (calling ensure with the same function attaches it).
+        """
+        check_name(index_name, "index")
+        definition = IndexDefinition.build(index_name, func, duplicates)
+        existing = self._indexes.get(index_name)
+        if existing is not None and not force:
+            return self._reuse(existing, definition)
+        return self._db._run(txn, True, self._ensure, definition, force)
+
+    def _reuse(self, existing: Index, definition: IndexDefinition) -> Index:
+        if not existing.definition.same_as(definition):
+            raise IndexDefinitionError(
+                f"index {existing.name!r} exists with definition {existing.definition.to_json()}; "
+                "pass force=True to rebuild it with the new one"
+            )
+        if definition.callable is not None and existing.definition.callable is not definition.callable:
+            existing.definition.callable = definition.callable
+            existing.keys = key_function(existing.definition, False)
+        return existing
+
+    def _ensure(self, t: Transaction, definition: IndexDefinition, force: bool) -> Index:
+        self._live()
+        existing = self._indexes.get(definition.name)
+        if existing is not None:
+            if not force:
+                return self._reuse(existing, definition)
+            t.txn.drop(existing.dbi, delete=True)
+        dbi = self._env.open_db(self._index_db_name(definition.name), txn=t.txn, dupsort=definition.duplicates)
+        index = Index(definition, dbi, self._db.config.trust_functions)
+        self._build(t, index)
+        self._indexes = {**self._indexes, definition.name: index}
+        self._index_list = tuple(self._indexes.values())
+        self._save_definition(t)
+        if t.ops is not None:
+            t.ops.append(orjson.dumps(["ensure", self.name, definition.name, definition.to_json()]))
+        return index
+
+    def _build(self, t: Transaction, index: Index) -> None:
+        txn = t.txn
+        keys, dbi, unique = index.keys, index.dbi, not index.duplicates
+        for oid, stored in walk_all(txn, self._dbi):
+            for key in keys(decode_value(stored, self._compressor)):
+                if not txn.put(key, oid, db=dbi, overwrite=not unique, dupdata=True) and unique:
+                    raise DuplicateKey(f"cannot build unique index {index.name!r}: key {key!r} repeats")
+
+    def drop(self, index_name: str, txn: Transaction | None = None) -> None:
+        """Drop an index (the records stay)."""
+        self._index(index_name)
+        self._db._run(txn, True, self._drop_index, index_name)
+
+    def _drop_index(self, t: Transaction, index_name: str) -> None:
+        index = self._index(index_name)
+        t.txn.drop(index.dbi, delete=True)
+        self._indexes = {name: other for name, other in self._indexes.items() if name != index_name}
+        self._index_list = tuple(self._indexes.values())
+        self._save_definition(t)
+        if t.ops is not None:
+            t.ops.append(orjson.dumps(["drop_index", self.name, index_name]))
+
+    def reindex(self, index_name: str, txn: Transaction | None = None) -> None:
+        """Rebuild an index from the records."""
+        self._index(index_name)
+        self._db._run(txn, True, self._reindex, index_name)
+
+    def _reindex(self, t: Transaction, index_name: str) -> None:
+        index = self._index(index_name)
+        t.txn.drop(index.dbi, delete=False)
+        self._build(t, index)
+
+    # --- compression --------------------------------------------------------------------------------------------
+    def compress(
+        self,
+        level: int | None = 3,
+        train: bool = False,
+        dictionary_size: int = 16384,
+        samples: int = 2000,
+        txn: Transaction | None = None,
+    ) -> None:
+        """Store records zstd-compressed at `level` (None: uncompressed), optionally with a dictionary trained
+        on up to `samples` existing records (worth it: single small documents barely compress without one).
+        Existing records are rewritten."""
+        if level is not None and (not isinstance(level, int) or not 1 <= level <= 22):
+            raise ValueError("level must be an int from 1 to 22, or None for no compression")
+        dictionary = None
+        if train and level is not None:
+            with self._env.begin() as raw:
+                sample = [raw_json(v, self._compressor) for _k, v in walk_all(raw, self._live())][:samples]
+            if len(sample) < 8:
+                raise ValueError("training a dictionary needs at least 8 records in the table")
+            dictionary = train_dictionary(sample, dictionary_size)
+        self._db._run(txn, True, self._set_compression, level, dictionary)
+
+    def _set_compression(self, t: Transaction, level: int | None, dictionary: bytes | None) -> None:
+        dbi = self._live()
+        old = self._compressor
+        meta_key = b"zdict:" + self.name.encode()
+        if dictionary is None:
+            t.txn.delete(meta_key, db=self._db._meta)
+        else:
+            t.txn.put(meta_key, dictionary, db=self._db._meta)
+        new = None if level is None else Compressor(level, dictionary)
+        cursor = t.txn.cursor(db=dbi)
+        for oid, stored in list(cursor.iternext()):
+            raw = raw_json(stored, old)
+            t.txn.put(oid, raw if new is None else new.compress(raw), db=dbi)
+        self._compressor = new
+        self._definition["compression"] = None if level is None else {"level": level, "dictionary": bool(dictionary)}
+        self._save_definition(t)
+        if t.ops is not None:
+            encoded = None if dictionary is None else base64.b64encode(dictionary).decode()
+            t.ops.append(orjson.dumps(["compress", self.name, level, encoded]))
+
+    def __repr__(self) -> str:
+        return f"<Table {self.name!r} of {self._db.path}>"
+
+
+def as_mapping(doc: Any) -> Mapping[str, Any]:
+    """The fields of a Doc or dict."""
+    return Table._unwrap(doc)[0]

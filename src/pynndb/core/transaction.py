@@ -1,0 +1,91 @@
+"""`Transaction`: one LMDB transaction plus what pynndb tracks alongside it (journal ops, schema changes)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import lmdb
+
+from pynndb.errors import TransactionError
+
+if TYPE_CHECKING:
+    from pynndb.core.database import Database
+
+
+class Transaction:
+    """A read or write transaction; use as a context manager (commit on clean exit, abort on exception)."""
+
+    __slots__ = (
+        "db",
+        "txn",
+        "write",
+        "ops",
+        "hlc",
+        "seq",
+        "origin",
+        "version",
+        "source",
+        "applying",
+        "schema_changed",
+        "active",
+    )
+
+    def __init__(self, db: Database, txn: lmdb.Transaction, write: bool, journaled: bool, applying: bool) -> None:
+        self.db = db
+        self.txn = txn
+        self.write = write
+        # Journal ops of the current entry; None when the database keeps no journal.
+        self.ops: list[Any] | None = [] if journaled else None
+        self.hlc = 0  # the database clock for this transaction, set at the first journaled write
+        self.seq = 0
+        self.origin: bytes | None = None  # set by the replication applier while it applies a remote entry
+        self.version = 0
+        self.source: bytes | None = None
+        self.applying = applying
+        self.schema_changed = False
+        self.active = True
+
+    def commit(self) -> None:
+        """Write the journal entry (if any) and commit."""
+        if not self.active:
+            raise TransactionError("transaction already finished")
+        db = self.db
+        try:
+            if self.ops:
+                db.replication.write_entry(self)
+        except BaseException:
+            self.abort()
+            raise
+        self.active = False
+        try:
+            self.txn.commit()
+        except lmdb.MapFullError:
+            db._grow_map()
+            if self.schema_changed:
+                db._reload_schema()
+            raise
+        if self.schema_changed:
+            db._schema_committed()
+        if self.write:
+            db._committed(self)
+
+    def abort(self) -> None:
+        """Discard every change made in this transaction."""
+        if not self.active:
+            return
+        self.active = False
+        self.txn.abort()
+        if self.schema_changed:
+            self.db._reload_schema()
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if kind is None and self.active:
+            self.commit()
+        else:
+            self.abort()

@@ -1,0 +1,161 @@
+"""One error hierarchy for pynndb: every exception is named for the condition that raised it.
+
+Errors that cross the wire carry a stable ``code`` (the class's ``code`` attribute) and a readable message.
+"""
+
+from __future__ import annotations
+
+
+class PyNNDBError(Exception):
+    """Base class of every pynndb error."""
+
+    code = "error"
+
+
+# --- storage -------------------------------------------------------------------------------------------------
+class DatabaseError(PyNNDBError):
+    """A database could not be opened or used."""
+
+    code = "database_error"
+
+
+class DatabaseClosed(DatabaseError):
+    """The database (or its manager) has been closed."""
+
+    code = "database_closed"
+
+
+class NoSuchDatabase(DatabaseError):
+    """No open database has that name."""
+
+    code = "no_such_database"
+
+
+class NoSuchTable(PyNNDBError):
+    """The table does not exist."""
+
+    code = "no_such_table"
+
+
+class InvalidName(PyNNDBError):
+    """A table or index name is empty, too long, or uses a reserved prefix."""
+
+    code = "invalid_name"
+
+
+class NoSuchIndex(PyNNDBError):
+    """The index does not exist on that table."""
+
+    code = "no_such_index"
+
+
+class IndexDefinitionError(PyNNDBError):
+    """An index definition is malformed (bad format string, wrong type) or conflicts with the stored one."""
+
+    code = "index_definition"
+
+
+class IndexFunctionUnavailable(PyNNDBError):
+    """A function index was opened without its function: the application must supply it with ``ensure``."""
+
+    code = "index_function_unavailable"
+
+
+class InvalidIndexKey(PyNNDBError):
+    """An index function produced a key that cannot be stored (wrong type, longer than LMDB allows)."""
+
+    code = "invalid_index_key"
+
+
+class DuplicateKey(PyNNDBError):
+    """A unique index (or the primary key) already holds that key."""
+
+    code = "duplicate_key"
+
+
+class DocumentDoesNotExist(PyNNDBError):
+    """No record has that key."""
+
+    code = "document_does_not_exist"
+
+
+class InvalidDocument(PyNNDBError):
+    """The document is not a dict, or holds values JSON cannot represent."""
+
+    code = "invalid_document"
+
+
+class InvalidKey(PyNNDBError):
+    """A record key is not a 24-hex id (str or bytes)."""
+
+    code = "invalid_key"
+
+
+class TransactionError(PyNNDBError):
+    """A transaction was used wrongly (finished, read-only for a write, from another database)."""
+
+    code = "transaction_error"
+
+
+class ReadOnlyDatabase(PyNNDBError):
+    """The database is a read-only replica; only replication may write to it."""
+
+    code = "read_only_database"
+
+
+class ConfigError(PyNNDBError):
+    """A configuration value is unknown or of the wrong type."""
+
+    code = "config_error"
+
+
+# --- replication ---------------------------------------------------------------------------------------------
+class ReplicationError(PyNNDBError):
+    """Replication could not proceed."""
+
+    code = "replication_error"
+
+
+class ReplicationNotEnabled(ReplicationError):
+    """The database was not opened with ``config={'replication': True}``."""
+
+    code = "replication_not_enabled"
+
+
+class JournalGap(ReplicationError):
+    """The entries asked for are no longer in the source's journal (a snapshot is needed)."""
+
+    code = "journal_gap"
+
+
+class MalformedEntry(ReplicationError):
+    """A journal entry or snapshot chunk could not be decoded."""
+
+    code = "malformed_entry"
+
+
+# --- mesh ----------------------------------------------------------------------------------------------------
+class MeshError(PyNNDBError):
+    """A mesh operation failed."""
+
+    code = "mesh_error"
+
+
+class CommandError(MeshError):
+    """A command was refused; ``code`` is the stable code sent by the node."""
+
+    def __init__(self, message: str, code: str = "command_error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class CommandTimeout(MeshError):
+    """No reply came before the deadline."""
+
+    code = "timeout"
+
+
+class MalformedMessage(MeshError):
+    """A message on a socket could not be decoded."""
+
+    code = "malformed_message"

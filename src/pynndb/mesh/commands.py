@@ -1,0 +1,166 @@
+"""The command registry and the built-in commands; each built-in's docstring is its help text.
+
+A handler takes ``(params, context)`` and returns a result dict; errors become replies with a stable code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pynndb.errors import CommandError, PyNNDBError
+
+if TYPE_CHECKING:
+    from pynndb.mesh.controller import Controller
+
+log = logging.getLogger("pynndb.mesh.commands")
+
+Handler = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+# Stable error codes sent in replies (PyNNDBError subclasses add their own ``code``).
+UNKNOWN_COMMAND = "unknown_command"
+BAD_PARAMS = "bad_params"
+UNKNOWN_TARGET = "unknown_target"
+NOT_FOUND = "not_found"
+TIMEOUT = "timeout"
+INTERNAL = "internal_error"
+BUSY = "busy"
+SHUTTING_DOWN = "shutting_down"
+UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A registered command; ``inline`` ones are fast, non-blocking built-ins run on the socket loop."""
+
+    name: str
+    handler: Handler
+    help: str
+    inline: bool = False
+
+
+def ok_reply(result: dict[str, Any]) -> dict[str, Any]:
+    return {"ok": True, "result": result}
+
+
+def error_reply(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def run(command: Command | None, name: str, params: Any, context: dict[str, Any]) -> dict[str, Any]:
+    """Run a command and turn its outcome (result or exception) into a reply; never raises."""
+    if command is None:
+        return error_reply(UNKNOWN_COMMAND, f"unknown command {name!r}")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        return error_reply(BAD_PARAMS, "params must be an object")
+    try:
+        result = command.handler(params, context)
+    except PyNNDBError as error:
+        return error_reply(str(error.code), str(error))
+    except (ValueError, TypeError, KeyError) as error:
+        return error_reply(BAD_PARAMS, f"{type(error).__name__}: {error}")
+    except Exception as error:
+        log.exception("command %s failed", name)
+        return error_reply(INTERNAL, f"{type(error).__name__}: {error}")
+    if result is None:
+        result = {}
+    if not isinstance(result, dict):
+        return error_reply(INTERNAL, f"handler for {name} returned {type(result).__name__}, not a dict")
+    return ok_reply(result)
+
+
+def param(params: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
+    """Fetch a parameter, raising a ``bad_params`` CommandError if it is missing or of the wrong type."""
+    if name not in params:
+        if required:
+            raise CommandError(f"missing parameter {name!r}", BAD_PARAMS)
+        return None
+    value = params[name]
+    if not isinstance(value, kind) or isinstance(value, bool) and bool not in _as_tuple(kind):
+        raise CommandError(f"parameter {name!r} has the wrong type", BAD_PARAMS)
+    return value
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _node(context: dict[str, Any]) -> Controller:
+    return context["node"]  # type: ignore[no-any-return]
+
+
+def ping(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """PING: answer with this node's id, label and clock; proves the route and the node are alive."""
+    node = _node(context)
+    return {"pong": True, "peer": node.id, "label": node.label, "time": time.time()}
+
+
+def lookup(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """LOOKUP {'name': label or id}: the directory entry of a node, its id under 'peer'."""
+    name = param(params, "name", str)
+    entry = _node(context).lookup(name)
+    if entry is None:
+        raise CommandError(f"no node named {name!r}", NOT_FOUND)
+    return entry
+
+
+def nodes(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """NODES: the whole directory as this node sees it, keyed by node id."""
+    return {"nodes": _node(context).directory()}
+
+
+def status(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """STATUS: node health, links, message counters, dropped and malformed counts."""
+    return _node(context).status()
+
+
+def connect(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """CONNECT {'address': 'tcp://host:port1', 'timeout'?: seconds}: link this node to another one."""
+    address = param(params, "address", str)
+    timeout = param(params, "timeout", (int, float), required=False) or 5.0
+    peer = _node(context).connect(address, timeout=float(timeout))
+    return {"peer": peer}
+
+
+def disconnect(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """DISCONNECT {'address': 'tcp://host:port1'} or {'peer': id or label}: remove a link."""
+    address = param(params, "address", str, required=False)
+    peer = param(params, "peer", str, required=False)
+    if (address is None) == (peer is None):
+        raise CommandError("give exactly one of 'address' or 'peer'", BAD_PARAMS)
+    removed = _node(context).disconnect(address if address is not None else peer)
+    if not removed:
+        raise CommandError(f"no link to {address or peer!r}", NOT_FOUND)
+    return {"disconnected": True}
+
+
+def help_command(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """HELP {'command'?: name}: the help text of one command, or of every command."""
+    name = param(params, "command", str, required=False)
+    texts = _node(context).commands_help()
+    if name is not None:
+        if name.upper() not in texts:
+            raise CommandError(f"unknown command {name!r}", UNKNOWN_COMMAND)
+        return {"commands": {name.upper(): texts[name.upper()]}}
+    return {"commands": texts}
+
+
+def builtins() -> list[Command]:
+    """The built-in commands, registered through the same path as service commands."""
+    table: list[tuple[str, Handler, bool]] = [
+        ("PING", ping, True),
+        ("LOOKUP", lookup, True),
+        ("NODES", nodes, True),
+        ("STATUS", status, True),
+        ("HELP", help_command, True),
+        # These wait for the loop (a handshake), so they must not run on it.
+        ("CONNECT", connect, False),
+        ("DISCONNECT", disconnect, False),
+    ]
+    return [Command(name, handler, inspect.getdoc(handler) or "", inline) for name, handler, inline in table]

@@ -1,0 +1,252 @@
+"""The mesh wire format: single-frame messages with a fixed binary header, encoded and validated here.
+
+Every decoder raises ``MalformedMessage`` on bad input; nothing else in the mesh parses raw frames.
+See PROTOCOL.md for the layout of each message type.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pynndb.errors import MalformedMessage
+
+VERSION = 1
+
+# Message types (byte 1 of every frame).
+DISCOVER = 0x01
+DISCOVERED = 0x02
+HELLO = 0x10
+WELCOME = 0x11
+RESET = 0x12
+BYE = 0x13
+HEARTBEAT = 0x20
+LEAVE = 0x21
+COMMAND = 0x30
+REPLY = 0x31
+PUBLISH = 0x40
+SEND = 0x41
+REQUEST = 0x50
+RESPONSE = 0x51
+
+ROUTED_TYPES = frozenset({HEARTBEAT, LEAVE, COMMAND, REPLY, PUBLISH, SEND})
+TARGETED_TYPES = frozenset({COMMAND, REPLY, SEND})
+LINK_TYPES = frozenset({HELLO, WELCOME, RESET, BYE}) | ROUTED_TYPES
+
+_PREAMBLE = struct.Struct(">BB")
+# version, type, origin node id (16 raw uuid bytes), message id
+_ROUTED = struct.Struct(">BB16sQ")
+_TARGET = struct.Struct(">16s")
+_TOPIC_HEAD = struct.Struct(">HI")  # topic length, item count
+_ITEM_LEN = struct.Struct(">I")
+_KIND_LEN = struct.Struct(">B")
+
+ROUTED_HEADER_SIZE = _ROUTED.size
+TARGETED_HEADER_SIZE = _ROUTED.size + _TARGET.size
+MAX_TOPIC_BYTES = 1024
+MAX_KIND_BYTES = 255
+
+
+def node_id_to_bytes(node_id: str) -> bytes:
+    """Pack a 32-hex node id into its 16 wire bytes."""
+    try:
+        return uuid.UUID(hex=node_id).bytes
+    except (ValueError, TypeError, AttributeError) as error:
+        raise MalformedMessage(f"not a node id: {node_id!r}") from error
+
+
+def node_id_from_bytes(raw: bytes) -> str:
+    """Unpack 16 wire bytes into a 32-hex node id."""
+    return raw.hex()
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedHeader:
+    """The routing part of a routed message: who sent it first, its id, and (for targeted types) the target."""
+
+    kind: int
+    origin: str
+    message_id: int
+    target: str | None
+    body_offset: int
+
+    @property
+    def seen_key(self) -> bytes:
+        """Key for the seen-cache: origin and message id, unique per node start."""
+        return node_id_to_bytes(self.origin) + self.message_id.to_bytes(8, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicBatch:
+    """A PUBLISH message: several payloads on one topic."""
+
+    topic: str
+    payloads: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Targeted:
+    """A SEND message: one payload of a named kind for one node."""
+
+    kind: str
+    payload: bytes
+
+
+def message_type(frame: bytes) -> int:
+    """Return the type byte of a frame after checking its version."""
+    if len(frame) < _PREAMBLE.size:
+        raise MalformedMessage("frame shorter than its preamble")
+    version, kind = _PREAMBLE.unpack_from(frame)
+    if version != VERSION:
+        raise MalformedMessage(f"unsupported protocol version {version}")
+    return int(kind)
+
+
+def seen_key(frame: bytes) -> bytes:
+    """The seen-cache key of a routed frame (raw origin + message id), without decoding anything else."""
+    return frame[2:ROUTED_HEADER_SIZE]
+
+
+def encode_control(kind: int, body: Any = None) -> bytes:
+    """Encode an unrouted message: preamble plus an optional JSON body."""
+    head = _PREAMBLE.pack(VERSION, kind)
+    return head if body is None else head + orjson.dumps(body)
+
+
+def decode_json_body(frame: bytes | memoryview, offset: int) -> Any:
+    """Decode the JSON body that starts at ``offset``."""
+    try:
+        return orjson.loads(frame[offset:])
+    except orjson.JSONDecodeError as error:
+        raise MalformedMessage(f"bad JSON body: {error}") from error
+
+
+def decode_control(frame: bytes) -> tuple[int, Any]:
+    """Decode an unrouted message into (type, JSON body or None)."""
+    kind = message_type(frame)
+    if len(frame) == _PREAMBLE.size:
+        return kind, None
+    return kind, decode_json_body(frame, _PREAMBLE.size)
+
+
+def encode_routed(
+    kind: int, origin: bytes, message_id: int, body: bytes = b"", target: bytes | None = None
+) -> bytes:
+    """Encode a routed message; ``origin``/``target`` are 16 raw id bytes, ``body`` is already encoded."""
+    head = _ROUTED.pack(VERSION, kind, origin, message_id)
+    if kind in TARGETED_TYPES:
+        if target is None or len(target) != 16:
+            raise ValueError("targeted message needs a 16-byte target")
+        return b"".join((head, target, body))
+    return head + body
+
+
+def decode_routed(frame: bytes) -> RoutedHeader:
+    """Decode and check the header of a routed message."""
+    kind = message_type(frame)
+    if kind not in ROUTED_TYPES:
+        raise MalformedMessage(f"type {kind:#x} is not routed")
+    if len(frame) < _ROUTED.size:
+        raise MalformedMessage("truncated routed header")
+    _, _, origin, message_id = _ROUTED.unpack_from(frame)
+    offset = _ROUTED.size
+    target = None
+    if kind in TARGETED_TYPES:
+        if len(frame) < offset + _TARGET.size:
+            raise MalformedMessage("truncated target")
+        target = node_id_from_bytes(frame[offset : offset + _TARGET.size])
+        offset += _TARGET.size
+    return RoutedHeader(kind, node_id_from_bytes(origin), message_id, target, offset)
+
+
+def encode_topic_body(topic: str, payloads: Sequence[bytes]) -> bytes:
+    """Encode the body of a PUBLISH message: topic, count, then length-prefixed payloads."""
+    raw_topic = topic.encode()
+    if len(raw_topic) > MAX_TOPIC_BYTES:
+        raise ValueError(f"topic longer than {MAX_TOPIC_BYTES} bytes")
+    parts = [_TOPIC_HEAD.pack(len(raw_topic), len(payloads)), raw_topic]
+    pack = _ITEM_LEN.pack
+    for payload in payloads:
+        parts.append(pack(len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+def decode_topic_name(frame: bytes, offset: int) -> str:
+    """Read only the topic of a PUBLISH body (the relay path needs nothing more)."""
+    if len(frame) < offset + _TOPIC_HEAD.size:
+        raise MalformedMessage("truncated topic header")
+    topic_length, _ = _TOPIC_HEAD.unpack_from(frame, offset)
+    start = offset + _TOPIC_HEAD.size
+    if topic_length > MAX_TOPIC_BYTES or len(frame) < start + topic_length:
+        raise MalformedMessage("bad topic length")
+    try:
+        return frame[start : start + topic_length].decode()
+    except UnicodeDecodeError as error:
+        raise MalformedMessage("topic is not UTF-8") from error
+
+
+def decode_topic_body(frame: bytes, offset: int) -> TopicBatch:
+    """Decode a PUBLISH body into its topic and payloads."""
+    topic = decode_topic_name(frame, offset)
+    _, count = _TOPIC_HEAD.unpack_from(frame, offset)
+    position = offset + _TOPIC_HEAD.size + len(topic.encode())
+    end = len(frame)
+    view = memoryview(frame)
+    payloads = []
+    unpack = _ITEM_LEN.unpack_from
+    for _ in range(count):
+        if position + 4 > end:
+            raise MalformedMessage("truncated payload length")
+        (length,) = unpack(frame, position)
+        position += 4
+        if position + length > end:
+            raise MalformedMessage("truncated payload")
+        payloads.append(bytes(view[position : position + length]))
+        position += length
+    if position != end:
+        raise MalformedMessage("trailing bytes after payloads")
+    return TopicBatch(topic, tuple(payloads))
+
+
+def encode_send_body(kind: str, payload: bytes) -> bytes:
+    """Encode the body of a SEND message: kind name then the payload."""
+    raw_kind = kind.encode()
+    if len(raw_kind) > MAX_KIND_BYTES:
+        raise ValueError(f"kind longer than {MAX_KIND_BYTES} bytes")
+    return b"".join((_KIND_LEN.pack(len(raw_kind)), raw_kind, payload))
+
+
+def decode_send_body(frame: bytes, offset: int) -> Targeted:
+    """Decode the body of a SEND message."""
+    if len(frame) < offset + 1:
+        raise MalformedMessage("truncated kind")
+    length = frame[offset]
+    start = offset + 1
+    if len(frame) < start + length:
+        raise MalformedMessage("truncated kind")
+    try:
+        kind = frame[start : start + length].decode()
+    except UnicodeDecodeError as error:
+        raise MalformedMessage("kind is not UTF-8") from error
+    return Targeted(kind, frame[start + length :])
+
+
+def require_dict(value: Any, what: str) -> dict[str, Any]:
+    """Check that a decoded JSON value is an object."""
+    if not isinstance(value, dict):
+        raise MalformedMessage(f"{what} must be a JSON object")
+    return value
+
+
+def require_field(body: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    """Fetch a field of a decoded JSON object and check its type."""
+    value = body.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise MalformedMessage(f"field {name!r} missing or of the wrong type")
+    return value
