@@ -101,7 +101,7 @@ class Replication:
 
     def record_version(self, t: Transaction, table: str, oid: bytes, deleted: bool) -> None:
         """Store the version of a document written (or deleted) in this transaction."""
-        if t.origin is None and not self.versioned:
+        if not self.versioned:
             return
         if not t.hlc:
             self.stamp(t)

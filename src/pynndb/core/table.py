@@ -206,7 +206,7 @@ class Table:
             for index_db, keys in additions:
                 for key in keys:
                     txn.put(key, oid, db=index_db)
-            if t.ops is not None:
+            if t.ops is not None or t.origin is not None:
                 self._journal_write(t, oid, raw)
             return
         changes = self._index_changes(txn, oid, new, old) if self._index_list else ()
@@ -223,12 +223,14 @@ class Table:
                 txn.delete(key, oid, db=index_db) if index.duplicates else txn.delete(key, db=index_db)
             for key in add:
                 txn.put(key, oid, db=index_db)
-        if t.ops is not None:
+        if t.ops is not None or t.origin is not None:
             self._journal_write(t, oid, None if new is None else raw)
 
     def _journal_write(self, t: Transaction, oid: bytes, raw: bytes | None) -> None:
         # Record keys need no JSON escaping (see ids.normalise_key) and the name is JSON-encoded once.
-        if raw is None:
+        if t.ops is None:
+            pass
+        elif raw is None:
             t.ops.append(b'["delete",%b,"%b"]' % (self._name_json, oid))
         else:
             t.ops.append(b'["put",%b,"%b",%b]' % (self._name_json, oid, raw))

@@ -1,0 +1,460 @@
+"""The replica side of replication (sans-IO): apply one source's entries exactly once and in order.
+
+The high-water mark of a source is stored in the same transaction as the ops it covers, so replays and duplicates
+are harmless. A gap (or a late start) yields a `Request` for the missing range; a snapshot replaces what came from
+that source, then entries continue from the snapshot's sequence + 1. Messages in, requests out: no sockets here.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid as uuid_module
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pynndb.core.index import IndexDefinition
+from pynndb.core.journal import SEQ, decode_body
+from pynndb.core.table import Table
+from pynndb.errors import MalformedEntry, PyNNDBError
+from pynndb.replication.messages import Entries, Message, Request, SnapshotBegin, SnapshotChunk, SnapshotEnd
+
+if TYPE_CHECKING:
+    from pynndb.core.database import Database
+    from pynndb.core.transaction import Transaction
+
+MODES = ("one-way", "two-way", "aggregate")
+REGISTRATION = b"replica:"
+APPLY_BATCH = 500  # journal entries per replica transaction
+
+
+class Replica:
+    """Keeps database `db` a replica of the database whose UUID is `source`.
+
+    `mode`: 'one-way' (read-only copy), 'two-way' (both sides write; last writer wins by version, ties by origin),
+    'aggregate' (read-only, fed by several sources; each source's snapshot replaces only its own documents).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        source: str,
+        mode: str = "one-way",
+        clock: Callable[[], float] = time.monotonic,
+        request_timeout: float = 2.0,
+        max_pending: int = 100_000,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        try:
+            self.source_bytes = uuid_module.UUID(source).bytes
+        except (ValueError, AttributeError, TypeError):
+            raise ValueError(f"source must be a database UUID, not {source!r}") from None
+        if source == db.replication.uuid:
+            raise ValueError("a database cannot replicate itself")
+        self.db = db
+        self.source = source
+        self.two_way = mode == "two-way"
+        register(db, source, self.two_way)
+        self.mode = self._current_mode()
+        self.clock = clock
+        self.request_timeout = request_timeout
+        self.max_pending = max_pending
+        self.state = "syncing"
+        self.reason: str | None = None
+        self.counters = {"applied": 0, "duplicates": 0, "partial_resyncs": 0, "full_resyncs": 0, "malformed": 0}
+        self.source_last = 0
+        self.last_applied_clock = 0
+        self.snapshot_progress: tuple[int, int] | None = None  # (documents received, documents in the snapshot)
+        self._pending: dict[int, tuple[int, bytes]] = {}
+        self._requested_at: float | None = None
+        self._snapshot: SnapshotBegin | None = None
+        replication = db.replication
+        with db._env.begin() as txn:
+            self.hwm = replication.mark(txn, source)
+            self._interrupted = replication.meta_get(txn, self._snapshot_key) is not None
+
+    def _current_mode(self) -> str:
+        if self.two_way:
+            return "two-way"
+        read_only = [source for source, mode in registrations(self.db).items() if mode != "two-way"]
+        return "aggregate" if len(read_only) > 1 else "one-way"
+
+    @property
+    def _snapshot_key(self) -> bytes:
+        return b"snapshot:" + self.source.encode()
+
+    # --- inputs ---------------------------------------------------------------------------------------------
+    def start(self) -> list[Request]:
+        """What to ask the source for when starting (or restarting) replication."""
+        return [self._request(snapshot=self._interrupted)]
+
+    def receive(self, message: Message) -> list[Request]:
+        """Take one message from the source; return the requests to send back (gap repair, snapshots)."""
+        if getattr(message, "source", None) != self.source:
+            return []
+        try:
+            if isinstance(message, Entries):
+                return self._entries(message)
+            if isinstance(message, SnapshotBegin):
+                return self._snapshot_begin(message)
+            if isinstance(message, SnapshotChunk):
+                return self._snapshot_chunk(message)
+            if isinstance(message, SnapshotEnd):
+                return self._snapshot_end(message)
+        except (MalformedEntry, KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+            self.counters["malformed"] += 1
+            self._stall(f"malformed message from the source: {error!r}")
+        except PyNNDBError as error:
+            self._stall(f"{type(error).__name__}: {error}")
+        return []
+
+    def tick(self) -> list[Request]:
+        """Call now and then: re-sends a request that got no answer, retries after a stall."""
+        if self._requested_at is not None and self.clock() - self._requested_at < self.request_timeout:
+            return []
+        if self._snapshot is not None or self._pending or self.state in ("stalled", "syncing"):
+            self._snapshot = None
+            return [self._request(snapshot=self._interrupted)]
+        return []
+
+    # --- entries --------------------------------------------------------------------------------------------
+    def _entries(self, message: Entries) -> list[Request]:
+        self.source_last = max(self.source_last, message.last, message.last_seq)
+        if self._snapshot is not None:
+            for seq, clock, body in message.entries:
+                if seq > self._snapshot.seq:
+                    self._hold(seq, clock, body)
+            return []
+        run: list[tuple[int, int, bytes]] = []
+        for seq, clock, body in message.entries:
+            if seq <= self.hwm:
+                self.counters["duplicates"] += 1
+            elif seq == self.hwm + 1 + len(run):
+                run.append((seq, clock, body))
+            else:
+                self._hold(seq, clock, body)
+        if run:
+            self._apply(run)
+        self._drain()
+        if self._pending and self._requested_at is None:
+            self.counters["partial_resyncs"] += 1
+            return [self._request()]
+        return []
+
+    def _hold(self, seq: int, clock: int, body: bytes) -> None:
+        if len(self._pending) < self.max_pending:
+            self._pending[seq] = (clock, body)
+
+    def _drain(self) -> None:
+        while self._pending:
+            for seq in [seq for seq in self._pending if seq <= self.hwm]:
+                del self._pending[seq]
+                self.counters["duplicates"] += 1
+            run = []
+            seq = self.hwm + 1
+            while seq in self._pending and len(run) < APPLY_BATCH:
+                clock, body = self._pending.pop(seq)
+                run.append((seq, clock, body))
+                seq += 1
+            if not run:
+                return
+            self._apply(run)
+
+    def _apply(self, run: list[tuple[int, int, bytes]]) -> None:
+        self.mode = self._current_mode()
+        for start in range(0, len(run), APPLY_BATCH):
+            batch = run[start : start + APPLY_BATCH]
+            t = self.db._begin(True, applying=True)
+            try:
+                for _seq, clock, body in batch:
+                    self._apply_entry(t, decode_body(body))
+                    self.last_applied_clock = clock
+                self.db.replication.set_mark(t.txn, self.source, batch[-1][0])
+                t.commit()
+            except BaseException:
+                t.abort()
+                raise
+            self.hwm = batch[-1][0]
+            self.counters["applied"] += len(batch)
+        self._requested_at = None
+        self.state = "live" if not self._pending and self.hwm >= self.source_last else "syncing"
+        self.reason = None
+
+    def _apply_entry(self, t: Transaction, entry: dict[str, Any]) -> None:
+        if not isinstance(entry, dict) or not isinstance(entry.get("ops"), list):
+            raise MalformedEntry("journal entry must be an object with 'ops'")
+        origin = entry.get("o")
+        version = entry.get("v")
+        if not isinstance(origin, str) or not isinstance(version, int):
+            raise MalformedEntry("journal entry lacks origin or version")
+        if origin == self.db.replication.uuid:
+            return  # our own change coming back through a two-way pair: never re-apply it
+        t.origin = uuid_module.UUID(origin).bytes
+        t.version = version
+        t.source = self.source_bytes
+        for op in entry["ops"]:
+            self._apply_op(t, op, version, t.origin)
+        if t.ops:
+            self.db.replication.write_entry(t, origin, version)  # a relayed change keeps its origin
+
+    def _apply_op(self, t: Transaction, op: list[Any], version: int, origin: bytes) -> None:
+        kind = op[0]
+        db = self.db
+        if kind == "put" or kind == "delete":
+            table = self._table(t, op[1])
+            oid = op[2].encode()
+            if self.mode == "two-way" and not self._newer(t, op[1], oid, version, origin):
+                return
+            fields = op[3] if kind == "put" else None
+            if fields is not None and not isinstance(fields, dict):
+                raise MalformedEntry("a put op must carry a document")
+            self._put(t, table, oid, fields)
+        elif kind == "create":
+            db._create_table(t, op[1])
+        elif kind == "drop":
+            if self.mode == "aggregate":
+                self._remove_source_documents(t, op[1])
+            elif db._table_definition(t.txn, op[1]) is not None:
+                db._drop_table(t, op[1])
+        elif kind == "empty":
+            if self.mode == "aggregate":
+                self._remove_source_documents(t, op[1])
+            else:
+                self._table(t, op[1])._empty(t)
+        elif kind == "ensure":
+            self._ensure(t, self._table(t, op[1]), op[2], op[3])
+        elif kind == "drop_index":
+            table = self._table(t, op[1])
+            if op[2] in table._indexes:
+                table._drop_index(t, op[2])
+        elif kind == "compress":
+            dictionary = None if op[3] is None else base64.b64decode(op[3])
+            self._table(t, op[1])._set_compression(t, op[2], dictionary)
+        else:
+            raise MalformedEntry(f"unknown op {kind!r}")
+
+    def _table(self, t: Transaction, name: str) -> Table:
+        if not isinstance(name, str):
+            raise MalformedEntry("table name must be a str")
+        table = self.db._tables.get(name)
+        if table is not None and table._dbi is not None:
+            return table
+        return self.db._create_table(t, name)
+
+    @staticmethod
+    def _ensure(t: Transaction, table: Table, name: str, stored: dict[str, Any]) -> None:
+        definition = IndexDefinition.from_json(name, stored)
+        existing = table._indexes.get(name)
+        if existing is not None and existing.definition.same_as(definition):
+            return
+        table._ensure(t, definition, force=existing is not None)
+
+    def _newer(self, t: Transaction, table: str, oid: bytes, version: int, origin: bytes) -> bool:
+        local = self.db.replication.version_of(t.txn, table, oid)
+        return local is None or (version, origin) > (local.clock, local.origin)
+
+    @staticmethod
+    def _put(t: Transaction, table: Table, oid: bytes, fields: dict[str, Any] | None) -> None:
+        old = table._read(t.txn, oid)
+        if fields is None:
+            if old is not None:
+                table._write(t, oid, None, old)
+            else:
+                table._db.replication.record_version(t, table.name, oid, True)
+        else:
+            table._write(t, oid, fields, old)
+
+    def _remove_source_documents(self, t: Transaction, name: str) -> None:
+        table = self.db._tables.get(name)
+        if table is None or table._dbi is None:
+            return
+        mine = [
+            oid for oid, version in self.db.replication.versions(t.txn, name) if version.source == self.source_bytes
+        ]
+        for oid in mine:
+            old = table._read(t.txn, oid)
+            if old is not None:
+                table._write(t, oid, None, old)
+
+    # --- snapshots ------------------------------------------------------------------------------------------
+    def _snapshot_begin(self, message: SnapshotBegin) -> list[Request]:
+        self.counters["full_resyncs"] += 1
+        self.mode = self._current_mode()
+        self.state = "snapshot"
+        self._snapshot = message
+        self.snapshot_progress = (0, message.documents)
+        db = self.db
+        t = db._begin(True, applying=True)
+        try:
+            t.origin = t.source = self.source_bytes
+            t.version = 0
+            db.replication.meta_put(t.txn, self._snapshot_key, SEQ.pack(message.seq))
+            for name in list(db._tables):
+                if db._tables[name]._dbi is None:
+                    continue
+                if self.mode == "one-way":
+                    db._drop_table(t, name)
+                elif self.mode == "aggregate":
+                    self._remove_source_documents(t, name)
+            for name, definition in message.tables.items():
+                table = self._table(t, name)
+                for index_name, stored in definition.get("indexes", {}).items():
+                    self._ensure(t, table, index_name, stored)
+            self._finish_snapshot_txn(t)
+        except BaseException:
+            t.abort()
+            raise
+        self._interrupted = True
+        return []
+
+    def _snapshot_chunk(self, message: SnapshotChunk) -> list[Request]:
+        if self._snapshot is None or message.seq != self._snapshot.seq:
+            return []
+        documents = message.documents if message.raw is None else orjson.loads(message.raw)
+        t = self.db._begin(True, applying=True)
+        try:
+            table = self._table(t, message.table)
+            for key, fields, version in documents:
+                oid = key.encode()
+                if version is None:
+                    t.origin, t.version = self.source_bytes, 0
+                else:
+                    t.origin, t.version = uuid_module.UUID(version[1]).bytes, version[0]
+                t.source = self.source_bytes
+                if self.mode == "two-way" and not self._newer(t, message.table, oid, t.version, t.origin):
+                    continue
+                self._put(t, table, oid, fields)
+            self._finish_snapshot_txn(t)
+        except BaseException:
+            t.abort()
+            raise
+        done, total = self.snapshot_progress or (0, 0)
+        self.snapshot_progress = (done + len(documents), total)
+        return []
+
+    def _finish_snapshot_txn(self, t: Transaction) -> None:
+        if t.ops:
+            self.db.replication.write_entry(t, self.source, 0)
+        t.commit()
+
+    def _snapshot_end(self, message: SnapshotEnd) -> list[Request]:
+        if self._snapshot is None or message.seq != self._snapshot.seq:
+            return []
+        t = self.db._begin(True, applying=True)
+        try:
+            self.db.replication.set_mark(t.txn, self.source, message.seq)
+            self.db.replication.meta_put(t.txn, self._snapshot_key, None)
+            t.commit()
+        except BaseException:
+            t.abort()
+            raise
+        self.hwm = message.seq
+        self.source_last = max(self.source_last, message.seq)
+        self._snapshot = None
+        self._interrupted = False
+        self._requested_at = None
+        self.state = "live"
+        self._drain()
+        if self._pending:
+            return [self._request()]
+        return []
+
+    # --- bookkeeping ----------------------------------------------------------------------------------------
+    def _request(self, snapshot: bool = False) -> Request:
+        self._requested_at = self.clock()
+        return Request(self.source, self.db.replication.uuid, self.hwm + 1, snapshot)
+
+    def _stall(self, reason: str) -> None:
+        self.state = "stalled"
+        self.reason = reason
+        self._snapshot = None
+        self._requested_at = self.clock()
+
+    def status(self) -> dict[str, Any]:
+        """Where this replica stands: mark, lag, state and counters."""
+        lag_entries = max(0, self.source_last - self.hwm)
+        lag_seconds = 0.0
+        if lag_entries and self.last_applied_clock:
+            lag_seconds = max(0.0, time.time() - (self.last_applied_clock >> 16) / 1000)
+        return {
+            "source": self.source,
+            "mode": self.mode,
+            "hwm": self.hwm,
+            "source_sequence": self.source_last,
+            "lag_entries": lag_entries,
+            "lag_seconds": round(lag_seconds, 3),
+            "state": self.state,
+            "reason": self.reason,
+            "snapshot_progress": self.snapshot_progress if self.state == "snapshot" else None,
+            **self.counters,
+        }
+
+
+# --- registrations: which sources a database replicates, kept in the database itself -----------------------------
+def registrations(db: Database) -> dict[str, str]:
+    """Source UUID -> 'two-way' or 'read-only', for every source this database replicates."""
+    found: dict[str, str] = {}
+    with db._env.begin() as txn:
+        cursor = txn.cursor(db=db._meta)
+        if cursor.set_range(REGISTRATION):
+            for key, value in cursor:
+                if not key.startswith(REGISTRATION):
+                    break
+                found[key[len(REGISTRATION) :].decode()] = orjson.loads(value).get("mode", "read-only")
+    return found
+
+
+def register(db: Database, source: str, two_way: bool) -> None:
+    """Record that `db` replicates `source` (idempotent) and set the flags that mode needs.
+
+    A read-only replica refuses application writes. A second read-only source turns the database into an
+    aggregation, which must know each document's source: documents already there are attributed to the first.
+    """
+    mode = "two-way" if two_way else "read-only"
+    existing = registrations(db)
+    replication = db.replication
+    others = [other for other, kind in existing.items() if kind == "read-only" and other != source]
+    if not two_way and others and not replication.versioned:
+        _attribute_documents(db, others[0])
+    if existing.get(source) != mode:
+        with db._env.begin(write=True) as txn:
+            txn.put(REGISTRATION + source.encode(), orjson.dumps({"mode": mode}), db=db._meta)
+    if not two_way and not replication.read_only:
+        replication.set_read_only(True)
+    if (two_way or others) and not replication.versioned:
+        replication.set_versioned(True)
+
+
+def unregister(db: Database, source: str) -> None:
+    """Forget that `db` replicates `source` (its data and mark stay); the last read-only source makes it writable."""
+    with db._env.begin(write=True) as txn:
+        txn.delete(REGISTRATION + source.encode(), db=db._meta)
+    if not any(mode == "read-only" for mode in registrations(db).values()) and db.replication.read_only:
+        db.replication.set_read_only(False)
+
+
+def _attribute_documents(db: Database, source: str) -> None:
+    source_bytes = uuid_module.UUID(source).bytes
+    db._reload_schema()
+    t = db._begin(True, applying=True)
+    try:
+        t.origin = t.source = source_bytes
+        t.version = 0
+        replication = db.replication
+        replication.versioned = True  # for this transaction's record_version calls; persisted just after
+        for table in list(db._tables.values()):
+            if table._dbi is None:
+                continue
+            for oid, _stored in t.txn.cursor(db=table._dbi):
+                if replication.version_of(t.txn, table.name, oid) is None:
+                    replication.record_version(t, table.name, oid, False)
+        t.txn.put(b"versioned", b"1", db=db._meta)
+        db._touch_schema(t.txn)
+        t.commit()
+    except BaseException:
+        t.abort()
+        db.replication.versioned = False
+        raise

@@ -1,0 +1,115 @@
+"""The source side of replication (sans-IO): new journal entries to publish, and answers to replicas' requests.
+
+A request for entries the journal still holds is answered with those entries; otherwise with a snapshot taken in
+one read transaction at sequence S (the ZeroMQ guide's "Clone" pattern), after which entries from S + 1 follow.
+"""
+
+from __future__ import annotations
+
+import uuid as uuid_module
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import orjson
+
+from pynndb.core.codec import raw_json
+from pynndb.core.database import TABLE_PREFIX
+from pynndb.core.journal import Version
+from pynndb.errors import ReplicationNotEnabled
+from pynndb.replication.messages import Entries, Message, Request, SnapshotBegin, SnapshotChunk, SnapshotEnd
+
+if TYPE_CHECKING:
+    from pynndb.core.database import Database
+
+BATCH_ENTRIES = 2000
+BATCH_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 20
+
+
+def version_json(version: Version | None) -> bytes:
+    if version is None:
+        return b"null"
+    origin = uuid_module.UUID(bytes=version.origin)
+    source = uuid_module.UUID(bytes=version.source)
+    return b'[%d,"%s","%s"]' % (version.clock, str(origin).encode(), str(source).encode())
+
+
+class Publisher:
+    """Turns a source database's journal into `Entries` messages and answers `Request`s."""
+
+    def __init__(self, db: Database, batch_entries: int = BATCH_ENTRIES, batch_bytes: int = BATCH_BYTES) -> None:
+        if not db.replication.enabled:
+            raise ReplicationNotEnabled(f"{db.path}: open it with config={{'replication': True}} to replicate it")
+        self.db = db
+        self.uuid = db.replication.uuid
+        self.batch_entries = batch_entries
+        self.batch_bytes = batch_bytes
+        self.published = db.replication.sequence
+
+    def poll(self, max_messages: int = 64) -> list[Entries]:
+        """Entries committed since the last poll, in batches (at most `max_messages` of them)."""
+        messages: list[Entries] = []
+        while len(messages) < max_messages:
+            batch = self.db.replication.entries(self.published + 1, self.batch_entries, self.batch_bytes)
+            if not batch:
+                break
+            if batch[0][0] != self.published + 1:
+                # The journal was trimmed past what we published (a long pause): replicas will ask for the rest.
+                self.published = batch[0][0] - 1
+            self.published = batch[-1][0]
+            messages.append(Entries(self.uuid, batch, self.published))
+        return messages
+
+    def serve(self, request: Request) -> Iterator[Message]:
+        """Answer a replica: the entries from `request.start` up to now, or a snapshot when they are gone."""
+        first, last = self.db.replication.retained
+        if request.snapshot or request.start < first or request.start > last + 1:
+            yield from snapshot(self.db)
+            return
+        start = request.start
+        while start <= last:
+            batch = self.db.replication.entries(start, self.batch_entries, self.batch_bytes)
+            if not batch or batch[0][0] != start:
+                yield from snapshot(self.db)  # trimmed while we were sending
+                return
+            yield Entries(self.uuid, batch, last)
+            start = batch[-1][0] + 1
+
+
+def snapshot(db: Database, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Message]:
+    """A consistent snapshot of `db`: definitions, documents (with versions and tombstones), in bounded chunks."""
+    replication = db.replication
+    source = replication.uuid
+    db._reload_schema()
+    with db._env.begin() as txn:
+        seq = replication.last_sequence(txn)
+        tables: dict[str, object] = {}
+        cursor = txn.cursor(db=db._meta)
+        if cursor.set_range(TABLE_PREFIX):
+            for key, value in cursor:
+                if not key.startswith(TABLE_PREFIX):
+                    break
+                tables[key[len(TABLE_PREFIX) :].decode()] = orjson.loads(value)
+        handles = {name: db._tables[name] for name in tables if name in db._tables}
+        documents = sum(txn.stat(table._dbi)["entries"] for table in handles.values())
+        yield SnapshotBegin(source, seq, tables, documents)
+        versioned = replication.versioned
+        for name, table in handles.items():
+            compressor = table._compressor
+            parts: list[bytes] = []
+            size = 0
+            for oid, stored in txn.cursor(db=table._dbi):
+                version = replication.version_of(txn, name, oid) if versioned else None
+                doc = raw_json(stored, compressor)
+                parts.append(b'["%b",%b,%b]' % (oid, doc, version_json(version)))
+                size += len(doc) + 64
+                if size >= chunk_bytes:
+                    yield SnapshotChunk(source, seq, name, raw=b"[" + b",".join(parts) + b"]")
+                    parts, size = [], 0
+            if versioned:
+                for oid, version in replication.versions(txn, name):
+                    if version.deleted:
+                        parts.append(b'["%b",null,%b]' % (oid, version_json(version)))
+            if parts:
+                yield SnapshotChunk(source, seq, name, raw=b"[" + b",".join(parts) + b"]")
+        yield SnapshotEnd(source, seq)
