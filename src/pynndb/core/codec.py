@@ -20,12 +20,26 @@ _JSON_START = 0x7B  # '{'
 
 def encode_document(data: Any) -> bytes:
     """Serialise a document's fields to JSON bytes, or raise InvalidDocument."""
-    if not isinstance(data, dict):
+    if data.__class__ is not dict and not isinstance(data, dict):
         raise InvalidDocument(f"a document must be a dict, not {type(data).__name__}")
     try:
-        return _dumps(data)
+        raw = _dumps(data)
     except orjson.JSONEncodeError as error:
         raise InvalidDocument(f"document cannot be stored as JSON: {error}") from None
+    if b"null" in raw and _has_non_finite(data):
+        # orjson writes NaN and infinities as null: refuse rather than silently change the value.
+        raise InvalidDocument("document holds NaN or an infinity, which JSON cannot represent")
+    return raw
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != value or value in (float("inf"), float("-inf"))
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(item) for item in value)
+    return False
 
 
 class Compressor:

@@ -74,19 +74,22 @@ class Database:
             raise DatabaseClosed(f"database {self.path} is closed")
         if write and self.replication.read_only and not applying:
             raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
-        try:
-            txn = self._env.begin(write=write)
-        except lmdb.MapResizedError:
-            self._env.set_mapsize(0)  # another process grew the map: adopt its size
-            txn = self._env.begin(write=write)
-        if write:
-            token = txn.get(b"schema", db=self._meta)
-            if token != self._schema_token:
-                self._load_schema(txn, token)
+        for _attempt in range(16):
+            try:
+                txn = self._env.begin(write=write)
+            except lmdb.MapResizedError:
+                self._env.set_mapsize(0)  # another process grew the map: adopt its size
+                txn = self._env.begin(write=write)
+            if write and txn.get(b"schema", db=self._meta) != self._schema_token:
+                # Another process changed the schema. Handles must be opened in a transaction that commits
+                # (LMDB closes those opened in one that aborts), so reload in a transaction of its own.
+                txn.abort()
+                self._reload_schema()
                 if self.replication.read_only and not applying:
-                    txn.abort()
                     raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
-        return Transaction(self, txn, write, write and self.replication.enabled, applying)
+                continue
+            return Transaction(self, txn, write, write and self.replication.enabled, applying)
+        raise DatabaseError(f"{self.path}: the schema keeps changing under this writer")
 
     def write_transaction(self) -> Transaction:
         """A write transaction: ``with db.write_transaction() as txn: table.append(doc, txn=txn)``."""
@@ -167,8 +170,19 @@ class Database:
         self._schema_token = getattr(self, "_pending_token", None)
 
     def _reload_schema(self) -> None:
-        with self._env.begin() as txn:
+        if self._closed:
+            raise DatabaseClosed(f"database {self.path} is closed")
+        with self._env.begin(write=True) as txn:
             self._load_schema(txn, txn.get(b"schema", db=self._meta))
+
+    def _refresh(self) -> None:
+        """Reload definitions if another process changed them (a cheap check first)."""
+        if self._closed:
+            raise DatabaseClosed(f"database {self.path} is closed")
+        with self._env.begin() as txn:
+            token = txn.get(b"schema", db=self._meta)
+        if token != self._schema_token:
+            self._reload_schema()
 
     def _load_schema(self, txn: lmdb.Transaction, token: bytes | None) -> None:
         with self._lock:
@@ -217,6 +231,7 @@ class Database:
             return table
         if table is None:
             table = self._tables[name] = Table(self, name)
+        t.schema_changed = True
         definition: dict[str, Any] = {"indexes": {}, "compression": None}
         self._save_table_definition(t, name, definition)
         table._attach(t.txn, definition, create=True)
@@ -226,8 +241,7 @@ class Database:
 
     def tables(self, all: bool = False) -> list[str]:  # noqa: A002
         """The names of the tables in this database."""
-        with self._env.begin() as txn:
-            self._load_schema(txn, txn.get(b"schema", db=self._meta))
+        self._refresh()
         return sorted(name for name, table in self._tables.items() if table._dbi is not None)
 
     def __contains__(self, name: object) -> bool:
@@ -242,7 +256,10 @@ class Database:
         definition = self._table_definition(t.txn, name)
         if definition is None:
             raise NoSuchTable(f"no table {name!r} in {self.path}")
-        table = self._tables.get(name) or Table(self, name)
+        table = self._tables.get(name)
+        if table is None:
+            table = self._tables[name] = Table(self, name)
+        t.schema_changed = True  # from here an abort must reload: LMDB closes handles dropped in it
         if table._dbi is None:
             table._attach(t.txn, definition)
         table._drop_storage(t)
@@ -252,7 +269,7 @@ class Database:
             self.replication.drop_versions(t, name)
 
     def __getitem__(self, name: str) -> Table:
-        self.tables()
+        self._refresh()
         table = self._tables.get(name)
         if table is None or table._dbi is None:
             raise NoSuchTable(f"no table {name!r} in {self.path}")
@@ -286,6 +303,8 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        for table in self._tables.values():
+            table._detach()
         from pynndb.core import registry
 
         registry.forget(self)

@@ -71,9 +71,15 @@ class IndexDefinition:
 def parse_format(text: str) -> list[tuple[str, str, str | None]]:
     """Check a format string: at least one field, every field named; return (literal, field, spec) parts."""
     try:
-        parts = [(literal, name, spec) for literal, name, spec, _conv in _formatter.parse(text)]
+        parsed = list(_formatter.parse(text))
     except ValueError as error:
         raise IndexDefinitionError(f"bad index format string {text!r}: {error}") from None
+    if any(conversion not in (None, "r", "s", "a") for _literal, _name, _spec, conversion in parsed):
+        raise IndexDefinitionError(f"bad conversion in index format string {text!r} (use !r, !s or !a)")
+    parts = [
+        (literal, name + ("!" + conversion if conversion else "") if name is not None else None, spec)
+        for literal, name, spec, conversion in parsed
+    ]
     names = [name for _literal, name, _spec in parts if name is not None]
     if not names or any(name == "" or name.isdigit() for name in names):
         raise IndexDefinitionError(f"index format string {text!r} must name fields, like '{{name}}'")

@@ -1,7 +1,7 @@
 """Order-preserving encoding of index keys: ints, floats, strings and tuples sort by value as LMDB bytes.
 
 Each value starts with a type tag, so mixed types sort by type first (None < bool < number < str < bytes < tuple).
-Numbers share one tag and sort by numeric value (ints beyond 2**53 keep exact order through a suffix).
+Numbers share one tag and sort by numeric value (64-bit ints keep exact order through a 2-byte remainder).
 """
 
 from __future__ import annotations
@@ -34,11 +34,15 @@ def _double(value: float) -> bytes:
 
 
 def _number(value: int | float) -> bytes:
-    if isinstance(value, float) or -_EXACT <= value <= _EXACT:
-        return TAG_NUMBER + _double(float(value))
+    # The nearest double orders numbers of any size; a 2-byte remainder (value minus that double, always within
+    # +-2**10 for 64-bit ints) orders ints that round to the same double, and puts floats at remainder 0.
+    if isinstance(value, float):
+        return TAG_NUMBER + _double(value) + b"\x80\x00"
     if not -_SIGN <= value < _SIGN:
         raise InvalidIndexKey(f"integer {value} is too large for an index key (64 bits at most)")
-    return TAG_NUMBER + _double(float(value)) + _pack_u64(value + _SIGN)
+    nearest = float(value)
+    remainder = value - int(nearest)
+    return TAG_NUMBER + _double(nearest) + (remainder + 0x8000).to_bytes(2, "big")
 
 
 def _nested(value: Any) -> bytes:

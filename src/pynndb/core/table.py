@@ -18,6 +18,7 @@ from pynndb.core.ids import new_oid, normalise_key
 from pynndb.core.index import IndexDefinition, IndexFunction, key_function
 from pynndb.core.scan import walk, walk_all
 from pynndb.errors import (
+    DatabaseClosed,
     DocumentDoesNotExist,
     DuplicateKey,
     IndexDefinitionError,
@@ -28,9 +29,10 @@ from pynndb.errors import (
     NoSuchTable,
 )
 
+from pynndb.core.transaction import Transaction
+
 if TYPE_CHECKING:
     from pynndb.core.database import Database
-    from pynndb.core.transaction import Transaction
 
 _loads = orjson.loads
 _dumps = orjson.dumps
@@ -93,7 +95,7 @@ class Table:
     # --- schema plumbing (called by Database) ----------------------------------------------------------------
     def _attach(self, txn: lmdb.Transaction, definition: dict[str, Any], create: bool = False) -> None:
         env = self._env
-        self._dbi = env.open_db(b"t/" + self.name.encode(), txn=txn, create=create or None)
+        self._dbi = env.open_db(b"t/" + self.name.encode(), txn=txn)
         indexes: dict[str, Index] = {}
         for name, stored in definition.get("indexes", {}).items():
             index_definition = IndexDefinition.from_json(name, stored)
@@ -121,6 +123,8 @@ class Table:
         return f"i/{self.name}/{index_name}".encode()
 
     def _live(self) -> Any:
+        if self._db._closed:
+            raise DatabaseClosed(f"database {self._db.path} is closed")
         if self._dbi is None:
             raise NoSuchTable(f"table {self.name!r} has been dropped")
         return self._dbi
@@ -185,10 +189,7 @@ class Table:
         dbi = self._dbi
         if old is None and new is not None:
             # A new record: the hot path of append, so with no index diffing.
-            try:
-                raw = _dumps(new)
-            except orjson.JSONEncodeError as error:
-                raise InvalidDocument(f"document cannot be stored as JSON: {error}") from None
+            raw = encode_document(new)
             additions = []
             for index in self._index_list:
                 keys = index.keys(new)
@@ -263,7 +264,7 @@ class Table:
 
     def append_many(self, docs: Iterable[Doc | dict[str, Any]], txn: Transaction | None = None) -> list[Doc]:
         """Append many records in one transaction (the bulk-load path)."""
-        return self._db._run(txn, True, self._append_many, docs)
+        return self._db._run(txn, True, self._append_many, list(docs))
 
     def _append_many(self, t: Transaction, docs: Iterable[Doc | dict[str, Any]]) -> list[Doc]:
         append = self._append
@@ -328,6 +329,8 @@ class Table:
         if txn is None:
             with self._env.begin() as raw:
                 stored = raw.get(oid, db=dbi)
+        elif txn.__class__ is Transaction and txn.db is self._db and txn.active:
+            stored = txn.txn.get(oid, db=dbi)
         else:
             stored = self._db._check(txn, False).txn.get(oid, db=dbi)
         if stored is None:
@@ -578,6 +581,7 @@ class Table:
 
     def _ensure(self, t: Transaction, definition: IndexDefinition, force: bool) -> Index:
         self._live()
+        t.schema_changed = True  # an abort must reload: LMDB closes handles opened or dropped in it
         existing = self._indexes.get(definition.name)
         if existing is not None:
             if not force:
@@ -608,6 +612,7 @@ class Table:
 
     def _drop_index(self, t: Transaction, index_name: str) -> None:
         index = self._index(index_name)
+        t.schema_changed = True
         t.txn.drop(index.dbi, delete=True)
         self._indexes = {name: other for name, other in self._indexes.items() if name != index_name}
         self._index_list = tuple(self._indexes.values())

@@ -422,8 +422,9 @@ def register(db: Database, source: str, two_way: bool) -> None:
     if existing.get(source) != mode:
         with db._env.begin(write=True) as txn:
             txn.put(REGISTRATION + source.encode(), orjson.dumps({"mode": mode}), db=db._meta)
-    if not two_way and not replication.read_only:
-        replication.set_read_only(True)
+    read_only = any(kind == "read-only" for kind in {**existing, source: mode}.values())
+    if read_only != replication.read_only:
+        replication.set_read_only(read_only)
     if (two_way or others) and not replication.versioned:
         replication.set_versioned(True)
 

@@ -1,0 +1,58 @@
+"""Doc: a dict-like record carrying its key."""
+
+from __future__ import annotations
+
+import pytest
+
+from pynndb import Doc
+from pynndb.errors import InvalidDocument, InvalidKey
+
+KEY = "65a1b2c3d4e5f60718293a4b"
+
+
+def test_doc_behaves_like_a_dict() -> None:
+    doc = Doc({"name": "Fred", "age": 30})
+    assert doc["name"] == "Fred"
+    doc["city"] = "Paris"
+    del doc["age"]
+    assert "age" not in doc and "city" in doc
+    assert sorted(doc.keys()) == ["city", "name"]
+    assert dict(doc.items()) == {"name": "Fred", "city": "Paris"}
+    assert doc.get("missing") is None and doc.get("missing", 7) == 7
+    assert len(doc) == 2
+    with pytest.raises(KeyError):
+        doc["age"]
+
+
+def test_doc_copies_its_input_and_doc_returns_a_copy() -> None:
+    source = {"name": "Fred"}
+    doc = Doc(source)
+    doc["name"] = "Jim"
+    assert source == {"name": "Fred"}
+    plain = doc.doc
+    plain["name"] = "Changed"
+    assert doc["name"] == "Jim"
+    assert type(plain) is dict
+
+
+def test_doc_key_and_oid() -> None:
+    empty = Doc()
+    assert empty.key is None and empty.oid is None and len(empty) == 0
+    doc = Doc({"a": 1}, oid=KEY)
+    assert doc.key == KEY and doc.oid == KEY.encode()
+    assert Doc({"a": 1}, oid=KEY.encode()).key == KEY
+
+
+def test_doc_equality() -> None:
+    assert Doc({"a": 1}, KEY) == Doc({"a": 1}, KEY)
+    assert Doc({"a": 1}, KEY) != Doc({"a": 2}, KEY)
+    assert Doc({"a": 1}) == {"a": 1}
+
+
+def test_doc_rejects_non_mappings_and_bad_keys() -> None:
+    with pytest.raises(InvalidDocument):
+        Doc(["not", "a", "dict"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidKey):
+        Doc({}, oid=12)  # type: ignore[arg-type]
+    with pytest.raises(InvalidKey):
+        Doc({}, oid="ключ")

@@ -1,0 +1,178 @@
+"""Real processes on one database: concurrent writers, snapshot readers, a SIGKILLed writer, reopen."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pynndb import Manager
+from tests.integration import process_workers
+
+WORKERS = str(Path(process_workers.__file__))
+
+
+class Worker:
+    """A worker process speaking JSON lines on stdout; killed at teardown if still running."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, WORKERS, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def read(self) -> dict[str, Any]:
+        line = self.process.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            self.process.wait(timeout=30)
+            raise AssertionError(f"worker exited ({self.process.returncode}): {self.process.stderr.read()}")  # type: ignore[union-attr]
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def send(self, text: str) -> None:
+        self.process.stdin.write(text + "\n")  # type: ignore[union-attr]
+        self.process.stdin.flush()  # type: ignore[union-attr]
+
+    def finish(self, timeout: float = 60) -> None:
+        """Wait for a clean exit."""
+        _out, err = self.process.communicate(timeout=timeout)
+        assert self.process.returncode == 0, err
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.communicate(timeout=30)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        worker.kill()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "shared")
+
+
+def start(workers: list[Worker], *args: str) -> Worker:
+    worker = Worker(*args)
+    workers.append(worker)
+    return worker
+
+
+def run(workers: list[Worker], *args: str) -> dict[str, Any]:
+    """Run a worker to completion and return its (single) report."""
+    worker = start(workers, *args)
+    report = worker.read()
+    worker.finish()
+    return report
+
+
+def create(path: str) -> None:
+    """Create the database and its tables before processes race to do it."""
+    manager, _db = process_workers.open_events(path)
+    manager.close()
+
+
+@pytest.mark.timeout(90)
+def test_two_processes_appending_concurrently_lose_nothing(workers: list[Worker], path: str) -> None:
+    create(path)
+    writers = [start(workers, "append", path, name, "1500") for name in ("a", "b")]
+    for writer in writers:
+        assert writer.read() == {"event": "ready"}
+    for writer in writers:
+        assert writer.read() == {"event": "done", "count": 1500}
+        writer.finish()
+    report = run(workers, "check", path)
+    assert len(report["keys"]) == 3000
+    assert report["serial_index_ok"] and report["writer_index_ok"]
+    with Manager() as manager:
+        events = manager.database("events", path).table("events")
+        for name in ("a", "b"):
+            serials = [doc["serial"] for doc in events.seek("by_writer", {"writer": name})]
+            assert sorted(serials) == [f"{name}-{n:06d}" for n in range(1500)]
+
+
+@pytest.mark.timeout(90)
+def test_reader_process_sees_consistent_snapshots_while_a_writer_runs(workers: list[Worker], path: str) -> None:
+    create(path)
+    reader = start(workers, "snapshot_reader", path, "4000")
+    assert reader.read() == {"event": "ready"}
+    writer = start(workers, "pairs", path, "4000")
+    report = reader.read()
+    reader.finish()
+    assert writer.read() == {"event": "done"}
+    writer.finish()
+    assert report["event"] == "consistent", report
+    assert report["monotonic"] and report["last"] == 4000
+    assert report["distinct"] >= 3  # the reader really overlapped the writer
+    with Manager() as manager:
+        assert manager.database("events", path).table("audit").records() == 4000
+
+
+@pytest.mark.timeout(60)
+def test_held_read_transaction_does_not_see_later_commits(workers: list[Worker], path: str) -> None:
+    create(path)
+    run(workers, "append", path, "a", "10")
+    holder = start(workers, "held_snapshot", path)
+    assert holder.read() == {"event": "before", "count": 10}
+    run(workers, "append", path, "b", "25")
+    holder.send("go")
+    assert holder.read() == {"event": "after", "count": 10, "listed": 10}
+    assert holder.read() == {"event": "fresh", "count": 35}
+    holder.finish()
+
+
+@pytest.mark.timeout(90)
+def test_sigkill_mid_stream_keeps_every_committed_record(workers: list[Worker], path: str) -> None:
+    create(path)
+    writer = start(workers, "crash_writer", path)
+    committed: list[str] = []
+    for _ in range(400):
+        committed.append(writer.read()["committed"])
+    os.kill(writer.process.pid, signal.SIGKILL)
+    remaining, _ = writer.process.communicate(timeout=30)
+    assert writer.process.returncode == -signal.SIGKILL
+    # The writer kept going while we read: count the reports already in the pipe when it died.
+    lines = remaining if isinstance(remaining, str) else remaining.decode()
+    committed += [json.loads(line)["committed"] for line in lines.splitlines() if line.strip()]
+    report = run(workers, "check", path)
+    present = set(report["keys"])
+    assert set(committed) <= present
+    assert len(present) - len(committed) <= 1  # at most the transaction that committed before its report
+    assert sorted(report["audit"]) == report["keys"]  # the two tables moved together
+    assert report["serial_index_ok"] and report["writer_index_ok"]
+    last = len(present) - 1
+    assert report["touched"] == [n - 9 for n in range(last + 1) if n % 10 == 9]
+    with Manager() as manager:  # still writable after the crash
+        events = manager.database("events", path).table("events")
+        events.append({"writer": "after", "serial": "after-0", "n": -1})
+        assert events.records() == len(present) + 1
+
+
+@pytest.mark.timeout(60)
+def test_reopen_in_a_new_process_gives_the_same_results(workers: list[Worker], path: str) -> None:
+    with Manager() as manager:
+        process_workers.open_events(path)[0].close()
+        db = manager.database("events", path)
+        events, audit = db.table("events"), db.table("audit")
+        for writer in ("b", "a", "c"):
+            for number in range(20):
+                doc = events.append({"writer": writer, "serial": f"{writer}-{number:06d}", "n": number})
+                audit.append({"event": doc.key})
+        events.delete(events.seek_one("by_serial", {"serial": "c-000004"}))
+        expected = json.loads(json.dumps(process_workers.queries(db)))
+    assert expected["records"] == 59 and len(expected["seek"]) == 20
+    assert run(workers, "dump", path) == expected
