@@ -17,6 +17,7 @@ from pynndb.core.doc import Doc, _new_doc, make_doc
 from pynndb.core.ids import new_oid, normalise_key
 from pynndb.core.index import IndexDefinition, IndexFunction, key_function
 from pynndb.core.scan import walk, walk_all
+from pynndb.core.transaction import Transaction
 from pynndb.errors import (
     DatabaseClosed,
     DocumentDoesNotExist,
@@ -28,8 +29,6 @@ from pynndb.errors import (
     NoSuchIndex,
     NoSuchTable,
 )
-
-from pynndb.core.transaction import Transaction
 
 if TYPE_CHECKING:
     from pynndb.core.database import Database

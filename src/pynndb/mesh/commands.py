@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pynndb.errors import CommandError, PyNNDBError
+from pynndb.errors import CommandError, CommandTimeout, PyNNDBError
 
 if TYPE_CHECKING:
     from pynndb.mesh.controller import Controller
@@ -92,7 +92,7 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _node(context: dict[str, Any]) -> Controller:
-    return context["node"]  # type: ignore[no-any-return]
+    return context["node"]
 
 
 def ping(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -164,3 +164,17 @@ def builtins() -> list[Command]:
         ("DISCONNECT", disconnect, False),
     ]
     return [Command(name, handler, inspect.getdoc(handler) or "", inline) for name, handler, inline in table]
+
+
+def unwrap(reply: dict[str, Any]) -> dict[str, Any]:
+    """Return the result of a reply, or raise CommandTimeout / CommandError(message, code)."""
+    if reply.get("ok") is True and isinstance(reply.get("result"), dict):
+        return reply["result"]
+    error = reply.get("error")
+    if not isinstance(error, dict):
+        raise CommandError("malformed reply", "malformed_reply")
+    code = str(error.get("code", "error"))
+    message = str(error.get("message", ""))
+    if code == TIMEOUT:
+        raise CommandTimeout(message)
+    raise CommandError(message, code)

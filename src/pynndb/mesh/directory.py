@@ -145,7 +145,7 @@ class Directory:
     def forget(self, node_id: str) -> None:
         """Drop every trace of a node."""
         for table in (self.entries, self.alive, self.heard, self.last_seen, self.gone_since):
-            table.pop(node_id, None)  # type: ignore[attr-defined]
+            table.pop(node_id, None)
         self.version += 1
 
     def lookup(self, name: str) -> Entry | None:
@@ -190,6 +190,4 @@ class Directory:
 
     def subscribers(self, topic: str) -> set[str]:
         """Live nodes that subscribed to a topic."""
-        return {
-            node_id for node_id, e in self.entries.items() if self.is_alive(node_id) and topic in e["topics"]
-        }
+        return {node_id for node_id, e in self.entries.items() if self.is_alive(node_id) and topic in e["topics"]}

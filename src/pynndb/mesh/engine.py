@@ -19,11 +19,12 @@ import orjson
 import zmq
 
 from pynndb.errors import MalformedMessage
-from pynndb.mesh import commands, wire
+from pynndb.mesh import wire
 from pynndb.mesh.directory import GONE_AFTER_HEARTBEATS, Directory, Entry, validate_entry
-from pynndb.mesh.links import Channel, configure
+from pynndb.mesh.links import Channel, configure, make_ports
+from pynndb.mesh.requests import Requests
 from pynndb.mesh.routing import SeenCache, target_next_hops, topic_next_hops
-from pynndb.mesh.workers import WorkerPool
+from pynndb.mesh.workers import WorkerPool, deliver_batch
 
 if TYPE_CHECKING:
     from pynndb.mesh.controller import Controller
@@ -34,10 +35,7 @@ DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn, so no socket s
 BATCH_BYTES = 1 << 20  # a PUBLISH frame closes at about 1 MB...
 BATCH_ITEMS = 20_000  # ...or at this many payloads
 MAX_INBOUND_LINKS = 1024
-MAX_PENDING = 10_000
 FINE_TIMER = 0.02
-Reply = dict[str, Any]
-OnReply = Callable[[Reply], None]
 
 
 class Engine:
@@ -67,8 +65,6 @@ class Engine:
             ),
             0,
         )
-        self.pending: dict[int, tuple[OnReply, float]] = {}
-        self.request_ids = itertools.count(1)
         self.message_ids = itertools.count(1)
         self.channel_ids = itertools.count(1)
         self.ops: deque[Callable[[], None]] = deque()
@@ -83,32 +79,23 @@ class Engine:
         self.route_key: tuple[int, int] = (-1, -1)
         self.links_version = 0
         self.topic_routes: dict[str, set[str]] = {}
+        self.target_routes: dict[str, set[str]] = {}
+        self.neighbor_cache: dict[str, Channel] = {}
+        self.neighbor_version = -1
         self.graph: dict[str, set[str]] = {}
         self.heartbeat_due = True
         self.stopping = False
         self.poller = zmq.Poller()
         self.delivery = WorkerPool(f"pynndb-{node.label}-callbacks", 1)
         self.handlers = WorkerPool(f"pynndb-{node.label}-commands", node.command_workers)
+        self.requests = Requests(self)
         self.thread = threading.Thread(target=self.run, name=f"pynndb-{node.label}-loop", daemon=True)
 
     # --- sockets -------------------------------------------------------------------------------------------
     def bind(self, context: zmq.Context) -> None:
         """Create and bind the three ports; see docs/mesh.md for what each one carries."""
         node = self.node
-        self.front = context.socket(zmq.ROUTER)
-        configure(self.front, 4096, hwm=1000)
-        self.link_router = context.socket(zmq.ROUTER)
-        configure(self.link_router, node.max_message_size)
-        # Fail sends to vanished peers instead of dropping silently, so they are counted.
-        self.link_router.router_mandatory = True
-        self.command_router = context.socket(zmq.ROUTER)
-        configure(self.command_router, 16 << 20, hwm=10_000)
-        self.command_router.router_mandatory = True
-        if node.keys is not None:
-            from pynndb.mesh.security import make_server
-
-            make_server(self.link_router, node.keys)
-            make_server(self.command_router, node.keys)
+        self.front, self.link_router, self.command_router = make_ports(context, node)
         try:
             self.front.bind(f"tcp://{node.host}:{node.port1}")
             self.link_router.bind(f"tcp://{node.host}:{node.port2}")
@@ -149,6 +136,13 @@ class Engine:
         self.ops.append(operation)
         self.wake()
 
+    def call_soon(self, operation: Callable[[], None]) -> None:
+        """Run ``operation`` now if on the loop thread (saves a wake-up turn), else post it."""
+        if threading.current_thread() is self.thread:
+            operation()
+        else:
+            self.post(operation)
+
     def publish(self, topic: str, payload: bytes) -> None:
         self.outbox.append((topic, payload))
         self.wake()
@@ -161,7 +155,7 @@ class Engine:
             now = time.monotonic()
             timeout = max(0.0, min(next_tick, next_fine) - now)
             try:
-                events = self.poller.poll(timeout * 1000)
+                events = self.poller.poll(int(timeout * 1000))
             except zmq.ZMQError:
                 if self.stopping:
                     break
@@ -170,7 +164,7 @@ class Engine:
                 if socket is self.link_router:
                     self.drain_router(socket, self.on_link_router)
                 elif socket is self.command_router:
-                    self.drain_router(socket, self.on_client_request)
+                    self.drain_router(socket, self.requests.on_client_request)
                 elif socket is self.front:
                     self.drain_router(socket, self.on_discover)
                 elif isinstance(socket, int):
@@ -223,6 +217,8 @@ class Engine:
         if channel is None:
             return  # removed earlier in this loop turn; the socket is closed
         for _ in range(DRAIN_LIMIT):
+            if socket.closed:
+                return  # a BYE just removed this link
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -258,82 +254,6 @@ class Engine:
             self.counters["frames_out"] += 1
         except zmq.ZMQError:
             self.counters["dropped"] += 1
-
-    def on_client_request(self, identity: bytes, frame: bytes) -> None:
-        kind, body = wire.decode_control(frame)
-        if kind != wire.REQUEST:
-            raise MalformedMessage("command port only takes REQUEST")
-        body = wire.require_dict(body, "request")
-        request_id = body.get("req")
-        if not isinstance(request_id, (int, str)) or isinstance(request_id, bool):
-            raise MalformedMessage("request without a valid 'req'")
-        self.counters["requests"] += 1
-
-        def respond(reply: Reply) -> None:
-            frame = wire.encode_control(wire.RESPONSE, dict(reply, req=request_id))
-            self.post(lambda: self.send_router(self.command_router, identity, frame))
-
-        self.start_request(body.get("cmd"), body.get("params"), body.get("target"), body.get("timeout"), respond)
-
-    # --- commands -----------------------------------------------------------------------------------------
-    def start_request(self, name: Any, params: Any, target: Any, timeout: Any, on_reply: OnReply) -> None:
-        """Run a command here or route it to its target; ``on_reply`` gets exactly one reply."""
-        if not isinstance(name, str) or not name:
-            on_reply(commands.error_reply(commands.BAD_PARAMS, "'cmd' must be a non-empty string"))
-            return
-        if target is not None and not isinstance(target, str):
-            on_reply(commands.error_reply(commands.BAD_PARAMS, "'target' must be a node id or label"))
-            return
-        if timeout is None:
-            timeout = 5.0
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
-            on_reply(commands.error_reply(commands.BAD_PARAMS, "'timeout' must be a positive number"))
-            return
-        with self.lock:
-            entry = self.directory.lookup(target) if target is not None else None
-        if target is None or target in (self.node.id, self.node.label) or entry and entry["id"] == self.node.id:
-            self.run_command(name, params, self.node.id, on_reply)
-            return
-        if entry is None or not self.directory.is_alive(entry["id"]):
-            on_reply(commands.error_reply(commands.UNKNOWN_TARGET, f"no live node {target!r}"))
-            return
-        if len(self.pending) >= MAX_PENDING:
-            on_reply(commands.error_reply(commands.BUSY, "too many requests in flight"))
-            return
-        request_id = next(self.request_ids)
-        self.pending[request_id] = (on_reply, time.monotonic() + timeout)
-        body = orjson.dumps({"req": request_id, "cmd": name, "params": params})
-        self.originate(wire.COMMAND, body, target=entry["id"])
-
-    def run_command(self, name: str, params: Any, origin: str, on_reply: OnReply) -> None:
-        self.counters["commands"] += 1
-        command = self.node.command(name.upper())
-        context = {"origin": origin, "node": self.node}
-        if command is not None and command.inline:
-            on_reply(commands.run(command, name, params, context))
-        elif not self.handlers.submit(lambda: on_reply(commands.run(command, name, params, context))):
-            on_reply(commands.error_reply(commands.BUSY, "command queue full"))
-
-    def on_command(self, origin: str, body: Any) -> None:
-        body = wire.require_dict(body, "command")
-        request_id = wire.require_field(body, "req", int)
-
-        def reply(result: Reply) -> None:
-            frame = orjson.dumps(dict(result, req=request_id))
-            self.post(lambda: self.originate(wire.REPLY, frame, target=origin))
-
-        name = body.get("cmd")
-        if not isinstance(name, str):
-            reply(commands.error_reply(commands.BAD_PARAMS, "'cmd' must be a string"))
-            return
-        self.run_command(name, body.get("params"), origin, reply)
-
-    def on_reply(self, body: Any) -> None:
-        body = wire.require_dict(body, "reply")
-        waiting = self.pending.pop(wire.require_field(body, "req", int), None)
-        if waiting is not None:
-            body.pop("req", None)
-            waiting[0](body)
 
     # --- links --------------------------------------------------------------------------------------------
     def on_link_router(self, identity: bytes, frame: bytes) -> None:
@@ -472,7 +392,7 @@ class Engine:
         for key, channel in list(self.channels.items()):
             if key[0] == "address":
                 if channel.address == name or channel.peer == peer:
-                    del self.channels[key]
+                    self.channels.pop(key, None)
                 continue
             if channel.address == name or channel.peer == peer:
                 found = True
@@ -481,11 +401,15 @@ class Engine:
         return found
 
     def neighbors(self) -> dict[str, Channel]:
-        result: dict[str, Channel] = {}
-        for key, channel in self.channels.items():
-            if key[0] != "address" and channel.up and channel.peer is not None:
-                result.setdefault(channel.peer, channel)
-        return result
+        """Peer id -> channel for every link that is up (cached until a link changes)."""
+        if self.neighbor_version != self.links_version:
+            result: dict[str, Channel] = {}
+            for key, channel in self.channels.items():
+                if key[0] != "address" and channel.up and channel.peer is not None:
+                    result.setdefault(channel.peer, channel)
+            self.neighbor_cache = result
+            self.neighbor_version = self.links_version
+        return self.neighbor_cache
 
     # --- routed traffic -------------------------------------------------------------------------------------
     def on_routed(self, channel: Channel, kind: int, frame: bytes) -> None:
@@ -501,7 +425,7 @@ class Engine:
             topic = wire.decode_topic_name(frame, header.body_offset)
             callback = self.node.subscriptions.get(topic)
             if callback is not None:
-                self.delivery.submit(lambda: self.deliver_batch(callback, frame, header.body_offset, origin))
+                self.delivery.submit(lambda: deliver_batch(self.counters, callback, frame, header.body_offset, origin))
             self.forward(frame, self.topic_hops(topic), came_from)
         elif kind == wire.HEARTBEAT:
             entry = validate_entry(wire.decode_json_body(frame, header.body_offset))
@@ -519,9 +443,9 @@ class Engine:
         elif header.target != self.node.id:
             self.forward(frame, self.target_hops(header.target or ""), came_from)
         elif kind == wire.COMMAND:
-            self.on_command(origin, wire.decode_json_body(frame, header.body_offset))
+            self.requests.on_command(origin, wire.decode_json_body(frame, header.body_offset))
         elif kind == wire.REPLY:
-            self.on_reply(wire.decode_json_body(frame, header.body_offset))
+            self.requests.on_reply(wire.decode_json_body(frame, header.body_offset))
         elif kind == wire.SEND:
             message = wire.decode_send_body(frame, header.body_offset)
             self.deliver_message(message.kind, message.payload, origin)
@@ -566,6 +490,7 @@ class Engine:
         if key != self.route_key:
             self.route_key = key
             self.topic_routes.clear()
+            self.target_routes.clear()
             with self.lock:
                 graph = self.directory.graph()
             own = set(self.neighbors())
@@ -586,7 +511,12 @@ class Engine:
 
     def target_hops(self, target: str) -> set[str]:
         self.refresh_routes()
-        return target_next_hops(self.graph, self.node.id, self.neighbors(), target)
+        hops = self.target_routes.get(target)
+        if hops is None:
+            hops = target_next_hops(self.graph, self.node.id, self.neighbors(), target)
+            if len(self.target_routes) < 10_000:
+                self.target_routes[target] = hops
+        return hops
 
     def flush_outbox(self) -> None:
         """Turn queued publishes into PUBLISH frames: one per topic run, bounded in bytes and count."""
@@ -611,16 +541,6 @@ class Engine:
         self.originate(wire.PUBLISH, wire.encode_topic_body(topic, payloads))
 
     # --- delivery to user code (runs on the callback worker) ------------------------------------------------
-    def deliver_batch(self, callback: Callable[[str, bytes, str], None], frame: bytes, offset: int, origin: str) -> None:
-        try:
-            batch = wire.decode_topic_body(frame, offset)
-        except MalformedMessage:
-            self.counters["malformed"] += 1
-            return
-        self.counters["delivered"] += len(batch.payloads)
-        for payload in batch.payloads:
-            callback(batch.topic, payload, origin)
-
     def deliver_message(self, kind: str, payload: bytes, origin: str) -> None:
         callback = self.node.message_handlers.get(kind)
         if callback is None:
@@ -674,10 +594,7 @@ class Engine:
                 delay = min(0.005 * 2 ** min(channel.hello_attempts, 10), self.node.heartbeat)
                 channel.next_hello = now + delay
                 channel.send(self.link_router, wire.encode_control(wire.HELLO, self.handshake_body()))
-        for request_id, (on_reply, deadline) in list(self.pending.items()):
-            if now >= deadline:
-                del self.pending[request_id]
-                on_reply(commands.error_reply(commands.TIMEOUT, "no reply before the deadline"))
+        self.requests.expire(now)
 
     def farewell(self) -> None:
         """Tell the mesh this node is leaving, so it is marked gone at once rather than after a timeout."""
@@ -685,6 +602,4 @@ class Engine:
             self.originate(wire.LEAVE, b"")
         except zmq.ZMQError:
             pass
-        for on_reply, _ in self.pending.values():
-            on_reply(commands.error_reply(commands.SHUTTING_DOWN, "node is stopping"))
-        self.pending.clear()
+        self.requests.cancel_all()

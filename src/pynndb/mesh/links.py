@@ -15,6 +15,7 @@ import zmq
 
 from pynndb.errors import MalformedMessage, MeshError
 from pynndb.mesh import wire
+from pynndb.mesh.security import make_server
 
 HIGH_WATER_MARK = 100_000
 DISCOVERY_MAX_BYTES = 64 * 1024
@@ -38,6 +39,22 @@ def split_address(address: str) -> tuple[str, int]:
     if parsed.scheme != "tcp" or not parsed.hostname or parsed.port is None:
         raise ValueError(f"not a tcp://host:port address: {address!r}")
     return parsed.hostname, parsed.port
+
+
+def make_ports(context: zmq.Context, node: Any) -> tuple[zmq.Socket, zmq.Socket, zmq.Socket]:
+    """Create (unbound) the front door, link and command ROUTERs of a node, CURVE servers if it has keys."""
+    front = context.socket(zmq.ROUTER)
+    configure(front, 4096, hwm=1000)
+    link_router = context.socket(zmq.ROUTER)
+    configure(link_router, node.max_message_size)
+    command_router = context.socket(zmq.ROUTER)
+    configure(command_router, 16 << 20, hwm=10_000)
+    for router in (link_router, command_router):
+        # Fail sends to vanished peers instead of dropping silently, so they are counted.
+        router.router_mandatory = True
+        if node.keys is not None:
+            make_server(router, node.keys)
+    return front, link_router, command_router
 
 
 @dataclass

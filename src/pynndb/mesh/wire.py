@@ -134,9 +134,7 @@ def decode_control(frame: bytes) -> tuple[int, Any]:
     return kind, decode_json_body(frame, _PREAMBLE.size)
 
 
-def encode_routed(
-    kind: int, origin: bytes, message_id: int, body: bytes = b"", target: bytes | None = None
-) -> bytes:
+def encode_routed(kind: int, origin: bytes, message_id: int, body: bytes = b"", target: bytes | None = None) -> bytes:
     """Encode a routed message; ``origin``/``target`` are 16 raw id bytes, ``body`` is already encoded."""
     head = _ROUTED.pack(VERSION, kind, origin, message_id)
     if kind in TARGETED_TYPES:

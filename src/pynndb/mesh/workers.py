@@ -11,6 +11,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from pynndb.errors import MalformedMessage
+from pynndb.mesh import wire
+
 log = logging.getLogger("pynndb.mesh.workers")
 
 _STOP = object()
@@ -83,3 +86,17 @@ class ReplyFuture:
     def wait(self, timeout: float) -> dict[str, Any] | None:
         self._event.wait(timeout)
         return self.reply
+
+
+def deliver_batch(
+    counters: dict[str, int], callback: Callable[[str, bytes, str], None], frame: bytes, offset: int, origin: str
+) -> None:
+    """Decode a PUBLISH body and hand each payload to the subscriber (runs on the callback worker)."""
+    try:
+        batch = wire.decode_topic_body(frame, offset)
+    except MalformedMessage:
+        counters["malformed"] += 1
+        return
+    counters["delivered"] += len(batch.payloads)
+    for payload in batch.payloads:
+        callback(batch.topic, payload, origin)

@@ -153,7 +153,7 @@ class Replica:
             for seq in [seq for seq in self._pending if seq <= self.hwm]:
                 del self._pending[seq]
                 self.counters["duplicates"] += 1
-            run = []
+            run: list[tuple[int, int, bytes]] = []
             seq = self.hwm + 1
             while seq in self._pending and len(run) < APPLY_BATCH:
                 clock, body = self._pending.pop(seq)
