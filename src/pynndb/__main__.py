@@ -1,0 +1,5 @@
+"""`python -m pynndb` runs the `pynndb` command."""
+
+from pynndb.cli.main import main
+
+main()

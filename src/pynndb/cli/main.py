@@ -1,0 +1,238 @@
+"""The `pynndb` command: run a node, inspect and configure a mesh, compare databases, run the demo.
+
+Each command is a thin call into the library (`Controller`, `Plugin`, `ReplicationService`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from pynndb.cli import render
+from pynndb.errors import PyNNDBError
+
+console = Console()
+DEFAULT_NODE = "tcp://127.0.0.1:7004"
+
+
+def _ports(text: str) -> tuple[int, int, int]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter("ports must be three integers like 7000,7002,7004") from None
+    if len(values) != 3 or not all(0 < port < 65536 for port in values):
+        raise click.BadParameter("ports must be three integers like 7000,7002,7004")
+    return values
+
+
+def _plugin(node: str, keys: str | None, server_key: str | None) -> Any:
+    from pynndb.mesh.plugin import Plugin
+
+    return Plugin(node, keys=keys, server_key=server_key).connect()
+
+
+@click.group()
+@click.version_option(package_name="pynndb")
+def main() -> None:
+    """pynndb: an embedded document database on LMDB with mesh replication over ZeroMQ."""
+
+
+@main.command()
+@click.option("--label", required=True, help="The node's human name (unique in the mesh).")
+@click.option("--ports", required=True, help="P1,P2,P3: discovery, links, commands (Plugins use P3).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--connect", "connect_to", multiple=True, help="tcp://HOST:P1 of a node to link to (repeatable).")
+@click.option("--db", "databases", multiple=True, type=click.Path(), help="Database directory to serve (repeatable).")
+@click.option("--keys", type=click.Path(), help="This node's .key_secret file (CurveZMQ).")
+@click.option("--allow", type=click.Path(), help="Directory of allowed public .key files.")
+@click.option("--heartbeat", default=1.0, show_default=True, help="Heartbeat period in seconds.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def node(
+    label: str,
+    ports: str,
+    host: str,
+    connect_to: tuple[str, ...],
+    databases: tuple[str, ...],
+    keys: str | None,
+    allow: str | None,
+    heartbeat: float,
+    verbose: bool,
+) -> None:
+    """Run a node in the foreground until SIGINT or SIGTERM.
+
+    Databases given with --db are served as sources (when they keep a journal) and every replication recorded
+    in them resumes from its high-water mark.
+    """
+    from pynndb.mesh.controller import Controller
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format=f"%(asctime)s {label} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    p1, p2, p3 = _ports(ports)
+    controller = Controller(p1, p2, p3, label=label, host=host, keys=keys, allow=allow, heartbeat=heartbeat)
+    controller.start()
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    try:
+        for path in databases:
+            assert controller.replication is not None
+            info = controller.replication.attach(path)
+            logging.getLogger("pynndb.node").info("serving %s (%s)", path, info["uuid"])
+        for address in connect_to:
+            try:
+                controller.connect(address, timeout=10.0)
+            except PyNNDBError as error:
+                logging.getLogger("pynndb.node").warning("could not link to %s yet: %s", address, error)
+        print(f"READY {controller.id} {label}", flush=True)
+        done.wait()
+    finally:
+        controller.stop()
+
+
+def _call(
+    node: str,
+    keys: str | None,
+    server_key: str | None,
+    command: str,
+    params: dict[str, Any],
+    target: str | None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    plugin = _plugin(node, keys, server_key)
+    try:
+        return plugin.call(command, params, target=target, timeout=timeout)
+    finally:
+        plugin.close()
+
+
+def _client_options(function: Any) -> Any:
+    function = click.option("--node", default=DEFAULT_NODE, show_default=True, help="Command port tcp://HOST:P3.")(
+        function
+    )
+    function = click.option("--keys", type=click.Path(), help="Client .key_secret file (secure meshes).")(function)
+    function = click.option("--server-key", type=click.Path(), help="The node's public .key file.")(function)
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(function)
+
+
+def _fail(error: PyNNDBError) -> None:
+    console.print(f"[bold red]error[/] ({getattr(error, 'code', 'error')}) {escape(str(error))}")
+    sys.exit(1)
+
+
+@main.command()
+@click.option("--target", help="Node id or label (default: the node connected to).")
+@click.option("--all", "every", is_flag=True, help="Every live node of the mesh.")
+@_client_options
+def status(target: str | None, every: bool, node: str, keys: str | None, server_key: str | None, as_json: bool) -> None:
+    """Show node health, links and, per database, sequence, journal range and replicas (lag, state)."""
+    try:
+        if every:
+            nodes = _call(node, keys, server_key, "NODES", {}, None)["nodes"]
+            targets = [node_id for node_id, entry in nodes.items() if entry.get("alive", True)]
+        else:
+            targets = [target] if target else [None]
+        results = [_call(node, keys, server_key, "STATUS", {}, each) for each in targets]
+    except PyNNDBError as error:
+        _fail(error)
+        return
+    if as_json:
+        click.echo(json.dumps(results if every else results[0], indent=2, default=str))
+        return
+    for result in results:
+        render.status(console, result)
+
+
+@main.command()
+@click.argument("command")
+@click.argument("params", required=False, default="{}")
+@click.option("--target", help="Node id or label (default: the node connected to).")
+@click.option("--timeout", default=10.0, show_default=True)
+@_client_options
+def call(
+    command: str,
+    params: str,
+    target: str | None,
+    timeout: float,
+    node: str,
+    keys: str | None,
+    server_key: str | None,
+    as_json: bool,
+) -> None:
+    """Run COMMAND with PARAMS (a JSON object) on a node of the mesh."""
+    try:
+        parsed = json.loads(params)
+    except json.JSONDecodeError as error:
+        raise click.BadParameter(f"PARAMS is not JSON: {error}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("PARAMS must be a JSON object")
+    try:
+        result = _call(node, keys, server_key, command, parsed, target, timeout)
+    except PyNNDBError as error:
+        _fail(error)
+        return
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        render.mapping(console, command.upper(), result)
+
+
+@main.command()
+@click.argument("uuid_a")
+@click.argument("uuid_b")
+@_client_options
+def diff(uuid_a: str, uuid_b: str, node: str, keys: str | None, server_key: str | None, as_json: bool) -> None:
+    """Compare two databases anywhere in the mesh; exit status 0 when identical, 2 when they differ."""
+    plugin = _plugin(node, keys, server_key)
+    try:
+        report = plugin.diff([uuid_a, uuid_b])
+    except PyNNDBError as error:
+        _fail(error)
+        return
+    finally:
+        plugin.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    elif report:
+        render.mapping(console, "differences", report)
+    else:
+        console.print("[green]identical[/] (diff == {})")
+    sys.exit(2 if report else 0)
+
+
+@main.command()
+@click.argument("directory", type=click.Path())
+@click.argument("name")
+def keys(directory: str, name: str) -> None:
+    """Create a CurveZMQ key pair NAME.key / NAME.key_secret in DIRECTORY (share only the .key)."""
+    from pynndb.mesh.security import create_keys
+
+    public, secret = create_keys(directory, name)
+    console.print(f"public key: {public}\nsecret key: {secret} (mode 0600; keep it private)")
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(), help="Where to put the demo databases (default: a temp dir).")
+@click.option("--seconds", default=6.0, show_default=True, help="How long the application writes in each phase.")
+@click.option("--rate", default=2000, show_default=True, help="Documents per second the application writes.")
+@click.option("--keep", is_flag=True, help="Keep the databases afterwards.")
+def demo(directory: str | None, seconds: float, rate: int, keep: bool) -> None:
+    """Run a three-node mesh on loopback: one-way, two-way and many-to-one replication under load, a cut link,
+    a killed and restarted node, and a final diff of every pair."""
+    from pynndb.cli.demo import run_demo
+
+    sys.exit(run_demo(console, directory, seconds, rate, keep))
+
+
+if __name__ == "__main__":
+    main()

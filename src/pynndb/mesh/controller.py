@@ -1,0 +1,395 @@
+"""``Controller``: one mesh node. Binds three ports, links to other nodes, routes, and serves commands.
+
+port1 is the front door (plaintext discovery, the node's address), port2 carries links to other nodes, port3 is
+the command port for ``Plugin`` clients. This class is the thread-safe facade over the socket loop (``engine``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from os import PathLike
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from pynndb.errors import CommandTimeout, MeshError
+from pynndb.mesh import commands, security, wire
+from pynndb.mesh.commands import Command
+from pynndb.mesh.engine import Engine
+from pynndb.mesh.links import discover, split_address
+from pynndb.mesh.security import KeyPair
+from pynndb.mesh.workers import ReplyFuture
+
+if TYPE_CHECKING:
+    from pynndb.mesh.replicator import ReplicationService
+
+log = logging.getLogger("pynndb.mesh")
+
+DEFAULT_MAX_MESSAGE_SIZE = 64 << 20
+
+
+class Controller:
+    """A mesh node; ``start()`` binds its ports and runs its loop, ``stop()`` leaves the mesh cleanly."""
+
+    def __init__(
+        self,
+        port1: int,
+        port2: int,
+        port3: int,
+        label: str = "nodea",
+        host: str = "127.0.0.1",
+        keys: KeyPair | str | PathLike[str] | None = None,
+        allow: str | PathLike[str] | list[bytes] | None = None,
+        heartbeat: float = 1.0,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        command_workers: int = 4,
+    ) -> None:
+        if not isinstance(label, str) or not 0 < len(label) <= 256:
+            raise ValueError("label must be a non-empty string of at most 256 characters")
+        if not heartbeat > 0:
+            raise ValueError("heartbeat must be positive")
+        self.port1, self.port2, self.port3 = port1, port2, port3
+        self.label = label
+        self.host = host
+        self.keys = security.as_key_pair(keys)
+        if self.keys is not None and self.keys.secret is None:
+            raise ValueError("keys must include the secret key (load the .key_secret file)")
+        self.allowed: frozenset[bytes] = security.load_allow_list(allow) if allow is not None else frozenset()
+        if self.keys is not None:
+            # A node always trusts its own key: in-process Plugins and nodes sharing a mesh key use it.
+            self.allowed |= {self.keys.public}
+        self.heartbeat = float(heartbeat)
+        self.max_message_size = max_message_size
+        self.command_workers = max(1, command_workers)
+        self.id = uuid.uuid4().hex
+        self.id_bytes = uuid.UUID(hex=self.id).bytes
+        self.subscriptions: dict[str, Callable[[str, bytes, str], None]] = {}
+        self.message_handlers: dict[str, Callable[[bytes, str], None]] = {}
+        self.peer_callbacks: list[Callable[[str, str], None]] = []
+        self.services: dict[str, Any] = {}
+        self._commands: dict[str, Command] = {}
+        for command in commands.builtins():
+            self._commands[command.name] = command
+        self._engine: Engine | None = None
+        self.replication: ReplicationService | None = None
+        self._context: zmq.Context | None = None
+        self._authenticator: Any = None
+        self._lifecycle = threading.Lock()
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        """The node's address (its front door, port1), as given to ``connect``."""
+        return f"tcp://{self.host}:{self.port1}"
+
+    @property
+    def public_key(self) -> bytes | None:
+        return self.keys.public if self.keys else None
+
+    @property
+    def running(self) -> bool:
+        return self._engine is not None
+
+    def start(self) -> Controller:
+        """Bind the three ports and start the loop; returns self."""
+        with self._lifecycle:
+            if self._engine is not None:
+                return self
+            if self._context is not None:
+                # A restart is a new node as far as the mesh is concerned.
+                self.id = uuid.uuid4().hex
+                self.id_bytes = uuid.UUID(hex=self.id).bytes
+            security.warn_if_exposed(self.host, self.keys)
+            # One context per node: a ZAP authenticator is per context, and nodes must not share one.
+            context = zmq.Context()
+            self._context = context
+            if self.keys is not None:
+                self._authenticator = security.start_authenticator(context, self.allowed)
+            engine = Engine(self)
+            try:
+                engine.bind(context)
+            except zmq.ZMQError as error:
+                self._shutdown_context()
+                raise MeshError(f"cannot bind {self.label}: {error}") from error
+            engine.delivery.start()
+            engine.handlers.start()
+            engine.thread.start()
+            self._engine = engine
+            # Every node serves databases: REGISTER, REPLICATE, DIGEST... come with the replication service.
+            from pynndb.mesh.replicator import ReplicationService
+
+            self.replication = ReplicationService(self)
+        return self
+
+    def stop(self) -> None:
+        """Leave the mesh and release every socket and thread; calling it again does nothing."""
+        with self._lifecycle:
+            engine, self._engine = self._engine, None
+            if engine is None:
+                return
+            if self.replication is not None:
+                self.replication.stop()
+                self.replication = None
+            engine.stopping = True
+            engine.wake()
+            engine.thread.join(timeout=5.0)
+            engine.close_sockets()
+            engine.delivery.stop()
+            engine.handlers.stop()
+            self._shutdown_context()
+
+    def _shutdown_context(self) -> None:
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
+        if self._context is not None:
+            self._context.term()
+
+    def __enter__(self) -> Controller:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Controller {self.label} {self.id[:8]} {self.address}>"
+
+    def _running_engine(self) -> Engine:
+        engine = self._engine
+        if engine is None:
+            raise MeshError(f"node {self.label} is not running")
+        return engine
+
+    def _on_loop(self, operation: Callable[[Engine], Any], timeout: float = 5.0) -> Any:
+        """Run ``operation`` on the loop thread and wait (bounded) for its result."""
+        engine = self._running_engine()
+        if threading.current_thread() is engine.thread:
+            return operation(engine)
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, operation(engine)))
+            except Exception as error:
+                outcome.append((False, error))
+            done.set()
+
+        engine.post(run)
+        if not done.wait(timeout):
+            raise MeshError("the node loop did not answer in time")
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    # --- links --------------------------------------------------------------------------------------------
+    def connect(self, peer: Controller | str, timeout: float = 5.0) -> str:
+        """Link to another node (a Controller or its 'tcp://host:port1'); waits for the handshake, returns its id."""
+        engine = self._running_engine()
+        address = peer.address if isinstance(peer, Controller) else peer
+        host, _ = split_address(address)
+        assert self._context is not None
+        info = discover(self._context, address, timeout)
+        if info.get("version") != wire.VERSION:
+            raise MeshError(f"{address} speaks protocol version {info.get('version')}, not {wire.VERSION}")
+        if info["id"] == self.id:
+            raise MeshError("a node cannot link to itself")
+        server_key = info.get("public_key")
+        if (server_key is None) != (self.keys is None):
+            raise MeshError(f"security mismatch with {address}: both nodes need keys, or neither")
+        raw_key = server_key.encode() if server_key else None
+        if raw_key is not None and raw_key not in self.allowed:
+            raise MeshError(f"{address} presents a public key that is not on the allow-list")
+        return self._open_link(f"tcp://{host}:{info['link_port']}", address, raw_key, timeout, engine)
+
+    def _open_link(
+        self, link_address: str, address: str, server_key: bytes | None, timeout: float, engine: Engine
+    ) -> str:
+        """Open the link socket and wait for WELCOME (split out so tests can put a tap in between)."""
+        up = threading.Event()
+
+        def open_on_loop(engine: Engine) -> tuple[Any, str | None]:
+            assert self._context is not None
+            channel = engine.open_link(self._context, link_address, address, server_key)
+            if channel.up:
+                up.set()
+            else:
+                channel.waiters.append(up)
+            return channel, channel.peer
+
+        channel, _ = self._on_loop(open_on_loop)
+        if not up.wait(timeout):
+            self._on_loop(lambda engine: engine.close_link(address))
+            raise MeshError(f"link handshake with {address} did not complete within {timeout}s")
+        return str(channel.peer)
+
+    def disconnect(self, peer: Controller | str) -> bool:
+        """Remove the link(s) to a node (Controller, address, id or label); False if there was none."""
+        name = peer.id if isinstance(peer, Controller) else peer
+        return bool(self._on_loop(lambda engine: engine.close_link(name)))
+
+    def links(self) -> list[dict[str, Any]]:
+        """The current links: peer id, label, address, direction, up."""
+
+        def collect(engine: Engine) -> list[dict[str, Any]]:
+            result = []
+            for key, channel in engine.channels.items():
+                if key[0] == "address":
+                    continue
+                entry = engine.directory.entries.get(channel.peer or "")
+                result.append(
+                    {
+                        "peer": channel.peer,
+                        "label": entry["label"] if entry else None,
+                        "address": channel.address,
+                        "direction": "out" if channel.outbound else "in",
+                        "up": channel.up,
+                    }
+                )
+            return result
+
+        return list(self._on_loop(collect))
+
+    # --- service API --------------------------------------------------------------------------------------
+    def register_command(
+        self, name: str, handler: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]], help: str | None = None
+    ) -> None:
+        """Add (or replace) a command; ``handler(params, context)`` runs on a worker thread, never the loop."""
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise ValueError("command name must be a non-empty string of at most 64 characters")
+        text = help if help is not None else (handler.__doc__ or "").strip()
+        self._commands[name.upper()] = Command(name.upper(), handler, text)
+
+    def command(self, name: str) -> Command | None:
+        return self._commands.get(name)
+
+    def commands_help(self) -> dict[str, str]:
+        return {name: command.help for name, command in sorted(self._commands.items())}
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Send a payload to every node in the mesh that subscribed to ``topic`` (not to this node)."""
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise TypeError("payload must be bytes")
+        if len(topic.encode()) > wire.MAX_TOPIC_BYTES:
+            raise ValueError("topic too long")
+        self._running_engine().publish(topic, bytes(payload))
+
+    def subscribe(self, topic: str, callback: Callable[[str, bytes, str], None]) -> None:
+        """Receive ``callback(topic, payload, origin)`` for the topic; the wish spreads in heartbeats."""
+        if len(topic.encode()) > wire.MAX_TOPIC_BYTES:
+            raise ValueError("topic too long")
+        self._change_entry(lambda: self.subscriptions.__setitem__(topic, callback))
+
+    def unsubscribe(self, topic: str) -> None:
+        """Stop receiving a topic."""
+
+        def remove() -> None:
+            self.subscriptions.pop(topic, None)
+
+        self._change_entry(remove)
+
+    def set_service_info(self, key: str, value: Any) -> None:
+        """Publish ``value`` (JSON-able) under ``services[key]`` of this node's directory entry."""
+        wire.encode_control(0, value)  # fail here, in the caller, if it is not JSON-able
+        self._change_entry(lambda: self.services.__setitem__(key, value))
+
+    def _change_entry(self, change: Callable[[], None]) -> None:
+        engine = self._engine
+        if engine is None:
+            change()
+            return
+        with engine.lock:
+            change()
+
+        def announce() -> None:
+            engine.heartbeat_due = True
+
+        engine.post(announce)
+
+    def send(self, target: str, kind: str, payload: bytes) -> None:
+        """Route a payload of a named kind to one node (id or label); it arrives through its ``on_message``."""
+        engine = self._running_engine()
+        if len(kind.encode()) > wire.MAX_KIND_BYTES:
+            raise ValueError("kind too long")
+        entry = self.lookup(target)
+        if entry is None:
+            raise MeshError(f"unknown target {target!r}")
+        peer = entry["peer"]
+        body = wire.encode_send_body(kind, bytes(payload))
+        if peer == self.id:
+            engine.post(lambda: engine.deliver_message(kind, bytes(payload), self.id))
+        else:
+            engine.post(lambda: engine.originate(wire.SEND, body, target=peer))
+
+    def on_message(self, kind: str, callback: Callable[[bytes, str], None]) -> None:
+        """Receive targeted messages of ``kind`` as ``callback(payload, origin)`` on the callback thread."""
+        self.message_handlers[kind] = callback
+
+    def on_peer_change(self, callback: Callable[[str, str], None]) -> None:
+        """Call ``callback(node_id, 'up' | 'down')`` when a node joins, comes back, or is marked gone."""
+        self.peer_callbacks.append(callback)
+
+    def call(
+        self, command: str, params: dict[str, Any] | None = None, target: str | None = None, timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """Run a command on a node (this one by default) and return its result; same errors as Plugin.call."""
+        engine = self._running_engine()
+        future = ReplyFuture()
+        engine.post(lambda: engine.requests.start_request(command, params, target, timeout, future.set))
+        reply = future.wait(timeout + 0.5)
+        if reply is None:
+            raise CommandTimeout(f"{command} got no reply within {timeout}s")
+        return commands.unwrap(reply)
+
+    # --- directory ----------------------------------------------------------------------------------------
+    def directory(self) -> dict[str, dict[str, Any]]:
+        """Every known node by id: label, address, alive, links, services, topics, last_seen."""
+        engine = self._running_engine()
+        with engine.lock:
+            return engine.directory.snapshot()
+
+    def lookup(self, name: str) -> dict[str, Any] | None:
+        """The directory entry of a node by id or label, with its id under 'peer'; None if unknown."""
+        engine = self._running_engine()
+        with engine.lock:
+            entry = engine.directory.lookup(name)
+            if entry is None:
+                return None
+            return dict(engine.directory.snapshot()[entry["id"]], peer=entry["id"])
+
+    def status(self) -> dict[str, Any]:
+        """Health and counters of this node."""
+        engine = self._running_engine()
+        with engine.lock:
+            nodes = engine.directory.snapshot()
+        links = []
+        for key, channel in list(engine.channels.items()):
+            if key[0] != "address":
+                links.append(
+                    {
+                        "peer": channel.peer,
+                        "address": channel.address,
+                        "direction": "out" if channel.outbound else "in",
+                        "up": channel.up,
+                    }
+                )
+        return {
+            "peer": self.id,
+            "label": self.label,
+            "address": self.address,
+            "health": "ok",
+            "secure": self.keys is not None,
+            "links": links,
+            "nodes": len(nodes),
+            "alive": sum(1 for entry in nodes.values() if entry["alive"]),
+            "counters": dict(engine.counters),
+            "callback_backlog": engine.delivery.backlog(),
+            "callbacks_dropped": engine.delivery.dropped,
+            "callbacks_failed": engine.delivery.failed,
+            "pending_requests": len(engine.requests.pending),
+            "seen_cache": len(engine.seen),
+        }

@@ -1,0 +1,125 @@
+"""``Plugin``: a command-channel client that connects to a node's command port (port3).
+
+``call`` sends a REQUEST, waits (bounded) for the RESPONSE with the same request id, and returns the result or
+raises ``CommandError`` / ``CommandTimeout``. One Plugin may be shared between threads (calls are serialised).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from os import PathLike
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from pynndb.errors import CommandTimeout, MalformedMessage, MeshError
+from pynndb.mesh import commands, security, wire
+from pynndb.mesh.links import configure, split_address
+from pynndb.mesh.security import KeyPair
+
+if TYPE_CHECKING:
+    from pynndb.mesh.controller import Controller
+
+
+class Plugin:
+    """A client of one node's command port; ``target`` in ``call`` reaches any node of the mesh."""
+
+    def __init__(
+        self,
+        node_or_address: Controller | str,
+        keys: KeyPair | str | PathLike[str] | None = None,
+        server_key: bytes | str | PathLike[str] | None = None,
+    ) -> None:
+        node = node_or_address
+        if isinstance(node, str):
+            # A plain address names the command port (port3) directly.
+            split_address(node)
+            self.address = node
+            self.server_key = security.as_public_key(server_key)
+            self.keys = security.as_key_pair(keys)
+        else:
+            self.address = f"tcp://{node.host}:{node.port3}"
+            self.server_key = security.as_public_key(server_key) or node.public_key
+            # In the same process as the node, its own key pair is a natural (and always allowed) identity.
+            self.keys = security.as_key_pair(keys) or node.keys
+        if (self.server_key is None) != (self.keys is None):
+            raise ValueError("a secure node needs both keys and server_key; a plaintext node needs neither")
+        self._context: zmq.Context | None = None
+        self._socket: zmq.Socket | None = None
+        self._lock = threading.Lock()
+        self._request_ids = itertools.count(1)
+
+    def connect(self) -> Plugin:
+        """Open the connection to the node's command port; returns self."""
+        with self._lock:
+            if self._socket is not None:
+                return self
+            self._context = zmq.Context()
+            socket = self._context.socket(zmq.DEALER)
+            configure(socket, 64 << 20, hwm=1000)
+            if self.keys is not None and self.server_key is not None:
+                security.make_client(socket, self.keys, self.server_key)
+            socket.connect(self.address)
+            self._socket = socket
+        return self
+
+    def close(self) -> None:
+        """Close the connection; calling it again does nothing."""
+        with self._lock:
+            socket, self._socket = self._socket, None
+            if socket is not None:
+                socket.close(linger=0)
+            if self._context is not None:
+                self._context.term()
+                self._context = None
+
+    def __enter__(self) -> Plugin:
+        return self.connect()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def call(
+        self, command: str, params: dict[str, Any] | None = None, target: str | None = None, timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """Run ``command`` on ``target`` (a node id or label; default: the connected node) and return its result."""
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
+        with self._lock:
+            socket = self._socket
+            if socket is None:
+                raise MeshError("plugin is not connected (call connect() first)")
+            request_id = next(self._request_ids)
+            # The node gets a slightly shorter deadline, so a routed timeout comes back as a reply.
+            body = {"req": request_id, "cmd": command, "params": params, "target": target, "timeout": timeout * 0.9}
+            socket.send(wire.encode_control(wire.REQUEST, body))
+            deadline = time.monotonic() + timeout
+            # Bounded: each turn either returns or consumes a stale reply, and the deadline ends the loop.
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not socket.poll(max(1, int(remaining * 1000))):
+                    raise CommandTimeout(f"{command} got no reply within {timeout}s")
+                reply = self._read(socket)
+                if reply is not None and reply.get("req") == request_id:
+                    return commands.unwrap(reply)
+
+    @staticmethod
+    def _read(socket: zmq.Socket) -> dict[str, Any] | None:
+        frames = socket.recv_multipart()
+        if len(frames) != 1:
+            return None
+        try:
+            kind, body = wire.decode_control(frames[0])
+        except MalformedMessage:
+            return None
+        if kind != wire.RESPONSE or not isinstance(body, dict):
+            return None
+        return body
+
+    def diff(self, uuids: list[str], timeout: float = 30.0) -> dict[str, Any]:
+        """Compare two databases wherever they are in the mesh: {} when identical, a deepdiff report otherwise."""
+        from pynndb.mesh.dbdiff import remote_diff
+
+        return remote_diff(self.call, uuids, timeout)

@@ -1,0 +1,515 @@
+"""The replication service of a node: serves registered databases as sources and keeps replicas in sync.
+
+The mesh only moves the replication engine's frames: live entries are published on topic ``db:<uuid>``; requests
+(gap repair, snapshots) and their answers are targeted messages of kind ``repl``. All replica state lives in the
+databases (marks, registrations), so a restarted node resumes where it stood. One service thread owns every
+`Replica` and `Publisher`; command handlers only queue work for it or read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pynndb.core import registry
+from pynndb.core.database import Database
+from pynndb.errors import CommandError, MalformedEntry, PyNNDBError
+from pynndb.mesh.commands import BAD_PARAMS, NOT_FOUND, param
+from pynndb.replication.digest import summary, table_content
+from pynndb.replication.messages import Entries, Message, Request, decode, encode
+from pynndb.replication.replica import Replica, registrations, unregister
+from pynndb.replication.source import Publisher
+
+if TYPE_CHECKING:
+    from pynndb.mesh.controller import Controller
+
+log = logging.getLogger("pynndb.replication")
+KIND = "repl"
+TOPIC = "db:"
+UUID_LENGTH = 36
+POLL_IDLE = 0.002
+CATCH_UP_AFTER = 0.25
+INFO_EVERY = 0.5
+
+
+@dataclass
+class Source:
+    db: Database
+    publisher: Publisher
+
+
+@dataclass
+class Hosted:
+    replica: Replica
+    paused: bool = False
+    last_progress: float = field(default_factory=time.monotonic)
+
+
+class ReplicationService:
+    """Attach to a Controller: adds REGISTER, UNREGISTER, REPLICATE, UNREPLICATE, STOP, START, DIGEST, DUMP
+    and per-database figures in STATUS."""
+
+    def __init__(self, node: Controller, poll_interval: float = POLL_IDLE) -> None:
+        self.node = node
+        self.poll_interval = poll_interval
+        self._lock = threading.RLock()
+        self._databases: dict[str, Database] = {}  # by path
+        self._sources: dict[str, Source] = {}  # by uuid
+        self._replicas: dict[tuple[str, str], Hosted] = {}  # by (target uuid, source uuid)
+        self._inbox: queue.SimpleQueue[tuple[str, bytes, str]] = queue.SimpleQueue()
+        self._outbox: list[tuple[Request, float]] = []  # requests waiting for their source to be found
+        self._servers = ThreadPoolExecutor(2, thread_name_prefix=f"pynndb-{node.label}-serve")
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._info_at = 0.0
+        self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0}
+        for name, handler in [
+            ("REGISTER", self.cmd_register),
+            ("UNREGISTER", self.cmd_unregister),
+            ("REPLICATE", self.cmd_replicate),
+            ("UNREPLICATE", self.cmd_unreplicate),
+            ("STOP", self.cmd_stop),
+            ("START", self.cmd_start),
+            ("DIGEST", self.cmd_digest),
+            ("DUMP", self.cmd_dump),
+            ("DATABASES", self.cmd_databases),
+        ]:
+            node.register_command(name, handler)
+        builtin_status = node.command("STATUS")
+        self._builtin_status = builtin_status.handler if builtin_status is not None else None
+        node.register_command("STATUS", self.cmd_status)
+        node.on_message(KIND, self._on_message)
+        node.on_peer_change(self._on_peer_change)
+        self._thread = threading.Thread(target=self._run, name=f"pynndb-{node.label}-replication", daemon=True)
+        self._thread.start()
+
+    # --- databases ------------------------------------------------------------------------------------------
+    def open(self, path: str) -> Database:
+        """Open (or share) the database at `path`; it must already exist."""
+        real = os.path.realpath(path)
+        with self._lock:
+            db = self._databases.get(real)
+            if db is not None and not db.closed:
+                return db
+            if not os.path.isfile(os.path.join(real, "data.mdb")):
+                raise CommandError(f"{path} is not a pynndb database (no data.mdb)", NOT_FOUND)
+            db = registry.open_database(real, real)
+            db.add_listener(self._wake.set)
+            self._databases[real] = db
+            return db
+
+    def attach(self, path: str) -> dict[str, Any]:
+        """Serve a database as a source (if it keeps a journal) and resume every replication recorded in it."""
+        db = self.open(path)
+        result: dict[str, Any] = {"uuid": db.replication.uuid, "replicas": []}
+        if db.replication.enabled:
+            self.register(db)
+        for source, mode in registrations(db).items():
+            self.replicate(db, source, "two-way" if mode == "two-way" else "one-way")
+            result["replicas"].append(source)
+        return result
+
+    def register(self, db: Database) -> None:
+        with self._lock:
+            if db.replication.uuid in self._sources:
+                return
+            self._sources[db.replication.uuid] = Source(db, Publisher(db))
+        self._announce()
+
+    def replicate(self, db: Database, source: str, mode: str) -> Replica:
+        key = (db.replication.uuid, source)
+        with self._lock:
+            hosted = self._replicas.get(key)
+            if hosted is not None and hosted.replica.mode == mode or hosted is not None and mode == "one-way":
+                return hosted.replica
+            replica = Replica(db, source, mode)
+            self._replicas[key] = Hosted(replica)
+            self._subscribe(source)
+            self._queue_requests(replica.start())
+        self._announce()
+        self._wake.set()
+        return replica
+
+    def _subscribe(self, source: str) -> None:
+        self.node.subscribe(TOPIC + source, self._on_topic)
+
+    def _announce(self) -> None:
+        with self._lock:
+            sources = {
+                uuid: {"path": state.db.path, "seq": state.publisher.published} for uuid, state in self._sources.items()
+            }
+            replicas: dict[str, Any] = {}
+            for (target, source), hosted in self._replicas.items():
+                entry = replicas.setdefault(target, {"path": hosted.replica.db.path, "sources": {}})
+                entry["sources"][source] = {"mode": hosted.replica.mode, "hwm": hosted.replica.hwm}
+        self.node.set_service_info("replication", {"sources": sources, "replicas": replicas})
+        self._info_at = time.monotonic()
+
+    # --- the service thread ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception:  # a node never dies of replication trouble; the cause is logged
+                log.exception("replication step failed")
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    def _step(self) -> None:
+        for _ in range(1000):
+            try:
+                kind, payload, origin = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            self._handle(kind, payload, origin)
+        with self._lock:
+            sources = list(self._sources.values())
+            hosted_list = list(self._replicas.values())
+        for source in sources:
+            for message in source.publisher.poll():
+                self.node.publish(TOPIC + source.publisher.uuid, encode(message))
+                self.counters["published"] += 1
+                # Replicas on this very node get the entries directly (a node does not receive its own topics).
+                self._deliver_local(message)
+        now = time.monotonic()
+        known = self._source_sequences() if now - self._info_at >= INFO_EVERY else {}
+        for hosted in hosted_list:
+            if hosted.paused:
+                continue
+            replica = hosted.replica
+            requests = replica.tick()
+            behind = known.get(replica.source, 0) > replica.hwm
+            if (
+                not requests
+                and behind
+                and replica._requested_at is None
+                and now - hosted.last_progress > CATCH_UP_AFTER
+            ):
+                requests = [replica._request()]
+            self._queue_requests(requests)
+        if known:
+            self._announce()
+        self._flush_requests()
+
+    def _handle(self, kind: str, payload: bytes, origin: str) -> None:
+        self.counters["received"] += 1
+        try:
+            if kind == "topic":
+                message = decode(payload)
+                self._deliver(message, None)
+                return
+            target, frame = payload[:UUID_LENGTH].decode(), payload[UUID_LENGTH:]
+            message = decode(frame)
+        except (MalformedEntry, UnicodeDecodeError) as error:
+            self.counters["malformed"] += 1
+            log.warning("dropped a malformed replication frame from %s: %s", origin, error)
+            return
+        if isinstance(message, Request):
+            self._serve(message, origin)
+        else:
+            self._deliver(message, target)
+
+    def _deliver(self, message: Message, target: str | None) -> None:
+        source = getattr(message, "source", None)
+        with self._lock:
+            hosted_list = [
+                hosted
+                for (replica_uuid, source_uuid), hosted in self._replicas.items()
+                if source_uuid == source and (target is None or replica_uuid == target)
+            ]
+        for hosted in hosted_list:
+            if hosted.paused:
+                continue
+            before = hosted.replica.hwm
+            self._queue_requests(hosted.replica.receive(message))
+            if hosted.replica.hwm != before:
+                hosted.last_progress = time.monotonic()
+
+    def _deliver_local(self, message: Entries) -> None:
+        with self._lock:
+            local = any(source == message.source for (_target, source) in self._replicas)
+        if local:
+            self._deliver(message, None)
+
+    def _serve(self, request: Request, origin: str) -> None:
+        with self._lock:
+            source = self._sources.get(request.source)
+        if source is None:
+            return  # not (or no longer) ours: the replica will ask again and find the right node
+
+        def answer() -> None:
+            prefix = request.replica.encode()
+            try:
+                for message in source.publisher.serve(request):
+                    frame = prefix + encode(message)
+                    if origin == self.node.id:
+                        self._inbox.put(("targeted", frame, origin))
+                        self._wake.set()
+                    else:
+                        self.node.send(origin, KIND, frame)
+                self.counters["requests_served"] += 1
+            except Exception:
+                log.exception("serving a replication request failed")
+
+        self._servers.submit(answer)
+
+    # --- requests -------------------------------------------------------------------------------------------
+    def _queue_requests(self, requests: list[Request]) -> None:
+        if requests:
+            with self._lock:
+                self._outbox.extend((request, time.monotonic()) for request in requests)
+
+    def _flush_requests(self) -> None:
+        with self._lock:
+            waiting, self._outbox = self._outbox, []
+        if not waiting:
+            return
+        owners = self._source_owners()
+        for request, since in waiting:
+            owner = owners.get(request.source)
+            if owner is None:
+                if time.monotonic() - since < 30:
+                    with self._lock:
+                        self._outbox.append((request, since))  # its source is not known yet: keep asking
+                continue
+            frame = request.replica.encode() + encode(request)
+            if owner == self.node.id:
+                self._serve(request, self.node.id)
+            else:
+                try:
+                    self.node.send(owner, KIND, frame)
+                except PyNNDBError as error:
+                    log.info("request for %s not sent: %s", request.source, error)
+
+    def _source_owners(self) -> dict[str, str]:
+        owners: dict[str, str] = {}
+        for node_id, entry in self.node.directory().items():
+            if not entry.get("alive", True):
+                continue
+            info = (entry.get("services") or {}).get("replication") or {}
+            for uuid in info.get("sources", {}):
+                owners[uuid] = node_id
+        with self._lock:
+            for uuid in self._sources:
+                owners[uuid] = self.node.id
+        return owners
+
+    def _source_sequences(self) -> dict[str, int]:
+        sequences: dict[str, int] = {}
+        for entry in self.node.directory().values():
+            info = (entry.get("services") or {}).get("replication") or {}
+            for uuid, state in info.get("sources", {}).items():
+                sequences[uuid] = max(sequences.get(uuid, 0), int(state.get("seq", 0)))
+        with self._lock:
+            for uuid, source in self._sources.items():
+                sequences[uuid] = source.db.replication.sequence
+        return sequences
+
+    # --- mesh callbacks (mesh threads: only queue) ----------------------------------------------------------
+    def _on_topic(self, topic: str, payload: bytes, origin: str) -> None:
+        self._inbox.put(("topic", payload, origin))
+        self._wake.set()
+
+    def _on_message(self, payload: bytes, origin: str) -> None:
+        self._inbox.put(("targeted", payload, origin))
+        self._wake.set()
+
+    def _on_peer_change(self, node_id: str, change: str) -> None:
+        if change == "up":
+            with self._lock:
+                for hosted in self._replicas.values():
+                    hosted.last_progress = 0.0  # let the catch-up check ask at once
+            self._wake.set()
+
+    # --- commands -------------------------------------------------------------------------------------------
+    def cmd_register(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """REGISTER {'path'}: serve this database (opened with replication on) as a source to the mesh."""
+        db = self.open(param(params, "path", str))
+        if not db.replication.enabled:
+            raise CommandError(
+                f"{db.path} does not keep a journal: open it with config={{'replication': True}}", BAD_PARAMS
+            )
+        self.register(db)
+        return {"uuid": db.replication.uuid, "path": db.path, "sequence": db.replication.sequence}
+
+    def cmd_unregister(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """UNREGISTER {'path'}: stop serving this database as a source (replicas keep what they have)."""
+        db = self.open(param(params, "path", str))
+        with self._lock:
+            removed = self._sources.pop(db.replication.uuid, None)
+        if removed is None:
+            raise CommandError(f"{db.path} is not registered on this node", NOT_FOUND)
+        self._announce()
+        return {"uuid": db.replication.uuid, "unregistered": True}
+
+    def cmd_replicate(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """REPLICATE {'path', 'uuid', 'mode'?}: make the database at path a replica of database uuid.
+
+        mode: 'one-way' (read-only copy), 'two-way' (a writable pair), or 'auto' (default: two-way when the
+        source already replicates this database, which also turns that side into two-way)."""
+        path = param(params, "path", str)
+        source = param(params, "uuid", str)
+        mode = param(params, "mode", str, required=False) or "auto"
+        if mode not in ("auto", "one-way", "two-way"):
+            raise CommandError("mode must be 'auto', 'one-way' or 'two-way'", BAD_PARAMS)
+        db = self.open(path)
+        try:
+            import uuid as uuid_module
+
+            uuid_module.UUID(source)
+        except ValueError:
+            raise CommandError(f"{source!r} is not a database UUID", BAD_PARAMS) from None
+        if source == db.replication.uuid:
+            raise CommandError("a database cannot replicate itself", BAD_PARAMS)
+        reverse = self._replicates(source, db.replication.uuid)
+        if mode == "auto":
+            mode = "two-way" if reverse is not None else "one-way"
+        if mode == "two-way":
+            if not db.replication.enabled:
+                db.replication.enable(True)
+            if reverse is not None:
+                node_id, other_path = reverse
+                self.node.call(
+                    "REPLICATE", {"path": other_path, "uuid": db.replication.uuid, "mode": "two-way"}, target=node_id
+                )
+        replica = self.replicate(db, source, mode)
+        return {"path": db.path, "uuid": db.replication.uuid, "source": source, "mode": replica.mode}
+
+    def _replicates(self, target: str, source: str) -> tuple[str, str] | None:
+        """(node id, path) of database `target` if it replicates `source` somewhere in the mesh."""
+        for node_id, entry in self.node.directory().items():
+            info = (entry.get("services") or {}).get("replication") or {}
+            replica = info.get("replicas", {}).get(target)
+            if replica and source in replica.get("sources", {}):
+                return node_id, replica["path"]
+        with self._lock:
+            hosted = self._replicas.get((target, source))
+            if hosted is not None:
+                return self.node.id, hosted.replica.db.path
+        return None
+
+    def cmd_unreplicate(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """UNREPLICATE {'path', 'uuid'}: stop replicating database uuid into path (its data stays)."""
+        db = self.open(param(params, "path", str))
+        source = param(params, "uuid", str)
+        with self._lock:
+            hosted = self._replicas.pop((db.replication.uuid, source), None)
+            still_used = any(other == source for (_target, other) in self._replicas)
+        if hosted is None:
+            raise CommandError(f"{db.path} does not replicate {source} on this node", NOT_FOUND)
+        unregister(db, source)
+        if not still_used:
+            self.node.unsubscribe(TOPIC + source)
+        self._announce()
+        return {"path": db.path, "source": source, "unreplicated": True}
+
+    def _select(self, params: dict[str, Any]) -> list[Hosted]:
+        path = param(params, "path", str, required=False)
+        source = param(params, "uuid", str, required=False)
+        with self._lock:
+            chosen = [
+                hosted
+                for (target, origin), hosted in self._replicas.items()
+                if (path is None or os.path.realpath(path) == hosted.replica.db.path)
+                and (source is None or source == origin)
+            ]
+        if not chosen and (path is not None or source is not None):
+            raise CommandError("no replica on this node matches", NOT_FOUND)
+        return chosen
+
+    def cmd_stop(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """STOP {'path'?, 'uuid'?}: pause matching replicas (all on this node by default); they keep their mark."""
+        chosen = self._select(params)
+        for hosted in chosen:
+            hosted.paused = True
+        return {"paused": len(chosen)}
+
+    def cmd_start(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """START {'path'?, 'uuid'?}: resume paused replicas from where they stood."""
+        chosen = self._select(params)
+        for hosted in chosen:
+            if hosted.paused:
+                hosted.paused = False
+                self._queue_requests(hosted.replica.start())
+        self._wake.set()
+        return {"resumed": len(chosen)}
+
+    def _database(self, uuid: str) -> Database:
+        with self._lock:
+            for db in self._databases.values():
+                if not db.closed and db.replication.uuid == uuid:
+                    return db
+        raise CommandError(f"database {uuid} is not on this node", NOT_FOUND)
+
+    def cmd_digest(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """DIGEST {'uuid'}: per table index definitions, record count and content digest of a database here."""
+        db = self._database(param(params, "uuid", str))
+        return {"uuid": db.replication.uuid, "tables": summary(db)}
+
+    def cmd_dump(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """DUMP {'uuid', 'table'}: one table's index definitions and documents (for diff)."""
+        db = self._database(param(params, "uuid", str))
+        return table_content(db, param(params, "table", str))
+
+    def cmd_databases(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """DATABASES: the databases this node serves and replicates, with their figures."""
+        return {"databases": self.figures()}
+
+    def cmd_status(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """STATUS: node health, links, message counters, and per database: sequence, journal range, replicas."""
+        result = dict(self._builtin_status(params, context)) if self._builtin_status else {}
+        result["databases"] = self.figures()
+        result["replication"] = dict(self.counters)
+        return result
+
+    def figures(self) -> dict[str, Any]:
+        """Per database path: uuid, sequence, retained journal range, role, and each replica's status."""
+        with self._lock:
+            databases = list(self._databases.values())
+            sources = set(self._sources)
+            hosted_list = list(self._replicas.values())
+        result: dict[str, Any] = {}
+        for db in databases:
+            if db.closed:
+                continue
+            first, last = db.replication.retained
+            result[db.path] = {
+                "uuid": db.replication.uuid,
+                "sequence": last,
+                "retained": [first, last],
+                "source": db.replication.uuid in sources,
+                "read_only": db.replication.read_only,
+                "replicas": [],
+            }
+        for hosted in hosted_list:
+            entry = result.get(hosted.replica.db.path)
+            if entry is not None:
+                status = hosted.replica.status()
+                status["paused"] = hosted.paused
+                entry["replicas"].append(status)
+        return result
+
+    def stop(self) -> None:
+        """Stop the service thread and release the databases."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self._servers.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            databases = list(self._databases.values())
+            self._databases.clear()
+            self._sources.clear()
+            self._replicas.clear()
+        for db in databases:
+            db.remove_listener(self._wake.set)
+            registry.release(db)
+
+
+Handler = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]

@@ -1,0 +1,125 @@
+"""Command requests: from Plugins on the command port and from other nodes, run here or routed on.
+
+Keeps the table of requests in flight (each gets exactly one reply: the result, an error, or a timeout).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pynndb.errors import MalformedMessage
+from pynndb.mesh import commands, wire
+
+if TYPE_CHECKING:
+    from pynndb.mesh.engine import Engine
+
+MAX_PENDING = 10_000
+Reply = dict[str, Any]
+OnReply = Callable[[Reply], None]
+
+
+class Requests:
+    """Command dispatch for one engine; every method runs on the loop thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.pending: dict[int, tuple[OnReply, float]] = {}
+        self.request_ids = itertools.count(1)
+
+    def on_client_request(self, identity: bytes, frame: bytes) -> None:
+        kind, body = wire.decode_control(frame)
+        if kind != wire.REQUEST:
+            raise MalformedMessage("command port only takes REQUEST")
+        body = wire.require_dict(body, "request")
+        request_id = body.get("req")
+        if not isinstance(request_id, (int, str)) or isinstance(request_id, bool):
+            raise MalformedMessage("request without a valid 'req'")
+        self.engine.counters["requests"] += 1
+
+        def respond(reply: Reply) -> None:
+            frame = wire.encode_control(wire.RESPONSE, dict(reply, req=request_id))
+            self.engine.call_soon(lambda: self.engine.send_router(self.engine.command_router, identity, frame))
+
+        self.start_request(body.get("cmd"), body.get("params"), body.get("target"), body.get("timeout"), respond)
+
+    def start_request(self, name: Any, params: Any, target: Any, timeout: Any, on_reply: OnReply) -> None:
+        """Run a command here or route it to its target; ``on_reply`` gets exactly one reply."""
+        if not isinstance(name, str) or not name:
+            on_reply(commands.error_reply(commands.BAD_PARAMS, "'cmd' must be a non-empty string"))
+            return
+        if target is not None and not isinstance(target, str):
+            on_reply(commands.error_reply(commands.BAD_PARAMS, "'target' must be a node id or label"))
+            return
+        if timeout is None:
+            timeout = 5.0
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
+            on_reply(commands.error_reply(commands.BAD_PARAMS, "'timeout' must be a positive number"))
+            return
+        with self.engine.lock:
+            entry = self.engine.directory.lookup(target) if target is not None else None
+        if (
+            target is None
+            or target in (self.engine.node.id, self.engine.node.label)
+            or entry
+            and entry["id"] == self.engine.node.id
+        ):
+            self.run_command(name, params, self.engine.node.id, on_reply)
+            return
+        if entry is None or not self.engine.directory.is_alive(entry["id"]):
+            on_reply(commands.error_reply(commands.UNKNOWN_TARGET, f"no live node {target!r}"))
+            return
+        if len(self.pending) >= MAX_PENDING:
+            on_reply(commands.error_reply(commands.BUSY, "too many requests in flight"))
+            return
+        request_id = next(self.request_ids)
+        self.pending[request_id] = (on_reply, time.monotonic() + timeout)
+        body = orjson.dumps({"req": request_id, "cmd": name, "params": params})
+        self.engine.originate(wire.COMMAND, body, target=entry["id"])
+
+    def run_command(self, name: str, params: Any, origin: str, on_reply: OnReply) -> None:
+        self.engine.counters["commands"] += 1
+        command = self.engine.node.command(name.upper())
+        context = {"origin": origin, "node": self.engine.node}
+        if command is not None and command.inline:
+            on_reply(commands.run(command, name, params, context))
+        elif not self.engine.handlers.submit(lambda: on_reply(commands.run(command, name, params, context))):
+            on_reply(commands.error_reply(commands.BUSY, "command queue full"))
+
+    def on_command(self, origin: str, body: Any) -> None:
+        body = wire.require_dict(body, "command")
+        request_id = wire.require_field(body, "req", int)
+
+        def reply(result: Reply) -> None:
+            frame = orjson.dumps(dict(result, req=request_id))
+            self.engine.call_soon(lambda: self.engine.originate(wire.REPLY, frame, target=origin))
+
+        name = body.get("cmd")
+        if not isinstance(name, str):
+            reply(commands.error_reply(commands.BAD_PARAMS, "'cmd' must be a string"))
+            return
+        self.run_command(name, body.get("params"), origin, reply)
+
+    def on_reply(self, body: Any) -> None:
+        body = wire.require_dict(body, "reply")
+        waiting = self.pending.pop(wire.require_field(body, "req", int), None)
+        if waiting is not None:
+            body.pop("req", None)
+            waiting[0](body)
+
+    def expire(self, now: float) -> None:
+        """Answer every request whose deadline has passed with a timeout error."""
+        for request_id, (on_reply, deadline) in list(self.pending.items()):
+            if now >= deadline:
+                del self.pending[request_id]
+                on_reply(commands.error_reply(commands.TIMEOUT, "no reply before the deadline"))
+
+    def cancel_all(self) -> None:
+        """Answer every request in flight: the node is stopping."""
+        for on_reply, _ in self.pending.values():
+            on_reply(commands.error_reply(commands.SHUTTING_DOWN, "node is stopping"))
+        self.pending.clear()
