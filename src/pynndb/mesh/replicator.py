@@ -159,7 +159,11 @@ class ReplicationService:
                 self._step()
             except Exception:  # a node never dies of replication trouble; the cause is logged
                 log.exception("replication step failed")
-            self._wake.wait(self.poll_interval)
+            with self._lock:
+                busy = bool(self._sources or self._replicas or self._outbox)
+            # Commits by other processes are only seen by polling the journal; with nothing served, sleep until
+            # a command or message wakes the thread.
+            self._wake.wait(self.poll_interval if busy else 1.0)
             self._wake.clear()
 
     def _step(self) -> None:

@@ -89,6 +89,8 @@ class Replica:
     # --- inputs ---------------------------------------------------------------------------------------------
     def start(self) -> list[Request]:
         """What to ask the source for when starting (or restarting) replication."""
+        if self.hwm and not self._interrupted:
+            self.counters["partial_resyncs"] += 1  # resuming from a stored mark
         return [self._request(snapshot=self._interrupted)]
 
     def receive(self, message: Message) -> list[Request]:
