@@ -109,7 +109,7 @@ def write_stream(paths: dict[str, str], seconds: float, rate: int) -> None:
     orders = dbs["orders"].table("orders")
     profiles = [dbs["profiles_a"].table("profiles"), dbs["profiles_b"].table("profiles")]
     sales = [dbs[name].table("sales") for name in SALES]
-    keys = [doc.key for doc in profiles[0].find()]
+    keys = [doc.oid for doc in profiles[0].find() if doc.oid is not None]
     deadline = time.monotonic() + seconds
     batch = max(1, rate // 20)
     serial = 0
@@ -206,8 +206,8 @@ def run_demo(console: Console, directory: str | None, seconds: float, rate: int,
             writer.kill()
         if plugin is not None:
             plugin.close()
-        for node in nodes.values():
-            node.stop()
+        for process in processs.values():
+            process.stop()
         if not keep and directory is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
