@@ -206,7 +206,7 @@ def run_demo(console: Console, directory: str | None, seconds: float, rate: int,
             writer.kill()
         if plugin is not None:
             plugin.close()
-        for process in processs.values():
+        for process in nodes.values():
             process.stop()
         if not keep and directory is None:
             shutil.rmtree(workdir, ignore_errors=True)
