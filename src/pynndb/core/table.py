@@ -188,7 +188,12 @@ class Table:
         dbi = self._dbi
         if old is None and new is not None:
             # A new record: the hot path of append, so with no index diffing.
-            raw = encode_document(new)
+            try:
+                raw = _dumps(new)
+            except orjson.JSONEncodeError:
+                raw = encode_document(new)  # raises InvalidDocument with the reason
+            if b"null" in raw:
+                raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
             additions = []
             for index in self._index_list:
                 keys = index.keys(new)
@@ -251,7 +256,10 @@ class Table:
         if doc.__class__ is dict:
             oid = new_oid()
             self._write(t, oid, doc, None)
-            return make_doc(doc, oid)
+            result = _new_doc(Doc)
+            result._data = doc
+            result._oid = oid
+            return result
         data, oid = self._unwrap(doc)
         if oid is None:
             oid = new_oid()
