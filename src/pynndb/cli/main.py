@@ -133,9 +133,22 @@ def _fail(error: PyNNDBError) -> None:
 @main.command()
 @click.option("--target", help="Node id or label (default: the node connected to).")
 @click.option("--all", "every", is_flag=True, help="Every live node of the mesh.")
+@click.option("--watch", type=float, help="Refresh the replicas table every N seconds (Ctrl-C ends).")
 @_client_options
-def status(target: str | None, every: bool, node: str, keys: str | None, server_key: str | None, as_json: bool) -> None:
-    """Show node health, links and, per database, sequence, journal range and replicas (lag, state)."""
+def status(
+    target: str | None,
+    every: bool,
+    watch: float | None,
+    node: str,
+    keys: str | None,
+    server_key: str | None,
+    as_json: bool,
+) -> None:
+    """Show node health, links and, per database, sequence, journal range and replicas (lag, state, a progress
+    bar while a snapshot syncs)."""
+    if watch:
+        _watch_status(node, keys, server_key, target, every, watch)
+        return
     try:
         if every:
             nodes = _call(node, keys, server_key, "NODES", {}, None)["nodes"]
@@ -151,6 +164,34 @@ def status(target: str | None, every: bool, node: str, keys: str | None, server_
         return
     for result in results:
         render.status(console, result)
+
+
+def _watch_status(
+    node: str, keys: str | None, server_key: str | None, target: str | None, every: bool, period: float
+) -> None:
+    from rich.live import Live
+
+    plugin = _plugin(node, keys, server_key)
+    try:
+        with Live(console=console, refresh_per_second=4) as live:
+            while True:
+                databases: dict[str, Any] = {}
+                if every:
+                    nodes = plugin.call("NODES")["nodes"]
+                    targets = [node_id for node_id, entry in nodes.items() if entry.get("alive", True)]
+                else:
+                    targets = [target]
+                for each in targets:
+                    try:
+                        databases.update(plugin.call("STATUS", target=each, timeout=2.0)["databases"])
+                    except PyNNDBError:
+                        continue
+                live.update(render.replicas_table(databases))
+                threading.Event().wait(period)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        plugin.close()
 
 
 @main.command()
