@@ -120,6 +120,21 @@ class Replication:
                 if not cursor.delete():
                     break
 
+    def emptied(self, txn: lmdb.Transaction, table: str) -> tuple[int, bytes]:
+        """The version (clock, origin) at which a table was last emptied in a versioned database, or (0, b'')."""
+        raw = txn.get(b"emptied:" + table.encode(), db=self._meta)
+        return (0, b"") if raw is None else (struct.unpack(">Q", raw[:8])[0], raw[8:])
+
+    def record_emptied(self, t: Transaction, table: str) -> None:
+        """Remember that `table` was emptied at this transaction's version: older changes must not come back."""
+        if not self.versioned:
+            return
+        if not t.hlc:
+            self.stamp(t)
+        clock, origin = (t.hlc, self.uuid_bytes) if t.origin is None else (t.version, t.origin)
+        if (clock, origin) > self.emptied(t.txn, table):
+            t.txn.put(b"emptied:" + table.encode(), struct.pack(">Q", clock) + origin, db=self._meta)
+
     def version_of(self, txn: lmdb.Transaction, table: str, oid: bytes) -> Version | None:
         raw = txn.get(version_key(table, oid), db=self._versions)
         if raw is None:

@@ -319,6 +319,7 @@ class Table:
         if t.ops is not None:
             t.ops.append(orjson.dumps(["empty", self.name]))
             self._db.replication.drop_versions(t, self.name)
+        self._db.replication.record_emptied(t, self.name)
 
     def _drop_storage(self, t: Transaction) -> None:
         for index in self._index_list:
