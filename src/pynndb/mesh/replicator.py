@@ -35,6 +35,7 @@ KIND = "repl"
 TOPIC = "db:"
 UUID_LENGTH = 36
 POLL_IDLE = 0.002
+POLL_ACTIVE = 0.0005
 CATCH_UP_AFTER = 0.25
 INFO_EVERY = 0.5
 
@@ -69,6 +70,7 @@ class ReplicationService:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._info_at = 0.0
+        self._active_at = 0.0
         self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0}
         for name, handler in [
             ("REGISTER", self.cmd_register),
@@ -161,9 +163,15 @@ class ReplicationService:
                 log.exception("replication step failed")
             with self._lock:
                 busy = bool(self._sources or self._replicas or self._outbox)
-            # Commits by other processes are only seen by polling the journal; with nothing served, sleep until
-            # a command or message wakes the thread.
-            self._wake.wait(self.poll_interval if busy else 1.0)
+            # Commits by other processes are only seen by polling the journal: poll fast while data flows, a
+            # little slower after a quiet second, and with nothing served sleep until a command or message.
+            if not busy:
+                interval = 1.0
+            elif time.monotonic() - self._active_at < 1.0:
+                interval = POLL_ACTIVE
+            else:
+                interval = self.poll_interval
+            self._wake.wait(interval)
             self._wake.clear()
 
     def _step(self) -> None:
@@ -178,6 +186,7 @@ class ReplicationService:
             hosted_list = list(self._replicas.values())
         for source in sources:
             for message in source.publisher.poll():
+                self._active_at = time.monotonic()
                 self.node.publish(TOPIC + source.publisher.uuid, encode(message))
                 self.counters["published"] += 1
                 # Replicas on this very node get the entries directly (a node does not receive its own topics).

@@ -1,0 +1,686 @@
+"""Replication benchmark: pynndb node processes against a Redis master + replica, same harness, same run.
+
+Everything runs on 127.0.0.1 and is started and stopped here: `pynndb node` processes (a 2-node pair for 1 hop, a
+4-node chain for 3 hops) fed by this process acting as the application, and `redis-server` (skipped with a clear
+line when it is not installed). Figures: write-to-readable lag p50/p99, sustained replicated ingest with batched
+writes and the replica's tail, full sync of a new replica; medians where repeated.
+Run: ``python benchmarks/replication.py [--docs N] [--samples N] [--runs K] [--quick] [--py-spy DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+
+from pynndb import Manager
+from pynndb.core.database import Database
+from pynndb.mesh.plugin import Plugin
+
+BATCH = 1000  # documents per transaction (per pipeline for Redis) in the sustained-ingest figures
+FULL_SYNC_COMMITS = 2000  # the full-sync source is loaded in this many transactions: its journal (max 1000
+# entries, trimmed every 512 commits) then no longer starts at 1, so a new replica needs a snapshot
+LAG_TIMEOUT = 1.0  # a lag sample that takes longer counts as lost
+PAUSE = (0.001, 0.003)  # random pause between lag samples, so writes do not lock onto a poll period
+SETTLE_TIMEOUT = 120.0  # bound on any "wait until the replica has everything"
+
+
+def make_documents(count: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Documents of about 120 bytes as JSON (the documents of ANCHORS.md)."""
+    cities = ["Paris", "London", "Berlin", "Madrid", "Rome"]
+    return [
+        {
+            "name": f"Name {i}",
+            "age": 18 + i % 60,
+            "email": f"user{i}@example.com",
+            "tags": ["a", "b"] if i % 2 else ["c"],
+            "city": cities[i % 5],
+            "active": i % 3 == 0,
+            "score": round((i * 7.31) % 100, 2),
+        }
+        for i in range(offset, offset + count)
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.0005) -> float:
+    """Poll `condition` until true; return the perf_counter() at which it was seen; raise after `timeout`."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        if condition():
+            return time.perf_counter()
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{what}: not done within {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def measure_lag(write: Callable[[int], Any], visible: Callable[[Any], bool], samples: int) -> tuple[list[float], int]:
+    """Write one item, spin on the replica until it is readable; `samples` times. Returns (seconds, lost)."""
+    warm_up = min(50, samples)
+    lags: list[float] = []
+    lost = 0
+    clock = time.perf_counter
+    for i in range(warm_up + samples):
+        start = clock()
+        token = write(i)
+        deadline = start + LAG_TIMEOUT
+        while not visible(token):
+            if clock() > deadline:
+                lost += i >= warm_up
+                break
+        else:
+            if i >= warm_up:
+                lags.append(clock() - start)
+        time.sleep(random.uniform(*PAUSE))
+    return lags, lost
+
+
+# --- pynndb node processes ---------------------------------------------------------------------------------------
+class NodeProcess:
+    """One `python -m pynndb node` process; its stderr goes to a log file in the work directory."""
+
+    def __init__(self, label: str, workdir: str, connect: str | None, heartbeat: float) -> None:
+        self.label = label
+        self.ports = (free_port(), free_port(), free_port())
+        self.address = f"tcp://127.0.0.1:{self.ports[0]}"
+        self.command_address = f"tcp://127.0.0.1:{self.ports[2]}"
+        self.log_path = os.path.join(workdir, f"node-{label}.log")
+        command = [sys.executable, "-m", "pynndb", "node", "--label", label, "--heartbeat", str(heartbeat)]
+        command += ["--ports", ",".join(map(str, self.ports))]
+        if connect:
+            command += ["--connect", connect]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, cwd=workdir)
+        self.pid = self.process.pid
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            while (remaining := deadline - time.monotonic()) > 0:
+                if self.process.poll() is not None:
+                    break
+                if selector.select(remaining) and self.process.stdout.readline().startswith(b"READY"):
+                    return
+        raise RuntimeError(f"node {self.label} did not start; see {self.log_path}:\n{self.tail()}")
+
+    def tail(self) -> str:
+        with open(self.log_path, "rb") as log:
+            return log.read()[-2000:].decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log.close()
+
+
+class Mesh:
+    """A chain of node processes n0 - n1 - ... started in `workdir`; `call` reaches any of them by label."""
+
+    def __init__(self, size: int, workdir: str, heartbeat: float = 1.0) -> None:
+        self.nodes: list[NodeProcess] = []
+        self.plugin: Plugin | None = None
+        try:
+            for i in range(size):
+                connect = self.nodes[-1].address if self.nodes else None
+                self.nodes.append(NodeProcess(f"n{i}", workdir, connect, heartbeat))
+            for node in self.nodes:
+                node.wait_ready()
+            self.plugin = Plugin(self.nodes[0].command_address).connect()
+            ends = (self.nodes[0].label, self.nodes[-1].label)
+            wait_for(
+                lambda: all(self.alive_nodes(label) == size for label in ends),
+                30,
+                "mesh directories to converge",
+                0.05,
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def alive_nodes(self, label: str) -> int:
+        nodes = self.call("NODES", {}, label)["nodes"]
+        return sum(1 for entry in nodes.values() if entry.get("alive", True))
+
+    def call(self, command: str, params: dict[str, Any], target: str, timeout: float = 10.0) -> dict[str, Any]:
+        assert self.plugin is not None
+        return self.plugin.call(command, params, target=target, timeout=timeout)
+
+    def stop(self) -> None:
+        if self.plugin is not None:
+            self.plugin.close()
+        for node in self.nodes:
+            node.stop()
+
+
+def py_spy_executable() -> str | None:
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")  # a venv's bin/ need not be on PATH
+    return shutil.which("py-spy") or (beside if os.access(beside, os.X_OK) else None)
+
+
+class Profiler:
+    """Optional py-spy sampling of node processes, one raw (collapsed stacks) file per node and phase."""
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory
+        self.executable = py_spy_executable()
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+
+    @contextlib.contextmanager
+    def phase(self, name: str, nodes: list[NodeProcess]) -> Iterator[None]:
+        if not self.directory:
+            yield
+            return
+        # --nonblocking: sampling must not pause the node, or the figures measure py-spy.
+        options = ["record", "--rate", "250", "--nonblocking", "--threads", "--format", "raw"]
+        spies = [
+            subprocess.Popen(
+                [str(self.executable), *options, "--pid", str(node.pid)]
+                + ["--output", os.path.join(self.directory, f"{name}-{node.label}.txt")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for node in nodes
+        ]
+        time.sleep(1.0)  # py-spy needs a moment to attach
+        try:
+            yield
+        finally:
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+            for spy in spies:
+                try:
+                    spy.wait(20)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
+                    spy.wait(5)
+
+
+class Pair:
+    """A source database registered on node `source_node` and a replica of it on node `replica_node`.
+
+    This process is the application: it writes the source and reads the replica (one Database object per path).
+    """
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        manager: Manager,
+        workdir: str,
+        name: str,
+        source_node: str,
+        replica_node: str,
+        config: dict[str, Any] | None = None,
+        prepare: Callable[[Database], None] | None = None,
+    ) -> None:
+        self.mesh = mesh
+        self.manager = manager
+        self.name = name
+        self.source_node = source_node
+        self.replica_node = replica_node
+        self.source_path = os.path.join(workdir, f"{name}-source")
+        self.replica_path = os.path.join(workdir, f"{name}-replica")
+        self.source = manager.database(f"{name}-source", self.source_path, config or {"replication": True})
+        self.table = self.source.table("bench")
+        self.table.ensure("by_name", "{name}", duplicates=True)
+        if prepare is not None:
+            prepare(self.source)
+        self.uuid = self.source.replication.uuid
+        mesh.call("REGISTER", {"path": self.source_path}, source_node)
+        self.replica = manager.database(f"{name}-replica", self.replica_path)
+
+    def replicate(self) -> None:
+        self.mesh.call("REPLICATE", {"path": self.replica_path, "uuid": self.uuid}, self.replica_node)
+
+    def mark(self) -> int:
+        return self.replica.replication.marks().get(self.uuid, 0)
+
+    def caught_up(self, sequence: int | None = None) -> bool:
+        return self.mark() >= (self.source.replication.sequence if sequence is None else sequence)
+
+    def replica_table(self) -> Any:
+        wait_for(self.caught_up, SETTLE_TIMEOUT, f"{self.name}: replica to catch up", 0.005)
+        return self.replica["bench"]
+
+    def replica_status(self) -> dict[str, Any]:
+        databases = self.mesh.call("STATUS", {}, self.replica_node)["databases"]
+        replicas = databases[os.path.realpath(self.replica_path)]["replicas"]
+        return next(entry for entry in replicas if entry["source"] == self.uuid)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.mesh.call("UNREPLICATE", {"path": self.replica_path, "uuid": self.uuid}, self.replica_node)
+        with contextlib.suppress(Exception):
+            self.mesh.call("UNREGISTER", {"path": self.source_path}, self.source_node)
+        self.manager.close(f"{self.name}-source")
+        self.manager.close(f"{self.name}-replica")
+
+
+def pynndb_lag(mesh: Mesh, manager: Manager, workdir: str, name: str, hops: int, samples: int) -> dict[str, Any]:
+    pair = Pair(mesh, manager, workdir, name, "n0", f"n{hops}")
+    try:
+        pair.replicate()
+        replica = pair.replica_table()
+        documents = make_documents(samples + 100)
+        source, table = pair.source, pair.table
+
+        def write(i: int) -> bytes:
+            with source.write_transaction() as txn:
+                return table.append(documents[i], txn=txn).oid
+
+        lags, lost = measure_lag(write, lambda oid: replica.get(oid) is not None, samples)
+        return {"lags": lags, "lost": lost}
+    finally:
+        pair.close()
+
+
+def batched(documents: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    return [documents[i : i + size] for i in range(0, len(documents), size)]
+
+
+def local_append(workdir: str, name: str, documents: list[dict[str, Any]]) -> float:
+    """Docs/s of the same batched appends into a database without a journal and without nodes."""
+    manager = Manager()
+    try:
+        db = manager.database(name, os.path.join(workdir, name), config={"replication": False})
+        table = db.table("bench")
+        table.ensure("by_name", "{name}", duplicates=True)
+        batches = batched(documents, BATCH)
+        start = time.perf_counter()
+        for batch in batches:
+            table.append_many(batch)
+        return len(documents) / (time.perf_counter() - start)
+    finally:
+        manager.close()
+
+
+def pynndb_sustained(mesh: Mesh, manager: Manager, workdir: str, name: str, documents: list[dict[str, Any]]) -> dict:
+    """Batched appends on the source; rate = documents / (first write .. replica's mark reaches the source)."""
+    pair = Pair(mesh, manager, workdir, name, "n0", "n1")
+    try:
+        pair.replicate()
+        replica = pair.replica_table()
+        batches = batched(documents, BATCH)
+        append = pair.table.append_many
+        start = time.perf_counter()
+        for batch in batches:
+            append(batch)
+        stopped = time.perf_counter()
+        sequence = pair.source.replication.sequence
+        caught = wait_for(lambda: pair.caught_up(sequence), SETTLE_TIMEOUT, f"{name}: replica to catch up")
+        count = len(replica)
+        if count != len(documents):
+            raise RuntimeError(f"{name}: the replica holds {count} documents, not {len(documents)}")
+        return {
+            "rate": len(documents) / (caught - start),
+            "write_rate": len(documents) / (stopped - start),
+            "tail": caught - stopped,
+        }
+    finally:
+        pair.close()
+
+
+def pynndb_full_sync(mesh: Mesh, manager: Manager, workdir: str, name: str, documents: list[dict[str, Any]]) -> dict:
+    """REPLICATE an empty database from a source whose journal no longer holds its start: a snapshot."""
+
+    def load(db: Database) -> None:
+        table = db.table("bench")
+        for batch in batched(documents, max(1, len(documents) // FULL_SYNC_COMMITS)):
+            table.append_many(batch)
+
+    config = {"replication": True, "journal": {"max_entries": 1000}}
+    pair = Pair(mesh, manager, workdir, name, "n0", "n1", config=config, prepare=load)
+    try:
+        first, last = pair.source.replication.retained
+        if first <= 1:
+            raise RuntimeError(f"{name}: the journal still starts at {first}; no snapshot would be needed")
+        start = time.perf_counter()
+        pair.replicate()
+        wait_for(lambda: pair.caught_up(last), SETTLE_TIMEOUT, f"{name}: full sync", 0.001)
+        # The mark is committed with the snapshot's last chunk; count too, to be sure what "synced" means.
+        done = wait_for(lambda: len(pair.replica["bench"]) == len(documents), 10, f"{name}: record count")
+        status = pair.replica_status()
+        return {"seconds": done - start, "full_resyncs": status["full_resyncs"]}
+    finally:
+        pair.close()
+
+
+# --- Redis -------------------------------------------------------------------------------------------------------
+class RedisServer:
+    """One redis-server process on a free port, in its own directory, with diskless replication and no disk."""
+
+    def __init__(self, workdir: str, name: str, replica_of: int | None = None) -> None:
+        import redis
+
+        self.port = free_port()
+        directory = os.path.join(workdir, name)
+        os.makedirs(directory, exist_ok=True)
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", directory]
+        command += ["--save", "", "--appendonly", "no", "--repl-diskless-sync", "yes"]
+        command += ["--repl-diskless-sync-delay", "0", "--logfile", os.path.join(directory, "redis.log")]
+        if replica_of is not None:
+            command += ["--replicaof", "127.0.0.1", str(replica_of)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = redis.Redis(host="127.0.0.1", port=self.port)
+        wait_for(self._pings, 10, f"redis-server {name} to start", 0.01)
+
+    def _pings(self) -> bool:
+        import redis
+
+        try:
+            return bool(self.client.ping())
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            return False
+
+    def link_up(self) -> bool:
+        import redis
+
+        try:
+            return self.client.info("replication").get("master_link_status") == "up"
+        except redis.BusyLoadingError:
+            return False
+
+    def dbsize(self) -> int:
+        import redis
+
+        try:
+            return int(self.client.dbsize())
+        except redis.BusyLoadingError:
+            return -1
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def redis_lag(master: RedisServer, replica: RedisServer, samples: int) -> dict[str, Any]:
+    documents = [orjson.dumps(doc) for doc in make_documents(samples + 100)]
+    set_, get = master.client.set, replica.client.get
+
+    def write(i: int) -> bytes:
+        key = b"lag:%d" % i
+        set_(key, documents[i])
+        return key
+
+    lags, lost = measure_lag(write, lambda key: get(key) is not None, samples)
+    return {"lags": lags, "lost": lost}
+
+
+def redis_ingest(master: RedisServer, replica: RedisServer, documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pipelines of BATCH SETs of the JSON documents; rate = documents / (first write .. replica holds them all)."""
+    master.client.flushall()
+    wait_for(lambda: replica.dbsize() == 0, 10, "redis replica to flush")
+    count = len(documents)
+    dumps = orjson.dumps
+    start = time.perf_counter()
+    for offset in range(0, count, BATCH):
+        pipe = master.client.pipeline(transaction=False)
+        for i in range(offset, min(offset + BATCH, count)):
+            pipe.set(b"doc:%d" % i, dumps(documents[i]))
+        pipe.execute()
+    stopped = time.perf_counter()
+    caught = wait_for(lambda: replica.dbsize() == count, SETTLE_TIMEOUT, "redis replica to catch up")
+    return {
+        "rate": count / (caught - start),
+        "write_rate": count / (stopped - start),
+        "tail": caught - stopped,
+    }
+
+
+def redis_full_resync(workdir: str, master: RedisServer, count: int, run: int) -> float:
+    """A fresh replica of a master holding `count` keys: REPLICAOF .. link up and DBSIZE matches."""
+    if master.dbsize() != count:
+        raise RuntimeError(f"the redis master holds {master.dbsize()} keys, not {count}")
+    fresh = RedisServer(workdir, f"redis-fresh-{run}")
+    try:
+        start = time.perf_counter()
+        fresh.client.replicaof("127.0.0.1", master.port)
+        done = wait_for(lambda: fresh.link_up() and fresh.dbsize() == count, SETTLE_TIMEOUT, "redis full resync", 0.001)
+        return done - start
+    finally:
+        fresh.stop()
+
+
+# --- the run -----------------------------------------------------------------------------------------------------
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def run_pynndb(options: argparse.Namespace, workdir: str, profiler: Profiler) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    documents = make_documents(options.docs)
+    manager = Manager()
+    try:
+        results["local"] = median([local_append(workdir, f"local{run}", documents) for run in range(options.runs)])
+        print(f"  local append: {results['local']:,.0f} docs/s", flush=True)
+        mesh = Mesh(2, workdir)
+        try:
+            with profiler.phase("lag1", mesh.nodes):
+                results["lag1"] = pynndb_lag(mesh, manager, workdir, "lag1", 1, options.samples)
+            print(f"  1-hop lag: p50/p99 {fmt_lag(results['lag1'])}", flush=True)
+            runs = []
+            for run in range(options.runs):
+                with profiler.phase(f"sustained{run}", mesh.nodes):
+                    runs.append(pynndb_sustained(mesh, manager, workdir, f"sustained{run}", documents))
+                print(f"  sustained run {run}: {fmt_run(runs[-1])}", flush=True)
+            results["sustained"] = {key: median([run[key] for run in runs]) for key in runs[0]}
+            syncs = []
+            for run in range(options.runs):
+                with profiler.phase(f"fullsync{run}", mesh.nodes):
+                    syncs.append(pynndb_full_sync(mesh, manager, workdir, f"full{run}", documents))
+                print(
+                    f"  full sync run {run}: {syncs[-1]['seconds'] * 1000:.0f} ms "
+                    f"({syncs[-1]['full_resyncs']} snapshot)",
+                    flush=True,
+                )
+            results["full_sync"] = median([sync["seconds"] for sync in syncs])
+            results["full_resyncs"] = [sync["full_resyncs"] for sync in syncs]
+        finally:
+            mesh.stop()
+        mesh = Mesh(4, workdir)
+        try:
+            with profiler.phase("lag3", mesh.nodes):
+                results["lag3"] = pynndb_lag(mesh, manager, workdir, "lag3", 3, options.samples)
+            print(f"  3-hop lag: p50/p99 {fmt_lag(results['lag3'])}", flush=True)
+        finally:
+            mesh.stop()
+    finally:
+        manager.close()
+    return results
+
+
+def run_redis(options: argparse.Namespace, workdir: str) -> dict[str, Any] | None:
+    if shutil.which("redis-server") is None:
+        print("  SKIP Redis columns: redis-server is not installed (apt-get install -y redis-server)", flush=True)
+        return None
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        print("  SKIP Redis columns: redis-py is missing (pip install 'pynndb[bench]')", flush=True)
+        return None
+    results: dict[str, Any] = {}
+    documents = make_documents(options.docs)
+    master = replica = None
+    try:
+        master = RedisServer(workdir, "redis-master")
+        replica = RedisServer(workdir, "redis-replica", replica_of=master.port)
+        wait_for(replica.link_up, 20, "redis replica link", 0.01)
+        results["lag1"] = redis_lag(master, replica, options.samples)
+        print(f"  lag: p50/p99 {fmt_lag(results['lag1'])}", flush=True)
+        runs = []
+        for run in range(options.runs):
+            runs.append(redis_ingest(master, replica, documents))
+            print(f"  ingest run {run}: {fmt_run(runs[-1])}", flush=True)
+        results["sustained"] = {key: median([run[key] for run in runs]) for key in runs[0]}
+        syncs = [redis_full_resync(workdir, master, len(documents), run) for run in range(options.runs)]
+        print("  full resync: " + ", ".join(f"{s * 1000:.0f} ms" for s in syncs), flush=True)
+        results["full_sync"] = median(syncs)
+    finally:
+        for server in (replica, master):
+            if server is not None:
+                server.stop()
+    return results
+
+
+def fmt_lag(result: dict[str, Any]) -> str:
+    p50, p99 = percentiles(result["lags"])
+    lost = f", {result['lost']} lost" if result["lost"] else ""
+    return f"{p50 * 1e3:.3f} / {p99 * 1e3:.3f} ms ({len(result['lags'])} samples{lost})"
+
+
+def fmt_run(result: dict[str, Any]) -> str:
+    return (
+        f"{result['rate']:,.0f} docs/s replicated, {result['write_rate']:,.0f} docs/s written, "
+        f"tail {result['tail'] * 1000:.0f} ms"
+    )
+
+
+def table_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[tuple[str, str, str, str, str, str]]:
+    """(metric, pynndb, Redis, ratio, target, verdict) rows."""
+    rows = []
+
+    def lag(result: dict[str, Any] | None, which: int) -> float | None:
+        return None if result is None else percentiles(result["lags"])[which] * 1e3
+
+    def add(metric: str, value: float, other: float | None, unit: str, target: str, ok: bool | str | None) -> None:
+        def show(x: float | None) -> str:
+            if x is None:
+                return "-"
+            if unit == "ms":
+                return f"{x:,.3f} ms" if x < 10 else f"{x:,.0f} ms"
+            return f"{x:,.0f} {unit}"
+
+        ratio = "-" if other is None or not other else f"{value / other:.2f}x"
+        verdict = ok if isinstance(ok, str) else "info" if ok is None else "PASS" if ok else "MISS"
+        rows.append((metric, show(value), show(other), ratio, target, verdict))
+
+    redis_p50 = lag(theirs and theirs["lag1"], 0)
+    redis_p99 = lag(theirs and theirs["lag1"], 1)
+    for hops, key in ((1, "lag1"), (3, "lag3")):
+        p50, p99 = lag(ours[key], 0), lag(ours[key], 1)
+        assert p50 is not None and p99 is not None
+        if hops == 1:
+            ok = "no Redis" if redis_p50 is None else p50 <= 2 * redis_p50
+            add(f"lag p50, {hops} hop", p50, redis_p50, "ms", "<= 2x Redis", ok)
+        else:
+            add(f"lag p50, {hops} hops", p50, redis_p50, "ms", "(vs Redis 1 hop)", None)
+        add(f"lag p99, {hops} hop{'s' if hops > 1 else ''}", p99, redis_p99, "ms", "<= 10 ms", p99 <= 10.0)
+    lost = ours["lag1"]["lost"] + ours["lag3"]["lost"]
+    if lost:
+        rows.append(("lag samples lost (> 1 s)", str(lost), "-", "-", "0", "MISS"))
+    sustained = ours["sustained"]["rate"]
+    other_rate = theirs["sustained"]["rate"] if theirs else None
+    add("sustained replicated rate", sustained, other_rate, "docs/s", ">= 300k docs/s", sustained >= 300_000)
+    local = ours["local"]
+    rows.append(
+        (
+            "  vs local append (no journal)",
+            f"{local:,.0f} docs/s",
+            "-",
+            f"{sustained / local:.2f}x",
+            ">= 0.5x local",
+            "PASS" if sustained >= 0.5 * local else "MISS",
+        )
+    )
+    add(
+        "  writer rate (source commits)",
+        ours["sustained"]["write_rate"],
+        theirs["sustained"]["write_rate"] if theirs else None,
+        "docs/s",
+        "",
+        None,
+    )
+    tail = ours["sustained"]["tail"] * 1e3
+    add(
+        "  replica tail after writer stops", tail, theirs["sustained"]["tail"] * 1e3 if theirs else None, "ms", "", None
+    )
+    full = ours["full_sync"] * 1e3
+    other_full = theirs["full_sync"] * 1e3 if theirs else None
+    ok = "no Redis" if other_full is None else full <= 0.5 * other_full
+    add("full sync of a new replica", full, other_full, "ms", "<= 0.5x Redis", ok)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, default=200_000, help="documents for ingest and full sync")
+    parser.add_argument("--samples", type=int, default=1000, help="lag samples per path")
+    parser.add_argument("--runs", type=int, default=5, help="repetitions of ingest and full sync (median)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20k docs, 200 samples, 1 run")
+    parser.add_argument("--py-spy", dest="py_spy", metavar="DIR", help="sample node processes with py-spy into DIR")
+    options = parser.parse_args()
+    if options.quick:
+        options.docs, options.samples, options.runs = min(options.docs, 20_000), min(options.samples, 200), 1
+    if options.docs < FULL_SYNC_COMMITS:
+        parser.error(f"--docs must be at least {FULL_SYNC_COMMITS} (the full-sync journal must be trimmed)")
+    if options.py_spy and py_spy_executable() is None:
+        parser.error("--py-spy needs py-spy on PATH (pip install py-spy)")
+    started = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="pynndb-bench-replication-")
+    try:
+        if options.py_spy:
+            print(f"py-spy samples node processes into {options.py_spy}: figures of this run are perturbed")
+        print(f"pynndb ({options.docs:,} docs, {options.samples} lag samples, medians of {options.runs} runs)")
+        ours = run_pynndb(options, workdir, Profiler(options.py_spy))
+        print("Redis (redis-server master + replica, redis-py)")
+        theirs = run_redis(options, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    rows = table_rows(ours, theirs)
+    headers = ("metric", "pynndb", "Redis", "ratio", "target", "")
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    print(
+        f"\nReplication on loopback: {options.docs:,} docs of ~120 bytes, batches of {BATCH}, "
+        f"{os.cpu_count()} cores, one index on the pynndb table"
+    )
+    for row in [headers, tuple("-" * width for width in widths), *rows]:
+        print(
+            "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    print(f"\ntotal {time.monotonic() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
