@@ -168,6 +168,8 @@ class Database:
 
     def _schema_committed(self) -> None:
         self._schema_token = getattr(self, "_pending_token", None)
+        for table in self._tables.values():
+            table._pending = False
 
     def _reload_schema(self) -> None:
         if self._closed:
@@ -202,6 +204,7 @@ class Database:
                 if known is None:
                     known = self._tables[name] = Table(self, name)
                 known._attach(txn, definition)
+                known._pending = False
             self._schema_token = token
 
     def _table_definition(self, txn: lmdb.Transaction, name: str) -> dict[str, Any] | None:
@@ -221,7 +224,7 @@ class Database:
         """Open the table `name`, creating it if it does not exist."""
         check_name(name, "table")
         table = self._tables.get(name)
-        if table is not None and table._dbi is not None:
+        if table is not None and table._dbi is not None and not table._pending:
             return table
         return self._run(txn, True, self._create_table, name)
 
@@ -232,6 +235,7 @@ class Database:
         if table is None:
             table = self._tables[name] = Table(self, name)
         t.schema_changed = True
+        table._pending = True  # other threads must not use its handle before this transaction commits
         definition: dict[str, Any] = {"indexes": {}, "compression": None}
         self._save_table_definition(t, name, definition)
         table._attach(t.txn, definition, create=True)
@@ -242,7 +246,7 @@ class Database:
     def tables(self, all: bool = False) -> list[str]:  # noqa: A002
         """The names of the tables in this database."""
         self._refresh()
-        return sorted(name for name, table in self._tables.items() if table._dbi is not None)
+        return sorted(name for name, table in self._tables.items() if table._dbi is not None and not table._pending)
 
     def __contains__(self, name: object) -> bool:
         return name in self.tables()

@@ -95,7 +95,7 @@ class Replication:
         t.ops = []
         t.seq += 1
         t.hlc += 1
-        if seq % TRIM_EVERY == 0:
+        if seq % min(TRIM_EVERY, max(1, self._db.config.journal.max_entries // 4)) == 0:
             self._trim(t.txn, seq)
         return seq
 

@@ -90,6 +90,7 @@ class Table:
         self._index_list: tuple[Index, ...] = ()
         self._compressor: Compressor | None = None
         self._name_json = orjson.dumps(name)
+        self._pending = False  # created by a transaction that has not committed yet
 
     # --- schema plumbing (called by Database) ----------------------------------------------------------------
     def _attach(self, txn: lmdb.Transaction, definition: dict[str, Any], create: bool = False) -> None:

@@ -194,9 +194,11 @@ class ReplicationService:
         now = time.monotonic()
         known = self._source_sequences() if now - self._info_at >= INFO_EVERY else {}
         for hosted in hosted_list:
+            replica = hosted.replica
+            if replica.source in known:
+                replica.source_last = max(replica.source_last, known[replica.source])
             if hosted.paused:
                 continue
-            replica = hosted.replica
             requests = replica.tick()
             behind = known.get(replica.source, 0) > replica.hwm
             if (
@@ -239,6 +241,8 @@ class ReplicationService:
             ]
         for hosted in hosted_list:
             if hosted.paused:
+                if isinstance(message, Entries):  # keep the lag of a paused replica true
+                    hosted.replica.source_last = max(hosted.replica.source_last, message.last, message.last_seq)
                 continue
             before = hosted.replica.hwm
             self._queue_requests(hosted.replica.receive(message))

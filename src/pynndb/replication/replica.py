@@ -147,7 +147,12 @@ class Replica:
             # Entries beyond a gap, or a source that says it is further on than anything we received.
             self.counters["partial_resyncs"] += 1
             return [self._request()]
+        self._settle()
         return []
+
+    def _settle(self) -> None:
+        if self._snapshot is None and self.state != "stalled":
+            self.state = "live" if not self._pending and self.hwm >= self.source_last else "syncing"
 
     def _hold(self, seq: int, clock: int, body: bytes) -> None:
         if len(self._pending) < self.max_pending:
@@ -165,8 +170,9 @@ class Replica:
                 run.append((seq, clock, body))
                 seq += 1
             if not run:
-                return
+                break
             self._apply(run)
+        self._settle()
 
     def _apply(self, run: list[tuple[int, int, bytes]]) -> None:
         self.mode = self._current_mode()
