@@ -188,32 +188,7 @@ class Table:
         txn = t.txn
         dbi = self._dbi
         if old is None and new is not None:
-            # A new record: the hot path of append, so with no index diffing.
-            try:
-                raw = _dumps(new)
-            except orjson.JSONEncodeError:
-                raw = encode_document(new)  # raises InvalidDocument with the reason
-            if b"null" in raw:
-                raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
-            additions = []
-            for index in self._index_list:
-                keys = index.keys(new)
-                if keys:
-                    if not index.duplicates:
-                        self._check_unique(txn, index, keys, oid)
-                    additions.append((index.dbi, keys))
-            if not txn.put(
-                oid,
-                raw if self._compressor is None else self._compressor.compress(raw),
-                db=dbi,
-                overwrite=False,
-            ):
-                raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
-            for index_db, keys in additions:
-                for key in keys:
-                    txn.put(key, oid, db=index_db)
-            if t.ops is not None or t.origin is not None:
-                self._journal_write(t, oid, raw)
+            self._insert(t, ((oid, new),))
             return
         changes = self._index_changes(txn, oid, new, old) if self._index_list else ()
         if new is not None:
@@ -232,6 +207,41 @@ class Table:
         if t.ops is not None or t.origin is not None:
             self._journal_write(t, oid, None if new is None else raw)
 
+    def _insert(self, t: Transaction, records: Iterable[tuple[bytes, dict[str, Any]]]) -> None:
+        """New records (key, fields): the hot path of append and append_many, with no index diffing.
+
+        Each record's index keys are computed and unique keys checked before anything of it is written."""
+        txn = t.txn
+        put = txn.put
+        dbi = self._dbi
+        indexes = self._index_list
+        compress = None if self._compressor is None else self._compressor.compress
+        journaled = t.ops is not None or t.origin is not None
+        additions: list[tuple[Any, list[bytes]]] = []
+        for oid, new in records:
+            try:
+                raw = _dumps(new)
+            except orjson.JSONEncodeError:
+                raw = encode_document(new)  # raises InvalidDocument with the reason
+            if b"null" in raw:
+                raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
+            if indexes:
+                additions.clear()
+                for index in indexes:
+                    keys = index.keys(new)
+                    if keys:
+                        if not index.duplicates:
+                            self._check_unique(txn, index, keys, oid)
+                        additions.append((index.dbi, keys))
+            if not put(oid, raw if compress is None else compress(raw), db=dbi, overwrite=False):
+                raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
+            if indexes:
+                for index_db, keys in additions:
+                    for key in keys:
+                        put(key, oid, db=index_db)
+            if journaled:
+                self._journal_write(t, oid, raw)
+
     def _journal_write(self, t: Transaction, oid: bytes, raw: bytes | None) -> None:
         # Record keys need no JSON escaping (see ids.normalise_key) and the name is JSON-encoded once.
         if t.ops is None:
@@ -249,14 +259,31 @@ class Table:
     # --- writes -------------------------------------------------------------------------------------------------
     def append(self, doc: Doc | dict[str, Any], txn: Transaction | None = None) -> Doc:
         """Add a new record; it gets a new time-ordered key unless the Doc carries one (which must be unused)."""
-        return self._db._run(txn, True, self._append, doc)
+        if txn is not None:
+            return self._db._run(txn, True, self._append, doc)
+        # The most frequent call of all: its own transaction without going through _run (same semantics).
+        t = self._db._begin(True)
+        try:
+            result = self._append(t, doc)
+        except lmdb.MapFullError:
+            t.abort()
+            self._db._grow_map()
+            return self._db._run(None, True, self._append, doc)
+        except BaseException:
+            t.abort()
+            raise
+        try:
+            t.commit()
+        except lmdb.MapFullError:
+            return self._db._run(None, True, self._append, doc)
+        return result
 
     def _append(self, t: Transaction, doc: Doc | dict[str, Any]) -> Doc:
         if self._dbi is None:
             self._live()
         if doc.__class__ is dict:
             oid = new_oid()
-            self._write(t, oid, doc, None)
+            self._insert(t, ((oid, doc),))
             result = _new_doc(Doc)
             result._data = doc
             result._oid = oid
@@ -274,9 +301,26 @@ class Table:
         """Append many records in one transaction (the bulk-load path)."""
         return self._db._run(txn, True, self._append_many, list(docs))
 
-    def _append_many(self, t: Transaction, docs: Iterable[Doc | dict[str, Any]]) -> list[Doc]:
-        append = self._append
-        return [append(t, doc) for doc in docs]
+    def _append_many(self, t: Transaction, docs: list[Doc | dict[str, Any]]) -> list[Doc]:
+        self._live()
+        results: list[Doc] = []
+        records: list[tuple[bytes, dict[str, Any]]] = []
+        for doc in docs:
+            data, oid = (doc, None) if doc.__class__ is dict else self._unwrap(doc)
+            if oid is None:
+                oid = new_oid()
+            records.append((oid, data))
+            if isinstance(doc, Doc):
+                results.append(doc)
+            else:
+                result = _new_doc(Doc)
+                result._data = data
+                result._oid = oid
+                results.append(result)
+        self._insert(t, records)
+        for doc, (oid, _data) in zip(results, records, strict=True):
+            doc._oid = oid
+        return results
 
     def save(self, doc: Doc, txn: Transaction | None = None) -> Doc:
         """Replace an existing record with the Doc's fields; indexes follow."""

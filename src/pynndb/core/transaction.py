@@ -51,12 +51,12 @@ class Transaction:
         if not self.active:
             raise TransactionError("transaction already finished")
         db = self.db
-        try:
-            if self.ops:
+        if self.ops:
+            try:
                 db.replication.write_entry(self)
-        except BaseException:
-            self.abort()
-            raise
+            except BaseException:
+                self.abort()
+                raise
         self.active = False
         try:
             self.txn.commit()
@@ -67,7 +67,7 @@ class Transaction:
             raise
         if self.schema_changed:
             db._schema_committed()
-        if self.write:
+        if self.write and db._listeners:
             db._committed(self)
 
     def abort(self) -> None:

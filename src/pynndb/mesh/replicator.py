@@ -22,6 +22,7 @@ from pynndb.core import registry
 from pynndb.core.database import Database
 from pynndb.errors import CommandError, MalformedEntry, PyNNDBError
 from pynndb.mesh.commands import BAD_PARAMS, NOT_FOUND, param
+from pynndb.mesh.watch import Waker
 from pynndb.replication.digest import summary, table_content
 from pynndb.replication.messages import Entries, Message, Request, decode, encode
 from pynndb.replication.replica import Replica, registrations, unregister
@@ -36,6 +37,7 @@ TOPIC = "db:"
 UUID_LENGTH = 36
 POLL_IDLE = 0.002
 POLL_ACTIVE = 0.0005
+POLL_WATCHED = 0.02
 CATCH_UP_AFTER = 0.25
 INFO_EVERY = 0.5
 
@@ -68,9 +70,10 @@ class ReplicationService:
         self._outbox: list[tuple[Request, float]] = []  # requests waiting for their source to be found
         self._servers = ThreadPoolExecutor(2, thread_name_prefix=f"pynndb-{node.label}-serve")
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._wake = Waker()
         self._info_at = 0.0
         self._active_at = 0.0
+        self._all_watched = True  # every served database is watched by inotify (else poll the journals)
         self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0}
         for name, handler in [
             ("REGISTER", self.cmd_register),
@@ -123,6 +126,8 @@ class ReplicationService:
             if db.replication.uuid in self._sources:
                 return
             self._sources[db.replication.uuid] = Source(db, Publisher(db))
+            watched = not db.config.writemap and self._wake.watch(os.path.join(db.path, "data.mdb"))
+            self._all_watched = self._all_watched and watched
         self._announce()
 
     def replicate(self, db: Database, source: str, mode: str) -> Replica:
@@ -167,12 +172,13 @@ class ReplicationService:
             # little slower after a quiet second, and with nothing served sleep until a command or message.
             if not busy:
                 interval = 1.0
+            elif self._wake.watching and self._all_watched:
+                interval = POLL_WATCHED  # inotify wakes us on every commit; this only paces ticks and retries
             elif time.monotonic() - self._active_at < 1.0:
                 interval = POLL_ACTIVE
             else:
                 interval = self.poll_interval
             self._wake.wait(interval)
-            self._wake.clear()
 
     def _step(self) -> None:
         for _ in range(1000):
@@ -518,6 +524,7 @@ class ReplicationService:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=10)
+        self._wake.close()
         self._servers.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             databases = list(self._databases.values())
