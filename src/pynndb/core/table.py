@@ -6,7 +6,7 @@ Each public method takes an optional ``txn=``; without one, the call runs atomic
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import lmdb
@@ -16,7 +16,8 @@ from pynndb.core.codec import Compressor, decode_value, encode_document, raw_jso
 from pynndb.core.doc import Doc, _new_doc, make_doc
 from pynndb.core.ids import new_oid, normalise_key
 from pynndb.core.index import IndexDefinition, IndexFunction, key_function
-from pynndb.core.scan import walk, walk_all
+from pynndb.core.reads import TableReads
+from pynndb.core.scan import walk_all
 from pynndb.core.transaction import Transaction
 from pynndb.errors import (
     DatabaseClosed,
@@ -24,7 +25,6 @@ from pynndb.errors import (
     DuplicateKey,
     IndexDefinitionError,
     InvalidDocument,
-    InvalidIndexKey,
     InvalidName,
     NoSuchIndex,
     NoSuchTable,
@@ -64,22 +64,8 @@ class Index:
         return f"<Index {self.name!r} {what!r} duplicates={self.duplicates}>"
 
 
-class FilterResult:
-    """One result of `Table.filter`: the index key, the document, and its position (1-based) in the walk."""
-
-    __slots__ = ("key", "doc", "count")
-
-    def __init__(self, key: bytes, doc: Doc, count: int) -> None:
-        self.key = key
-        self.doc = doc
-        self.count = count
-
-    def __repr__(self) -> str:
-        return f"FilterResult(count={self.count}, key={self.key!r}, doc={self.doc!r})"
-
-
-class Table:
-    """A table of `Doc` records. Get one from `Database.table(name)`."""
+class Table(TableReads):
+    """A table of `Doc` records. Get one from `Database.table(name)`; its reads come from `TableReads`."""
 
     def __init__(self, db: Database, name: str) -> None:
         self._db = db
@@ -371,224 +357,6 @@ class Table:
             t.txn.drop(index.dbi, delete=True)
         t.txn.drop(self._live(), delete=True)
         self._detach()
-
-    # --- reads --------------------------------------------------------------------------------------------------
-    def get(self, key: str | bytes, txn: Transaction | None = None) -> Doc | None:
-        """The record with this key, or None."""
-        oid = key if key.__class__ is bytes and 0 < len(key) <= 256 else normalise_key(key)
-        dbi = self._dbi
-        if dbi is None:
-            self._live()
-        if txn is None:
-            with self._env.begin() as raw:
-                stored = raw.get(oid, db=dbi)
-        elif txn.__class__ is Transaction and txn.db is self._db and txn.active:
-            stored = txn.txn.get(oid, db=dbi)
-        else:
-            stored = self._db._check(txn, False).txn.get(oid, db=dbi)
-        if stored is None:
-            return None
-        doc = _new_doc(Doc)
-        doc._data = _loads(stored) if stored[0] == 123 else decode_value(stored, self._compressor)
-        doc._oid = oid
-        return doc
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, (str, bytes)) and self.get(key) is not None
-
-    def records(self, txn: Transaction | None = None) -> int:
-        """How many records the table holds."""
-        dbi = self._live()
-        if txn is not None:
-            return int(self._db._check(txn, False).txn.stat(dbi)["entries"])
-        with self._env.begin() as raw:
-            return int(raw.stat(dbi)["entries"])
-
-    def __len__(self) -> int:
-        return self.records()
-
-    def _bound(self, index: Index | None, template: Any) -> bytes | None:
-        if template is None:
-            return None
-        if index is None:
-            oid = template._oid if isinstance(template, Doc) else normalise_key(template)
-            if oid is None:
-                raise InvalidDocument("a bound on the table itself must be a Doc with a key, or a key")
-            return oid
-        data, _ = self._unwrap(template)
-        keys = index.keys(data)
-        if not keys:
-            raise InvalidIndexKey(f"template {data!r} gives no key for index {index.name!r}")
-        return keys[0]
-
-    def _query(
-        self,
-        txn: Transaction | None,
-        index: Index | None,
-        lower: bytes | None = None,
-        upper: bytes | None = None,
-        inclusive: bool = True,
-        reverse: bool = False,
-        after: tuple[bytes, bytes] | None = None,
-        expression: Expression | None = None,
-        limit: int | None = None,
-    ) -> Iterator[tuple[bytes, Doc]]:
-        """The one read walk behind every query: yields (index key, Doc) in order, in the caller's transaction or
-        in a read transaction held only while the walk runs."""
-        dbi = self._live()
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-            raise ValueError("limit must be a non-negative int or None")
-        if expression is not None and not callable(expression):
-            raise TypeError("expression must be a callable taking a Doc")
-        raw_txn = None if txn is None else self._db._check(txn, False).txn
-        compressor = self._compressor
-        simple = index is None and lower is None and upper is None and after is None and not reverse
-
-        def produce() -> Iterator[tuple[bytes, Doc]]:
-            own = raw_txn is None
-            read = self._env.begin() if own else raw_txn
-            try:
-                if limit == 0:
-                    return
-                if simple:
-                    entries: Iterator[Any] = ((oid, oid, stored) for oid, stored in walk_all(read, dbi))
-                else:
-                    index_db = None if index is None else index.dbi
-                    duplicates = index is not None and index.duplicates
-                    entries = walk(read, dbi, index_db, duplicates, lower, upper, inclusive, reverse, after)
-                count = 0
-                for key, oid, stored in entries:
-                    doc = _new_doc(Doc)
-                    doc._data = _loads(stored) if stored[0] == 123 else decode_value(stored, compressor)
-                    doc._oid = oid
-                    if expression is None or expression(doc):
-                        yield key, doc
-                        count += 1
-                        if count == limit:
-                            return
-            finally:
-                if own:
-                    read.abort()
-
-        return produce()
-
-    def _scan_docs(self, txn: Transaction | None, expression: Expression | None, limit: int | None) -> Iterator[Doc]:
-        """The unbounded walk in key order, yielding Docs directly (the full-scan hot path)."""
-        dbi = self._live()
-        if (limit is not None and (not isinstance(limit, int) or limit < 0)) or (
-            expression is not None and not callable(expression)
-        ):
-            return (doc for _key, doc in self._query(txn, None, expression=expression, limit=limit))
-        raw_txn = None if txn is None else self._db._check(txn, False).txn
-        compressor = self._compressor
-
-        def produce() -> Iterator[Doc]:
-            own = raw_txn is None
-            read = self._env.begin() if own else raw_txn
-            try:
-                count = 0
-                if limit == 0:
-                    return
-                for oid, stored in walk_all(read, dbi):
-                    doc = _new_doc(Doc)
-                    doc._data = _loads(stored) if stored[0] == 123 else decode_value(stored, compressor)
-                    doc._oid = oid
-                    if expression is None or expression(doc):
-                        yield doc
-                        if limit is not None:
-                            count += 1
-                            if count == limit:
-                                return
-            finally:
-                if own:
-                    read.abort()
-
-        return produce()
-
-    def find(
-        self,
-        index_name: str | None = None,
-        expression: Expression | None = None,
-        limit: int | None = None,
-        txn: Transaction | None = None,
-    ) -> Iterator[Doc]:
-        """Every record in key order (or index order), optionally filtered by `expression(doc)`, up to `limit`."""
-        if index_name is None:
-            return self._scan_docs(txn, expression, limit)
-        walker = self._query(txn, self._index(index_name), expression=expression, limit=limit)
-        return (doc for _key, doc in walker)
-
-    def range(
-        self,
-        index_name: str | None = None,
-        lower: Any = None,
-        upper: Any = None,
-        inclusive: bool = True,
-        limit: int | None = None,
-        txn: Transaction | None = None,
-    ) -> Iterator[Doc]:
-        """Records whose index key lies between the keys of template Docs `lower` and `upper` (either may be None)."""
-        index = None if index_name is None else self._index(index_name)
-        low, high = self._bound(index, lower), self._bound(index, upper)
-        return (doc for _key, doc in self._query(txn, index, low, high, inclusive, limit=limit))
-
-    def seek(
-        self, index_name: str, doc: Any, limit: int | None = None, txn: Transaction | None = None
-    ) -> Iterator[Doc]:
-        """Records whose key in `index_name` equals the template Doc's key."""
-        index = self._index(index_name)
-        key = self._bound(index, doc)
-        return (found for _key, found in self._query(txn, index, key, key, limit=limit))
-
-    def seek_one(self, index_name: str, doc: Any, txn: Transaction | None = None) -> Doc | None:
-        """The first record matching the template in `index_name`, or None."""
-        return next(self.seek(index_name, doc, limit=1, txn=txn), None)
-
-    def first(self, index_name: str | None = None, txn: Transaction | None = None) -> Doc | None:
-        """The first record in key (or index) order, or None when empty."""
-        index = None if index_name is None else self._index(index_name)
-        return next((doc for _key, doc in self._query(txn, index, limit=1)), None)
-
-    def last(self, index_name: str | None = None, txn: Transaction | None = None) -> Doc | None:
-        """The last record in key (or index) order, or None when empty."""
-        index = None if index_name is None else self._index(index_name)
-        return next((doc for _key, doc in self._query(txn, index, reverse=True, limit=1)), None)
-
-    def filter(
-        self,
-        index_name: str | None = None,
-        lower: Any = None,
-        upper: Any = None,
-        expression: Expression | None = None,
-        page_size: int = 0,
-        context: FilterResult | None = None,
-        reverse: bool = False,
-        inclusive: bool = True,
-        txn: Transaction | None = None,
-    ) -> Iterator[FilterResult]:
-        """Walk records in index order with bounds and an expression, a page at a time.
-
-        Pass the last result of a page as `context` to get the next page (in the same direction).
-        """
-        index = None if index_name is None else self._index(index_name)
-        if not isinstance(page_size, int) or page_size < 0:
-            raise ValueError("page_size must be a non-negative int (0: no paging)")
-        if context is not None and not isinstance(context, FilterResult):
-            raise TypeError("context must be a FilterResult from a previous page")
-        after = None if context is None else (context.key, context.doc._oid or b"")
-        start = 0 if context is None else context.count
-        walker = self._query(
-            txn,
-            index,
-            self._bound(index, lower),
-            self._bound(index, upper),
-            inclusive,
-            reverse,
-            after,
-            expression,
-            page_size or None,
-        )
-        return (FilterResult(key, doc, start + number) for number, (key, doc) in enumerate(walker, 1))
 
     # --- indexes ------------------------------------------------------------------------------------------------
     def indexes(self) -> list[str]:
