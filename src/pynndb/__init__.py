@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from pynndb.core.doc import Doc
-from pynndb.core.manager import Database, Manager
+from pynndb.core.database import Database
+from pynndb.core.manager import Manager
+from pynndb.core.reads import FilterResult
 from pynndb.core.table import Table
 from pynndb.errors import PyNNDBError
 
-__all__ = ["Controller", "Database", "Doc", "Manager", "Plugin", "PyNNDBError", "Table"]
+__all__ = ["Controller", "Database", "Doc", "FilterResult", "Manager", "Plugin", "PyNNDBError", "Table"]
 __version__ = "0.1.0"
 
 

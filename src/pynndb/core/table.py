@@ -6,7 +6,7 @@ Each public method takes an optional ``txn=``; without one, the call runs atomic
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import lmdb
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 _loads = orjson.loads
 _dumps = orjson.dumps
-Expression = Callable[[Doc], bool]
 
 
 def check_name(name: object, kind: str) -> str:
