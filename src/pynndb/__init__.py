@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pynndb.core.doc import Doc
 from pynndb.core.database import Database
+from pynndb.core.doc import Doc
 from pynndb.core.manager import Manager
 from pynndb.core.reads import FilterResult
 from pynndb.core.table import Table
