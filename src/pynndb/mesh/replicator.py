@@ -40,6 +40,7 @@ POLL_ACTIVE = 0.0005
 POLL_WATCHED = 0.02
 CATCH_UP_AFTER = 0.25
 INFO_EVERY = 0.5
+SOURCE_MISSING_AFTER = 3.0
 
 
 @dataclass
@@ -298,10 +299,14 @@ class ReplicationService:
         for request, since in waiting:
             owner = owners.get(request.source)
             if owner is None:
-                if time.monotonic() - since < 30:
+                waited = time.monotonic() - since
+                if waited > SOURCE_MISSING_AFTER:
+                    self._report_missing(request)
+                if waited < 30:
                     with self._lock:
                         self._outbox.append((request, since))  # its source is not known yet: keep asking
                 continue
+            self._clear_missing(request)
             frame = request.replica.encode() + encode(request)
             if owner == self.node.id:
                 self._serve(request, self.node.id)
@@ -310,6 +315,20 @@ class ReplicationService:
                     self.node.send(owner, KIND, frame)
                 except PyNNDBError as error:
                     log.info("request for %s not sent: %s", request.source, error)
+
+    def _report_missing(self, request: Request) -> None:
+        with self._lock:
+            hosted = self._replicas.get((request.replica, request.source))
+        if hosted is not None and hosted.replica.state != "stalled":
+            hosted.replica.state = "stalled"
+            hosted.replica.reason = f"source {request.source} is not registered on any node of the mesh (yet)"
+
+    def _clear_missing(self, request: Request) -> None:
+        with self._lock:
+            hosted = self._replicas.get((request.replica, request.source))
+        if hosted is not None and hosted.replica.reason and hosted.replica.reason.startswith("source "):
+            hosted.replica.reason = None
+            hosted.replica.state = "live" if hosted.replica.hwm >= hosted.replica.source_last else "syncing"
 
     def _source_owners(self) -> dict[str, str]:
         owners: dict[str, str] = {}
