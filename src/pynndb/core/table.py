@@ -332,10 +332,13 @@ class Table(TableReads):
 
     def _delete(self, t: Transaction, oids: list[bytes]) -> None:
         self._live()
-        for oid in oids:
+        olds = []
+        for oid in oids:  # check every key first, so a bad list deletes nothing even inside a caller's txn
             old = self._read(t.txn, oid)
             if old is None:
                 raise DocumentDoesNotExist(f"table {self.name!r} has no record {oid.decode()}")
+            olds.append(old)
+        for oid, old in zip(oids, olds, strict=True):
             self._write(t, oid, None, old)
 
     def empty(self, txn: Transaction | None = None) -> None:
