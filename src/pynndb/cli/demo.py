@@ -230,6 +230,9 @@ def _caught_up(call: Any, target: str) -> bool:
     return all(replica["state"] == "live" and replica["lag_entries"] == 0 for replica in replicas)
 
 
+_applied: dict[tuple[str, str], tuple[float, int]] = {}
+
+
 def _watch(console: Console, call: Any, title: str, seconds: float, targets: tuple[str, ...] = ()) -> None:
     targets = targets or tuple(f"demo-{node}" for node in NODES)
     deadline = time.monotonic() + seconds
@@ -241,10 +244,20 @@ def _watch(console: Console, call: Any, title: str, seconds: float, targets: tup
                     databases.update(call("STATUS", target=target, timeout=2.0)["databases"])
                 except Exception:
                     continue
-            live.update(Group(render.replicas_table(databases, title=title)))
+            now = time.monotonic()
+            rates: dict[tuple[str, str], float] = {}
+            for path, info in databases.items():
+                for replica in info["replicas"]:
+                    key = (path, replica["source"])
+                    before = _applied.get(key)
+                    if before is not None and now > before[0]:
+                        rates[key] = max(0.0, (replica["applied"] - before[1]) / (now - before[0]))
+                    _applied[key] = (now, replica["applied"])
+            live.update(Group(render.replicas_table(databases, title=title, rates=rates)))
             if time.monotonic() >= deadline:
                 break
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    console.print()
 
 
 def _verify(console: Console, plugin: Any, uuids: dict[str, str], paths: dict[str, str]) -> int:

@@ -34,11 +34,15 @@ def _grow(tree: Tree, value: Any) -> None:
         tree.add(repr(value))
 
 
-def replicas_table(databases: dict[str, Any], title: str = "replicas") -> Table:
-    """One row per replica: target, source, mode, mark, lag, state and snapshot progress."""
+def replicas_table(
+    databases: dict[str, Any], title: str = "replicas", rates: dict[tuple[str, str], float] | None = None
+) -> Table:
+    """One row per replica: target, source, mode, mark, lag, rate, state, resyncs and snapshot progress."""
     table = Table(title=title, title_justify="left")
-    for column in ("database", "source", "mode", "hwm", "lag", "lag s", "state", "resyncs p/f", "snapshot"):
-        table.add_column(column)
+    snapshots = any(replica.get("snapshot_progress") for info in databases.values() for replica in info["replicas"])
+    columns = ["database", "source", "mode", "hwm", "lag", "lag s", "entries/s", "state", "resyncs p/f"]
+    for column in columns + (["snapshot"] if snapshots else []):
+        table.add_column(column, no_wrap=column in ("database", "mode"))
     for path, info in databases.items():
         for replica in info.get("replicas", []):
             progress = replica.get("snapshot_progress")
@@ -46,19 +50,21 @@ def replicas_table(databases: dict[str, Any], title: str = "replicas") -> Table:
             if progress:
                 done, total = progress
                 bar = ProgressBar(total=max(total, 1), completed=done, width=20)
+            rate = (rates or {}).get((path, replica["source"]))
             state = replica["state"] + (" (paused)" if replica.get("paused") else "")
             if replica.get("reason"):
                 state += f": {replica['reason']}"
             table.add_row(
                 path.rsplit("/", 1)[-1],
-                replica["source"][:8],
+                replica["source"][:6],
                 replica["mode"],
                 str(replica["hwm"]),
                 str(replica["lag_entries"]),
                 f"{replica['lag_seconds']:.3f}",
+                "" if rate is None else f"{rate:,.0f}",
                 state,
                 f"{replica['partial_resyncs']}/{replica['full_resyncs']}",
-                bar,
+                *([bar] if snapshots else []),
             )
     return table
 
