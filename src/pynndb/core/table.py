@@ -202,6 +202,9 @@ class Table(TableReads):
         indexes = self._index_list
         compress = None if self._compressor is None else self._compressor.compress
         journaled = t.ops is not None or t.origin is not None
+        # Without per-document versions, a journaled insert is one pre-formatted op: append it inline.
+        ops = t.ops if journaled and not self._db.replication.versioned else None
+        name_json = self._name_json
         additions: list[tuple[Any, list[bytes]]] = []
         for oid, new in records:
             try:
@@ -224,7 +227,9 @@ class Table(TableReads):
                 for index_db, keys in additions:
                     for key in keys:
                         put(key, oid, db=index_db)
-            if journaled:
+            if ops is not None:
+                ops.append(b'["put",%b,"%b",%b]' % (name_json, oid, raw))
+            elif journaled:
                 self._journal_write(t, oid, raw)
 
     def _journal_write(self, t: Transaction, oid: bytes, raw: bytes | None) -> None:
