@@ -2,6 +2,11 @@
 
 Only the loop thread touches sockets. Other threads hand it work through ``post`` (a deque plus a wake-up
 pipe) and read shared state under ``lock``; user code never runs on this thread.
+
+The loop waits on the sockets' ZMQ_FD descriptors with one ``select.poll`` call instead of ``zmq_poll``, which
+probes every socket (a syscall each) twice per wait. Those descriptors are edge-triggered: a socket is drained until
+EAGAIN, and any socket sent on during a turn is re-checked with ZMQ_EVENTS before the loop sleeps again, because a
+send can consume the signal of a message that arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import select
 import threading
 import time
 from collections import deque
@@ -85,7 +91,11 @@ class Engine:
         self.graph: dict[str, set[str]] = {}
         self.heartbeat_due = True
         self.stopping = False
-        self.poller = zmq.Poller()
+        self.poller = select.poll()
+        self.socket_fds: dict[zmq.Socket, int] = {}  # every socket the loop reads, and its ZMQ_FD
+        self.fd_sockets: dict[int, zmq.Socket] = {}
+        self.ready: set[zmq.Socket] = set()  # sockets that may hold input: drain them without sleeping
+        self.touched: set[zmq.Socket] = set()  # sockets sent on this turn: check ZMQ_EVENTS before sleeping
         self.delivery = WorkerPool(f"pynndb-{node.label}-callbacks", 1)
         self.handlers = WorkerPool(f"pynndb-{node.label}-commands", node.command_workers)
         self.requests = Requests(self)
@@ -104,8 +114,25 @@ class Engine:
             self.close_sockets()
             raise
         for socket in (self.front, self.link_router, self.command_router):
-            self.poller.register(socket, zmq.POLLIN)
-        self.poller.register(self.wake_read, zmq.POLLIN)
+            self.watch(socket)
+        self.poller.register(self.wake_read, select.POLLIN)
+
+    def watch(self, socket: zmq.Socket) -> None:
+        """Start reading a socket in the loop."""
+        fd = int(socket.getsockopt(zmq.FD))
+        self.socket_fds[socket] = fd
+        self.fd_sockets[fd] = socket
+        self.poller.register(fd, select.POLLIN)
+        self.ready.add(socket)  # it may have signalled before it was watched
+
+    def unwatch(self, socket: zmq.Socket) -> None:
+        """Stop reading a socket (before it is closed)."""
+        fd = self.socket_fds.pop(socket, None)
+        if fd is not None:
+            self.fd_sockets.pop(fd, None)
+            self.poller.unregister(fd)
+        self.ready.discard(socket)
+        self.touched.discard(socket)
 
     def close_sockets(self) -> None:
         # A short linger on link sockets lets the LEAVE notice reach the neighbors; context.term() waits for it.
@@ -151,28 +178,37 @@ class Engine:
     def run(self) -> None:
         next_tick = 0.0
         next_fine = 0.0
+        ready = self.ready
+        fd_sockets = self.fd_sockets
+        wake_read = self.wake_read
         while not self.stopping:
-            now = time.monotonic()
-            timeout = max(0.0, min(next_tick, next_fine) - now)
-            try:
-                events = self.poller.poll(int(timeout * 1000))
-            except zmq.ZMQError:
-                if self.stopping:
-                    break
-                raise
-            for socket, _ in events:
+            if ready:
+                timeout = 0.0
+            else:
+                # In milliseconds; select.poll rounds a fraction up, so the loop never spins on a timer.
+                timeout = max(0.0, (min(next_tick, next_fine) - time.monotonic()) * 1000)
+            for fd, _ in self.poller.poll(timeout):
+                if fd == wake_read:
+                    self.wake_pending = False
+                    try:
+                        os.read(wake_read, 4096)
+                    except (BlockingIOError, OSError):
+                        pass
+                else:
+                    socket = fd_sockets.get(fd)
+                    if socket is not None:
+                        ready.add(socket)
+            batch = list(ready)
+            ready.clear()
+            for socket in batch:
+                if socket.closed:
+                    continue
                 if socket is self.link_router:
                     self.drain_router(socket, self.on_link_router)
                 elif socket is self.command_router:
                     self.drain_router(socket, self.requests.on_client_request)
                 elif socket is self.front:
                     self.drain_router(socket, self.on_discover)
-                elif isinstance(socket, int):
-                    self.wake_pending = False
-                    try:
-                        os.read(self.wake_read, 4096)
-                    except BlockingIOError:
-                        pass
                 else:
                     self.drain_dealer(socket)
             self.run_ops()
@@ -185,7 +221,17 @@ class Engine:
                 next_tick = now + self.node.heartbeat
                 self.heartbeat_due = False
                 self.heartbeat()
+            if self.touched:
+                self.recheck_touched()
         self.farewell()
+
+    def recheck_touched(self) -> None:
+        """A send may have taken the edge signal of arrived input; look at ZMQ_EVENTS of what was sent on."""
+        touched = self.touched
+        while touched:
+            socket = touched.pop()
+            if socket in self.socket_fds and not socket.closed and int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                self.ready.add(socket)
 
     def run_ops(self) -> None:
         for _ in range(10_000):
@@ -202,6 +248,7 @@ class Engine:
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
+                self.touched.discard(socket)  # EAGAIN processed its signals: its ZMQ_FD will fire again
                 return
             self.counters["frames_in"] += 1
             if len(frames) != 2:
@@ -211,6 +258,7 @@ class Engine:
                 handle(frames[0], frames[1])
             except (MalformedMessage, ValueError, KeyError, TypeError, UnicodeDecodeError):
                 self.counters["malformed"] += 1
+        self.ready.add(socket)  # more may be waiting: read on in the next turn, after the others
 
     def drain_dealer(self, socket: zmq.Socket) -> None:
         channel = self.channels.get(("out", socket))
@@ -222,6 +270,7 @@ class Engine:
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
+                self.touched.discard(socket)  # EAGAIN processed its signals: its ZMQ_FD will fire again
                 return
             self.counters["frames_in"] += 1
             if len(frames) != 1:
@@ -231,6 +280,7 @@ class Engine:
                 self.on_link_frame(channel, frames[0])
             except (MalformedMessage, ValueError, KeyError, TypeError, UnicodeDecodeError):
                 self.counters["malformed"] += 1
+        self.ready.add(socket)  # more may be waiting: read on in the next turn, after the others
 
     # --- front door and command port ------------------------------------------------------------------------
     def on_discover(self, identity: bytes, frame: bytes) -> None:
@@ -247,7 +297,13 @@ class Engine:
         }
         self.send_router(self.front, identity, wire.encode_control(wire.DISCOVERED, body))
 
+    def send_link(self, channel: Channel, frame: bytes) -> bool:
+        """Send one frame over a link (either direction); False if it could not be queued."""
+        self.touched.add(channel.socket if channel.socket is not None else self.link_router)
+        return channel.send(self.link_router, frame)
+
     def send_router(self, socket: zmq.Socket, identity: bytes, frame: bytes) -> None:
+        self.touched.add(socket)
         try:
             socket.send(identity, zmq.NOBLOCK | zmq.SNDMORE)
             socket.send(frame, zmq.NOBLOCK)
@@ -357,7 +413,7 @@ class Engine:
         if channel.identity is not None and not channel.outbound:
             self.inbound.pop(channel.identity, None)
         if channel.socket is not None:
-            self.poller.unregister(channel.socket)
+            self.unwatch(channel.socket)
             channel.socket.close(linger=0)
 
     def open_link(self, context: zmq.Context, link_address: str, address: str, server_key: bytes | None) -> Channel:
@@ -380,7 +436,7 @@ class Engine:
         channel = Channel(key=("out", socket), address=address, socket=socket)
         self.channels[channel.key] = channel
         self.channels[("address", address)] = channel
-        self.poller.register(socket, zmq.POLLIN)
+        self.watch(socket)
         return channel
 
     def close_link(self, name: str) -> bool:
@@ -396,7 +452,7 @@ class Engine:
                 continue
             if channel.address == name or channel.peer == peer:
                 found = True
-                channel.send(self.link_router, wire.encode_control(wire.BYE))
+                self.send_link(channel, wire.encode_control(wire.BYE))
                 self.remove_channel(channel)
         return found
 
@@ -458,7 +514,7 @@ class Engine:
             channel = neighbors.get(peer)
             if channel is None:
                 continue
-            if channel.send(self.link_router, frame):
+            if self.send_link(channel, frame):
                 self.counters["relayed"] += 1
                 self.counters["frames_out"] += 1
             else:
@@ -480,7 +536,7 @@ class Engine:
             channel = neighbors.get(peer)
             if channel is None:
                 continue
-            if channel.send(self.link_router, frame):
+            if self.send_link(channel, frame):
                 self.counters["frames_out"] += 1
             else:
                 self.counters["dropped"] += 1
@@ -593,7 +649,7 @@ class Engine:
                 channel.hello_attempts += 1
                 delay = min(0.005 * 2 ** min(channel.hello_attempts, 10), self.node.heartbeat)
                 channel.next_hello = now + delay
-                channel.send(self.link_router, wire.encode_control(wire.HELLO, self.handshake_body()))
+                self.send_link(channel, wire.encode_control(wire.HELLO, self.handshake_body()))
         self.requests.expire(now)
 
     def farewell(self) -> None:

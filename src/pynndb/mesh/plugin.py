@@ -7,6 +7,7 @@ raises ``CommandError`` / ``CommandTimeout``. One Plugin may be shared between t
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from os import PathLike
@@ -99,19 +100,26 @@ class Plugin:
             # Bounded: each turn either returns or consumes a stale reply, and the deadline ends the loop.
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not socket.poll(max(1, int(remaining * 1000))):
+                if remaining <= 0:
                     raise CommandTimeout(f"{command} got no reply within {timeout}s")
-                reply = self._read(socket)
+                # A blocking recv with a timeout: one libzmq call, where poll() then recv() costs two and a Poller.
+                socket.rcvtimeo = max(1, math.ceil(remaining * 1000))
+                try:
+                    reply = self._read(socket)
+                except zmq.Again:
+                    raise CommandTimeout(f"{command} got no reply within {timeout}s") from None
                 if reply is not None and reply.get("req") == request_id:
                     return commands.unwrap(reply)
 
     @staticmethod
     def _read(socket: zmq.Socket) -> dict[str, Any] | None:
-        frames = socket.recv_multipart()
-        if len(frames) != 1:
+        frame = socket.recv()
+        if socket.rcvmore:
+            while socket.rcvmore:
+                socket.recv()  # a multipart message is not ours: drop all of it
             return None
         try:
-            kind, body = wire.decode_control(frames[0])
+            kind, body = wire.decode_control(frame)
         except MalformedMessage:
             return None
         if kind != wire.RESPONSE or not isinstance(body, dict):

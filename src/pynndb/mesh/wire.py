@@ -54,6 +54,13 @@ MAX_KIND_BYTES = 255
 
 def node_id_to_bytes(node_id: str) -> bytes:
     """Pack a 32-hex node id into its 16 wire bytes."""
+    if isinstance(node_id, str) and len(node_id) == 32:
+        try:
+            raw = bytes.fromhex(node_id)  # the usual form, ten times cheaper than parsing a UUID
+        except ValueError:
+            raw = b""
+        if len(raw) == 16:
+            return raw
     try:
         return uuid.UUID(hex=node_id).bytes
     except (ValueError, TypeError, AttributeError) as error:
