@@ -20,6 +20,7 @@ from pynndb.core.index import IndexDefinition
 from pynndb.core.journal import SEQ, decode_body
 from pynndb.core.table import Table
 from pynndb.errors import MalformedEntry, PyNNDBError
+from pynndb.replication import fast_snapshot
 from pynndb.replication.messages import Entries, Message, Request, SnapshotBegin, SnapshotChunk, SnapshotEnd
 
 if TYPE_CHECKING:
@@ -339,6 +340,7 @@ class Replica:
                     self._remove_source_documents(t, name)
             for name, definition in message.tables.items():
                 table = self._table(t, name)
+                fast_snapshot.set_compression(t, table, message)
                 for index_name, stored in definition.get("indexes", {}).items():
                     self._ensure(t, table, index_name, stored)
             self._finish_snapshot_txn(t)
@@ -351,27 +353,50 @@ class Replica:
     def _snapshot_chunk(self, message: SnapshotChunk) -> list[Request]:
         if self._snapshot is None or message.seq != self._snapshot.seq:
             return []
-        documents = message.documents if message.raw is None else orjson.loads(message.raw)
+        stored = message.stored
+        documents: list[Any] = []
+        if stored is None:
+            documents = message.documents if message.raw is None else orjson.loads(message.raw)
         t = self.db._begin(True, applying=True)
         try:
             table = self._table(t, message.table)
-            for key, fields, version in documents:
-                oid = key.encode()
-                if version is None:
-                    t.origin, t.version = self.source_bytes, 0
+            t.origin = t.source = self.source_bytes
+            t.version = 0
+            if stored is not None:
+                codec = fast_snapshot.source_compressor(self._snapshot, message.table)
+                if self.mode == "one-way":
+                    count = fast_snapshot.write_stored(t, table, stored, self.source_bytes, codec)
                 else:
-                    t.origin, t.version = uuid_module.UUID(version[1]).bytes, version[0]
-                t.source = self.source_bytes
-                if self.mode == "two-way" and not self._newer(t, message.table, oid, t.version, t.origin):
-                    continue
-                self._put(t, table, oid, fields)
+                    count = self._snapshot_documents(t, table, fast_snapshot.stored_documents(stored, codec))
+            else:
+                count = len(documents)
+                for key, fields, version in documents:
+                    oid = key.encode()
+                    if version is None:
+                        t.origin, t.version = self.source_bytes, 0
+                    else:
+                        t.origin, t.version = uuid_module.UUID(version[1]).bytes, version[0]
+                    t.source = self.source_bytes
+                    if self.mode == "two-way" and not self._newer(t, message.table, oid, t.version, t.origin):
+                        continue
+                    self._put(t, table, oid, fields)
             self._finish_snapshot_txn(t)
         except BaseException:
             t.abort()
             raise
         done, total = self.snapshot_progress or (0, 0)
-        self.snapshot_progress = (done + len(documents), total)
+        self.snapshot_progress = (done + count, total)
         return []
+
+    def _snapshot_documents(self, t: Transaction, table: Table, documents: list[fast_snapshot.Document]) -> int:
+        """Apply a snapshot's documents one by one (two-way: last writer wins; aggregate: tagged with the source)."""
+        for oid, fields, version, origin in documents:
+            t.origin, t.version = (self.source_bytes, 0) if origin is None else (origin, version)
+            t.source = self.source_bytes
+            if self.mode == "two-way" and not self._newer(t, table.name, oid, t.version, t.origin):
+                continue
+            self._put(t, table, oid, fields)
+        return len(documents)
 
     def _finish_snapshot_txn(self, t: Transaction) -> None:
         if t.ops:

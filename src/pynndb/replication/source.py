@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import uuid as uuid_module
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from pynndb.core.codec import raw_json
 from pynndb.core.database import TABLE_PREFIX
 from pynndb.core.journal import Version
-from pynndb.errors import ReplicationNotEnabled
+from pynndb.errors import DatabaseError, ReplicationNotEnabled
+from pynndb.replication import fast_snapshot
 from pynndb.replication.messages import Entries, Message, Request, SnapshotBegin, SnapshotChunk, SnapshotEnd
 
 if TYPE_CHECKING:
     from pynndb.core.database import Database
+    from pynndb.core.table import Table
 
 BATCH_ENTRIES = 2000
 BATCH_BYTES = 1 << 20
@@ -76,12 +79,15 @@ class Publisher:
             start = batch[-1][0] + 1
 
 
-def snapshot(db: Database, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Message]:
-    """A consistent snapshot of `db`: definitions, documents (with versions and tombstones), in bounded chunks."""
+def snapshot(db: Database, chunk_bytes: int = CHUNK_BYTES, stored: bool = True) -> Iterator[Message]:
+    """A consistent snapshot of `db`: definitions, then each table's content in bounded chunks, then the end.
+
+    With `stored` (the default) chunks carry the stored key/value pairs of records, tombstones and index entries
+    (see fast_snapshot); otherwise documents as JSON `[key, fields or null, version or null]` (the older form).
+    """
     replication = db.replication
     source = replication.uuid
-    db._reload_schema()
-    with db._env.begin() as txn:
+    with _read_transaction(db) as txn:
         seq = replication.last_sequence(txn)
         tables: dict[str, object] = {}
         cursor = txn.cursor(db=db._meta)
@@ -90,26 +96,59 @@ def snapshot(db: Database, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Message]:
                 if not key.startswith(TABLE_PREFIX):
                     break
                 tables[key[len(TABLE_PREFIX) :].decode()] = orjson.loads(value)
-        handles = {name: db._tables[name] for name in tables if name in db._tables}
-        documents = sum(txn.stat(table._dbi)["entries"] for table in handles.values())
-        yield SnapshotBegin(source, seq, tables, documents)
-        versioned = replication.versioned
-        for name, table in handles.items():
-            compressor = table._compressor
-            parts: list[bytes] = []
-            size = 0
-            for oid, stored in txn.cursor(db=table._dbi):
-                version = replication.version_of(txn, name, oid) if versioned else None
-                doc = raw_json(stored, compressor)
-                parts.append(b'["%b",%b,%b]' % (oid, doc, version_json(version)))
-                size += len(doc) + 64
-                if size >= chunk_bytes:
-                    yield SnapshotChunk(source, seq, name, raw=b"[" + b",".join(parts) + b"]")
-                    parts, size = [], 0
-            if versioned:
-                for oid, version in replication.versions(txn, name):
-                    if version.deleted:
-                        parts.append(b'["%b",null,%b]' % (oid, version_json(version)))
-            if parts:
-                yield SnapshotChunk(source, seq, name, raw=b"[" + b",".join(parts) + b"]")
+        # The handles as of this transaction (the schema token matched): index definitions and entries agree.
+        handles = {
+            name: (table, table._dbi, {index.name: index.dbi for index in table._index_list})
+            for name in tables
+            if (table := db._tables.get(name)) is not None and table._dbi is not None
+        }
+        documents = sum(txn.stat(dbi)["entries"] for _table, dbi, _indexes in handles.values())
+        yield SnapshotBegin(source, seq, tables, documents, fast_snapshot.dictionaries(txn, db._meta, tables))
+        for name, (table, dbi, indexes) in handles.items():
+            if stored:
+                yield from fast_snapshot.table_chunks(txn, replication, name, dbi, indexes, source, seq, chunk_bytes)
+            else:
+                yield from _json_chunks(txn, db, name, table, chunk_bytes)
         yield SnapshotEnd(source, seq)
+
+
+@contextmanager
+def _read_transaction(db: Database) -> Iterator[Any]:
+    """A read transaction in which `db`'s table and index handles match the schema it sees."""
+    for _attempt in range(16):
+        db._reload_schema()
+        txn = db._env.begin()
+        if txn.get(b"schema", db=db._meta) == db._schema_token:
+            break
+        txn.abort()  # the schema changed since the reload: again
+    else:
+        raise DatabaseError(f"{db.path}: the schema keeps changing; no consistent snapshot")
+    try:
+        yield txn
+    finally:
+        txn.abort()
+
+
+def _json_chunks(txn: Any, db: Database, name: str, table: Table, chunk_bytes: int) -> Iterator[Message]:
+    replication = db.replication
+    source = replication.uuid
+    seq = replication.last_sequence(txn)
+    versioned = replication.versioned
+    compressor = table._compressor
+    parts: list[bytes] = []
+    size = 0
+    records: Iterator[tuple[bytes, bytes]] = iter(txn.cursor(db=table._dbi))  # buffers=False: bytes
+    for oid, stored in records:
+        version = replication.version_of(txn, name, oid) if versioned else None
+        doc = raw_json(stored, compressor)
+        parts.append(b'["%b",%b,%b]' % (oid, doc, version_json(version)))
+        size += len(doc) + 64
+        if size >= chunk_bytes:
+            yield SnapshotChunk(source, seq, name, raw=b"[" + b",".join(parts) + b"]")
+            parts, size = [], 0
+    if versioned:
+        for oid, version in replication.versions(txn, name):
+            if version.deleted:
+                parts.append(b'["%b",null,%b]' % (oid, version_json(version)))
+    if parts:
+        yield SnapshotChunk(source, seq, name, raw=b"[" + b",".join(parts) + b"]")
