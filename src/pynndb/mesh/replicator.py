@@ -74,8 +74,9 @@ class ReplicationService:
         self._wake = Waker()
         self._info_at = 0.0
         self._active_at = 0.0
+        self._woken = False
         self._all_watched = True  # every served database is watched by inotify (else poll the journals)
-        self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0}
+        self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0, "found_by_polling": 0}
         for name, handler in [
             ("REGISTER", self.cmd_register),
             ("UNREGISTER", self.cmd_unregister),
@@ -173,13 +174,14 @@ class ReplicationService:
             # little slower after a quiet second, and with nothing served sleep until a command or message.
             if not busy:
                 interval = 1.0
-            elif self._wake.watching and self._all_watched:
-                interval = POLL_WATCHED  # inotify wakes us on every commit; this only paces ticks and retries
             elif time.monotonic() - self._active_at < 1.0:
+                # While data flows, poll as well: inotify was seen to miss some commits made in bursts.
                 interval = POLL_ACTIVE
+            elif self._wake.watching and self._all_watched:
+                interval = POLL_WATCHED  # inotify wakes us on the first commit after a quiet spell
             else:
                 interval = self.poll_interval
-            self._wake.wait(interval)
+            self._woken = self._wake.wait(interval)
 
     def _step(self) -> None:
         for _ in range(1000):
@@ -193,6 +195,8 @@ class ReplicationService:
             hosted_list = list(self._replicas.values())
         for source in sources:
             for message in source.publisher.poll():
+                if not self._woken:
+                    self.counters["found_by_polling"] += 1
                 self._active_at = time.monotonic()
                 self.node.publish(TOPIC + source.publisher.uuid, encode(message))
                 self.counters["published"] += 1
