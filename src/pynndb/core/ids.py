@@ -31,6 +31,8 @@ def normalise_key(key: object) -> bytes:
     """Turn a key given as str or bytes into the stored form (ASCII bytes)."""
     from pynndb.errors import InvalidKey
 
+    if isinstance(key, str) and key.isascii() and key.isalnum() and 0 < len(key) <= 256:
+        return key.encode()
     if isinstance(key, bytes):
         result = key
     elif isinstance(key, str):

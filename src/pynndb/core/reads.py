@@ -61,7 +61,10 @@ class TableReads:
 
     def get(self, key: str | bytes, txn: Transaction | None = None) -> Doc | None:
         """The record with this key, or None."""
-        oid = key if key.__class__ is bytes and 0 < len(key) <= 256 else normalise_key(key)
+        if isinstance(key, str) and key.isascii() and key.isalnum() and len(key) <= 256:
+            oid = key.encode()  # the usual 24-hex key, valid as it is
+        else:
+            oid = key if key.__class__ is bytes and 0 < len(key) <= 256 else normalise_key(key)
         dbi = self._dbi
         if dbi is None:
             self._live()
