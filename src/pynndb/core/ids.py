@@ -13,7 +13,8 @@ _clock = time.time
 
 def _reset() -> None:
     # A forked child must not hand out the parent's ids: new random part, new counter.
-    global _random, _counter
+    global _random, _counter, _prefix
+    _prefix = (0, b"")
     _random = os.urandom(5).hex().encode()
     _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
 
@@ -22,9 +23,16 @@ _reset()
 os.register_at_fork(after_in_child=_reset)
 
 
+_prefix = (0, b"")
+
+
 def new_oid() -> bytes:
     """Return a new 24-hex id as ASCII bytes; ids from one process sort in creation order within a second."""
-    return b"%08x%s%06x" % (int(_clock()), _random, next(_counter) & 0xFFFFFF)
+    global _prefix
+    second = int(_clock())
+    if second != _prefix[0]:
+        _prefix = (second, b"%08x%s" % (second, _random))
+    return _prefix[1] + b"%06x" % (next(_counter) & 0xFFFFFF)
 
 
 def normalise_key(key: object) -> bytes:
