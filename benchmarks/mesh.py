@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from functools import partial
 
 import zmq
+from common import free_port, percentiles
 
 from pynndb.mesh.controller import Controller
 from pynndb.mesh.plugin import Plugin
@@ -34,17 +34,6 @@ from pynndb.mesh.plugin import Plugin
 PAYLOAD = b'{"name":"Name 123456","age":53,"email":"user123456@example.com","tags":["a","b"],"city":"Paris"}'
 PAYLOAD = PAYLOAD + b" " * (123 - len(PAYLOAD))  # the 123-byte document of ANCHORS.md
 CHAIN = 4  # bench0 - bench1 - bench2 - bench3: 0, 1 and 3 hops from bench0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
 
 
 def time_round_trips(call: Callable[[], object], count: int, warmup: int = 200) -> tuple[float, float]:

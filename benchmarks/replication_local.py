@@ -17,27 +17,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from common import make_documents
+
 from pynndb import Database, Manager
 from pynndb.replication import LocalReplicator, Replica, decode, encode, snapshot
 
 TARGET_RATIO = 0.7
-
-
-def make_documents(count: int, offset: int = 0) -> list[dict[str, Any]]:
-    """Documents of about 120 bytes as JSON (the storage benchmark's shape)."""
-    cities = ["Paris", "London", "Berlin", "Madrid", "Rome"]
-    return [
-        {
-            "name": f"Name {i}",
-            "age": 18 + i % 60,
-            "email": f"user{i}@example.com",
-            "tags": ["a", "b"] if i % 2 else ["c"],
-            "city": cities[i % 5],
-            "active": i % 3 == 0,
-            "score": round((i * 7.31) % 100, 2),
-        }
-        for i in range(offset, offset + count)
-    ]
 
 
 def timed(work: Callable[[], Any]) -> float:

@@ -21,28 +21,12 @@ from typing import Any
 
 import lmdb
 import orjson
+from common import make_documents
 
 from pynndb import Manager
 from pynndb.core.config import DatabaseConfig
 
 TAG_STR = b"\x20"  # pynndb's key tag for a str index value: the raw side stores the same index keys
-
-
-def make_documents(count: int) -> list[dict[str, Any]]:
-    """Documents of about 120 bytes as JSON."""
-    cities = ["Paris", "London", "Berlin", "Madrid", "Rome"]
-    return [
-        {
-            "name": f"Name {i}",
-            "age": 18 + i % 60,
-            "email": f"user{i}@example.com",
-            "tags": ["a", "b"] if i % 2 else ["c"],
-            "city": cities[i % 5],
-            "active": i % 3 == 0,
-            "score": round((i * 7.31) % 100, 2),
-        }
-        for i in range(count)
-    ]
 
 
 def timed(work: Callable[[], Any]) -> float:

@@ -1,0 +1,37 @@
+"""What every benchmark shares: the documents of ANCHORS.md, free loopback ports, percentiles."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+CITIES = ["Paris", "London", "Berlin", "Madrid", "Rome"]
+
+
+def make_documents(count: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Documents of about 120 bytes as JSON, like {'name': 'Name 123', 'age': 42, 'email': ..., 'tags': [...]}."""
+    return [
+        {
+            "name": f"Name {i}",
+            "age": 18 + i % 60,
+            "email": f"user{i}@example.com",
+            "tags": ["a", "b"] if i % 2 else ["c"],
+            "city": CITIES[i % 5],
+            "active": i % 3 == 0,
+            "score": round((i * 7.31) % 100, 2),
+        }
+        for i in range(offset, offset + count)
+    ]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """(p50, p99) of the samples."""
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
