@@ -60,6 +60,7 @@ def measure_lag(write: Callable[[int], Any], visible: Callable[[Any], bool], sam
     # The harness holds large document lists; a cyclic GC pass in this process would be timed as lag.
     gc.collect()
     gc.freeze()
+    os.sync()  # earlier phases leave hundreds of MB of dirty pages; their writeback must not be timed as lag
     for i in range(warm_up + samples):
         start = clock()
         token = write(i)

@@ -68,6 +68,8 @@ class Controller:
         self.id_bytes = uuid.UUID(hex=self.id).bytes
         self.subscriptions: dict[str, Callable[[str, bytes, str], None]] = {}
         self.message_handlers: dict[str, Callable[[bytes, str], None]] = {}
+        self.inline_topics: set[str] = set()  # delivered on the socket loop (see subscribe)
+        self.inline_kinds: set[str] = set()
         self.peer_callbacks: list[Callable[[str, str], None]] = []
         self.services: dict[str, Any] = {}
         self._commands: dict[str, Command] = {}
@@ -278,10 +280,14 @@ class Controller:
             raise ValueError("topic too long")
         self._running_engine().publish(topic, bytes(payload))
 
-    def subscribe(self, topic: str, callback: Callable[[str, bytes, str], None]) -> None:
-        """Receive ``callback(topic, payload, origin)`` for the topic; the wish spreads in heartbeats."""
+    def subscribe(self, topic: str, callback: Callable[[str, bytes, str], None], inline: bool = False) -> None:
+        """Receive ``callback(topic, payload, origin)`` for the topic; the wish spreads in heartbeats.
+
+        ``inline=True`` runs the callback on the socket loop itself (one thread hand-off less): it must only
+        queue work and return, never block."""
         if len(topic.encode()) > wire.MAX_TOPIC_BYTES:
             raise ValueError("topic too long")
+        (self.inline_topics.add if inline else self.inline_topics.discard)(topic)
         self._change_entry(lambda: self.subscriptions.__setitem__(topic, callback))
 
     def unsubscribe(self, topic: str) -> None:
@@ -325,8 +331,10 @@ class Controller:
         else:
             engine.post(lambda: engine.originate(wire.SEND, body, target=peer))
 
-    def on_message(self, kind: str, callback: Callable[[bytes, str], None]) -> None:
-        """Receive targeted messages of ``kind`` as ``callback(payload, origin)`` on the callback thread."""
+    def on_message(self, kind: str, callback: Callable[[bytes, str], None], inline: bool = False) -> None:
+        """Receive targeted messages of ``kind`` as ``callback(payload, origin)`` on the callback thread (or, with
+        ``inline=True``, on the socket loop: the callback must only queue work)."""
+        (self.inline_kinds.add if inline else self.inline_kinds.discard)(kind)
         self.message_handlers[kind] = callback
 
     def on_peer_change(self, callback: Callable[[str, str], None]) -> None:

@@ -481,7 +481,12 @@ class Engine:
             topic = wire.decode_topic_name(frame, header.body_offset)
             callback = self.node.subscriptions.get(topic)
             if callback is not None:
-                self.delivery.submit(lambda: deliver_batch(self.counters, callback, frame, header.body_offset, origin))
+                if topic in self.node.inline_topics:
+                    self._inline(deliver_batch, self.counters, callback, frame, header.body_offset, origin)
+                else:
+                    self.delivery.submit(
+                        lambda: deliver_batch(self.counters, callback, frame, header.body_offset, origin)
+                    )
             self.forward(frame, self.topic_hops(topic), came_from)
         elif kind == wire.HEARTBEAT:
             entry = validate_entry(wire.decode_json_body(frame, header.body_offset))
@@ -603,7 +608,18 @@ class Engine:
             self.counters["dropped"] += 1
             return
         self.counters["sent"] += 1
-        self.delivery.submit(lambda: callback(payload, origin))
+        if kind in self.node.inline_kinds:
+            self._inline(callback, payload, origin)
+        else:
+            self.delivery.submit(lambda: callback(payload, origin))
+
+    def _inline(self, function: Callable[..., None], *args: Any) -> None:
+        """Run an inline callback on the loop; its failure is counted and logged, never fatal to the loop."""
+        try:
+            function(*args)
+        except Exception:
+            self.counters["callbacks_failed"] = self.counters.get("callbacks_failed", 0) + 1
+            log.exception("inline callback failed")
 
     def notify(self, changes: list[tuple[str, str]]) -> None:
         for node_id, state in changes:

@@ -92,7 +92,7 @@ class ReplicationService:
         builtin_status = node.command("STATUS")
         self._builtin_status = builtin_status.handler if builtin_status is not None else None
         node.register_command("STATUS", self.cmd_status)
-        node.on_message(KIND, self._on_message)
+        node.on_message(KIND, self._on_message, inline=True)
         node.on_peer_change(self._on_peer_change)
         self._thread = threading.Thread(target=self._run, name=f"pynndb-{node.label}-replication", daemon=True)
         self._thread.start()
@@ -147,7 +147,7 @@ class ReplicationService:
         return replica
 
     def _subscribe(self, source: str) -> None:
-        self.node.subscribe(TOPIC + source, self._on_topic)
+        self.node.subscribe(TOPIC + source, self._on_topic, inline=True)
 
     def _announce(self) -> None:
         with self._lock:
