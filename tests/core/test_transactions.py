@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pynndb import Database, Table
-from pynndb.errors import DuplicateKey
+from pynndb.errors import DuplicateKey, TransactionError
 from tests.helpers import person
 
 
@@ -111,3 +111,26 @@ def test_reads_inside_a_write_transaction(db: Database, table: Table) -> None:
         assert table.seek_one("by_email", person(2), txn=txn) == docs[2]
         assert table.last(txn=txn) == docs[2]
     assert table.records() == 3
+
+
+def test_calls_without_txn_inside_an_open_write_transaction_join_it(db: Database) -> None:
+    people = db.table("people")
+    with pytest.raises(RuntimeError), db.write_transaction() as txn:
+        people.append({"name": "inside"}, txn=txn)
+        db.table("audit").append({"event": "joined"})  # creates a table and appends without txn=
+        raise RuntimeError("abort everything")
+    assert people.records() == 0
+    assert "audit" not in db.tables()
+    with db.write_transaction() as txn:
+        people.append({"name": "kept"})
+        db.table("audit").append({"event": "kept"}, txn=txn)
+    assert people.records() == 1
+    assert db.table("audit").records() == 1
+
+
+def test_a_second_write_transaction_in_the_same_thread_is_a_clear_error(db: Database) -> None:
+    with db.write_transaction(), pytest.raises(TransactionError, match="already open in this thread"):
+        db.write_transaction()
+    with db.write_transaction() as txn:  # the first one finished: a new one is fine
+        db.table("people").append({"name": "after"}, txn=txn)
+    assert db.table("people").records() == 1

@@ -36,6 +36,7 @@ class Database:
         self._tables: dict[str, Table] = {}
         self._schema_token: bytes | None = None
         self._listeners: list[Callable[[], None]] = []
+        self._thread = threading.local()  # .writer: the write transaction this thread has open, if any
         self._closed = False
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise DatabaseError(f"{self.path} is a file, not a database directory")
@@ -74,6 +75,11 @@ class Database:
             raise DatabaseClosed(f"database {self.path} is closed")
         if write and self.replication.read_only and not applying:
             raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
+        if write and getattr(self._thread, "writer", None) is not None:
+            raise TransactionError(
+                f"{self.path}: a write transaction is already open in this thread; pass it as txn= "
+                "(LMDB allows one writer at a time, so a second one here would wait for ever)"
+            )
         for _attempt in range(16):
             try:
                 txn = self._env.begin(write=write)
@@ -88,7 +94,10 @@ class Database:
                 if self.replication.read_only and not applying:
                     raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
                 continue
-            return Transaction(self, txn, write, write and self.replication.enabled, applying)
+            transaction = Transaction(self, txn, write, write and self.replication.enabled, applying)
+            if write:
+                self._thread.writer = transaction
+            return transaction
         raise DatabaseError(f"{self.path}: the schema keeps changing under this writer")
 
     def write_transaction(self) -> Transaction:
@@ -112,6 +121,8 @@ class Database:
 
     def _run(self, txn: Transaction | None, write: bool, work: Callable[..., Any], *args: Any) -> Any:
         """Run `work(transaction, *args)` in the caller's transaction, or atomically in a new one."""
+        if txn is None and write:
+            txn = getattr(self._thread, "writer", None)  # inside an open write transaction: join it
         if txn is not None:
             if txn.__class__ is Transaction and txn.db is self and txn.active and (txn.write or not write):
                 return work(txn, *args)

@@ -58,6 +58,7 @@ class Transaction:
                 self.abort()
                 raise
         self.active = False
+        self._release()
         try:
             self.txn.commit()
         except lmdb.MapFullError:
@@ -75,9 +76,14 @@ class Transaction:
         if not self.active:
             return
         self.active = False
+        self._release()
         self.txn.abort()
         if self.schema_changed:
             self.db._reload_schema()
+
+    def _release(self) -> None:
+        if self.write and getattr(self.db._thread, "writer", None) is self:
+            self.db._thread.writer = None
 
     def __enter__(self) -> Transaction:
         return self
