@@ -63,13 +63,15 @@ class Replication:
             stored = str(uuid_module.uuid4()).encode()
             txn.put(b"uuid", stored, db=self._meta)
         self.uuid: str = stored.decode()
+        self._uuid_ascii = stored
+        self._trim_every = min(TRIM_EVERY, max(1, db.config.journal.max_entries // 4))
         self.uuid_bytes = uuid_module.UUID(self.uuid).bytes
         self._refresh(txn)
 
     # --- writing --------------------------------------------------------------------------------------------
     def stamp(self, t: Transaction) -> None:
         """Give a write transaction its clock and next sequence number (once, at its first journaled write)."""
-        cursor = t.txn.cursor(db=self._journal)
+        cursor = t.txn.cursor(self._journal)
         if cursor.last():
             last_seq, last_clock = KEY.unpack(cursor.key())
         else:
@@ -86,16 +88,17 @@ class Replication:
             t.hlc = version + 1  # hybrid logical clock: never behind a clock we have seen
         ops = t.ops or ()
         body = b'{"o":"%s","v":%d,"ops":[%s]}' % (
-            (origin or self.uuid).encode(),
+            self._uuid_ascii if origin is None else origin.encode(),
             version or t.hlc,
             b",".join(ops),
         )
         seq = t.seq
-        t.txn.put(KEY.pack(seq, t.hlc), body, db=self._journal, append=True)
+        # Positional (key, value, dupdata, overwrite, append, db): the per-transaction path, kept lean.
+        t.txn.put(KEY.pack(seq, t.hlc), body, True, True, True, self._journal)
         t.ops = []
         t.seq += 1
         t.hlc += 1
-        if seq % min(TRIM_EVERY, max(1, self._db.config.journal.max_entries // 4)) == 0:
+        if seq % self._trim_every == 0:
             self._trim(t.txn, seq)
         return seq
 
