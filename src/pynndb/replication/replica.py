@@ -215,10 +215,45 @@ class Replica:
         t.origin = uuid_module.UUID(origin).bytes
         t.version = version
         t.source = self.source_bytes
-        for op in entry["ops"]:
-            self._apply_op(t, op, version, t.origin)
+        if self.mode == "two-way":
+            for op in entry["ops"]:
+                self._apply_op(t, op, version, t.origin)
+        else:
+            self._apply_ops_batched(t, entry["ops"], version)
         if t.ops:
             self.db.replication.write_entry(t, origin, version)  # a relayed change keeps its origin
+
+    def _apply_ops_batched(self, t: Transaction, ops: list[Any], version: int) -> None:
+        """Apply ops in order, inserting runs of new documents of one table in one `_insert` call (the bulk
+        path of read-only replicas, where no version comparison is needed)."""
+        table: Table | None = None
+        run: list[tuple[bytes, dict[str, Any]]] = []
+        keys: set[bytes] = set()
+
+        def flush() -> None:
+            if run:
+                assert table is not None
+                table._insert(t, run)
+                run.clear()
+                keys.clear()
+
+        for op in ops:
+            if isinstance(op, list) and len(op) == 4 and op[0] == "put":
+                target = self._table(t, op[1])
+                oid = op[2].encode() if isinstance(op[2], str) else b""
+                fields = op[3]
+                if not isinstance(fields, dict) or not oid:
+                    raise MalformedEntry("a put op must carry a key and a document")
+                if oid not in keys and t.txn.get(oid, db=target._dbi) is None:
+                    if target is not table:
+                        flush()
+                        table = target
+                    run.append((oid, fields))
+                    keys.add(oid)
+                    continue
+            flush()
+            self._apply_op(t, op, version, t.origin)
+        flush()
 
     def _apply_op(self, t: Transaction, op: list[Any], version: int, origin: bytes) -> None:
         kind = op[0]
