@@ -134,10 +134,35 @@ def test_schema_changes_flow_both_ways(pair) -> None:
 
 
 def test_empty_concurrent_with_an_append_on_the_peer_converges(pair) -> None:
-    # Fails: replica.py applies a two-way 'empty' op as a plain `table._empty(t)`, so the peer's concurrent append
-    # is wiped on the peer but kept at the origin of the empty (see the report).
+    # The empty removes only what is older than it on the peer; the origin refuses the older changes it missed.
     left, right, replicator = pair
     left["people"].empty()
     right["people"].append({"name": "appended during the empty"})
     replicator.sync()
     assert diff(left, right) == {}
+
+
+def test_drop_concurrent_with_writes_on_the_peer_converges(open_db) -> None:
+    left, right = open_db("left"), open_db("right")
+    left.table("notes").append_many([{"n": number} for number in range(10)])
+    replicator = LocalReplicator(left, right, two_way=True)
+    replicator.sync()
+    older = right.table("notes").first()
+    older["n"] = -1
+    right.table("notes").save(older)  # older than the drop below: must not survive it
+    wait_until(lambda: now_clock() > version_clock_of(right, "notes", older.oid), timeout=5)
+    left.drop("notes")
+    wait_until(lambda: now_clock() > version_clock_of(left, "notes", None), timeout=5)
+    newer = right.table("notes").append({"n": "after the drop"})
+    replicator.sync()
+    assert diff(left, right) == {}
+    assert [doc.doc for doc in left.table("notes").find()] == [{"n": "after the drop"}]
+    assert newer.key == left.table("notes").first().key
+
+
+def version_clock_of(db, table: str, oid: bytes | None) -> int:
+    """The clock of a document's version, or of the table's drop/empty mark when `oid` is None."""
+    with db.read_transaction() as txn:
+        if oid is None:
+            return db.replication.emptied(txn.txn, table)[0]
+        return db.replication.version_of(txn.txn, table, oid).clock

@@ -282,6 +282,7 @@ class Database:
         if t.ops is not None:
             t.ops.append(orjson.dumps(["drop", name]))
             self.replication.drop_versions(t, name)
+        self.replication.record_emptied(t, name)  # (versioned databases: older changes must not return)
 
     def __getitem__(self, name: str) -> Table:
         self._refresh()

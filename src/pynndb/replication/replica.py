@@ -259,10 +259,11 @@ class Replica:
         kind = op[0]
         db = self.db
         if kind == "put" or kind == "delete":
-            table = self._table(t, op[1])
             oid = op[2].encode()
+            # Compare before touching the table: a change older than a drop must not bring the table back.
             if self.mode == "two-way" and not self._newer(t, op[1], oid, version, origin):
                 return
+            table = self._table(t, op[1])
             fields = op[3] if kind == "put" else None
             if fields is not None and not isinstance(fields, dict):
                 raise MalformedEntry("a put op must carry a document")
@@ -272,6 +273,8 @@ class Replica:
         elif kind == "drop":
             if self.mode == "aggregate":
                 self._remove_source_documents(t, op[1])
+            elif self.mode == "two-way":
+                self._drop_older(t, op[1], version, origin)
             elif db._table_definition(t.txn, op[1]) is not None:
                 db._drop_table(t, op[1])
         elif kind == "empty":
@@ -315,6 +318,17 @@ class Replica:
             return False  # the table was emptied after this change was made
         local = replication.version_of(t.txn, table, oid)
         return local is None or (version, origin) > (local.clock, local.origin)
+
+    def _drop_older(self, t: Transaction, name: str, version: int, origin: bytes) -> None:
+        """A two-way `drop`: documents written after it (that the peer had not seen) keep the table alive."""
+        table = self.db._tables.get(name)
+        if table is None or table._dbi is None:
+            self.db.replication.record_emptied(t, name)
+            return
+        self._empty_older(t, table, version, origin)
+        if not t.txn.stat(table._dbi)["entries"]:
+            self.db._drop_table(t, name)
+            self.db.replication.record_emptied(t, name)
 
     def _empty_older(self, t: Transaction, table: Table, version: int, origin: bytes) -> None:
         """A two-way `empty`: remove what is older than it, keep what the peer did not know about yet."""
