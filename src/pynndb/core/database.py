@@ -37,6 +37,7 @@ class Database:
         self._schema_token: bytes | None = None
         self._listeners: list[Callable[[], None]] = []
         self._thread = threading.local()  # .writer: the write transaction this thread has open, if any
+        self._writing = False  # a write transaction is open in this process (cheap test before _thread)
         self._closed = False
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise DatabaseError(f"{self.path} is a file, not a database directory")
@@ -97,6 +98,7 @@ class Database:
             transaction = Transaction(self, txn, write, write and self.replication.enabled, applying)
             if write:
                 self._thread.writer = transaction
+                self._writing = True  # LMDB runs one writer at a time: at most one is open in this process
             return transaction
         raise DatabaseError(f"{self.path}: the schema keeps changing under this writer")
 

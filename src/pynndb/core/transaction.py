@@ -84,6 +84,7 @@ class Transaction:
     def _release(self) -> None:
         if self.write and getattr(self.db._thread, "writer", None) is self:
             self.db._thread.writer = None
+            self.db._writing = False
 
     def __enter__(self) -> Transaction:
         return self
