@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from threading import get_ident
 from typing import Any
 
 import lmdb
@@ -36,8 +37,8 @@ class Database:
         self._tables: dict[str, Table] = {}
         self._schema_token: bytes | None = None
         self._listeners: list[Callable[[], None]] = []
-        self._thread = threading.local()  # .writer: the write transaction this thread has open, if any
-        self._writing = False  # a write transaction is open in this process (cheap test before _thread)
+        self._writer: Transaction | None = None  # the write transaction open in this process, if any
+        self._writer_owner = 0  # the thread that opened it
         self._closed = False
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise DatabaseError(f"{self.path} is a file, not a database directory")
@@ -76,7 +77,7 @@ class Database:
             raise DatabaseClosed(f"database {self.path} is closed")
         if write and self.replication.read_only and not applying:
             raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
-        if write and getattr(self._thread, "writer", None) is not None:
+        if write and self._writer is not None and self._writer_owner == get_ident():
             raise TransactionError(
                 f"{self.path}: a write transaction is already open in this thread; pass it as txn= "
                 "(LMDB allows one writer at a time, so a second one here would wait for ever)"
@@ -97,8 +98,9 @@ class Database:
                 continue
             transaction = Transaction(self, txn, write, write and self.replication.enabled, applying)
             if write:
-                self._thread.writer = transaction
-                self._writing = True  # LMDB runs one writer at a time: at most one is open in this process
+                # LMDB runs one writer at a time, so at most one write transaction is open in this process.
+                self._writer = transaction
+                self._writer_owner = get_ident()
             return transaction
         raise DatabaseError(f"{self.path}: the schema keeps changing under this writer")
 
@@ -123,8 +125,8 @@ class Database:
 
     def _run(self, txn: Transaction | None, write: bool, work: Callable[..., Any], *args: Any) -> Any:
         """Run `work(transaction, *args)` in the caller's transaction, or atomically in a new one."""
-        if txn is None and write:
-            txn = getattr(self._thread, "writer", None)  # inside an open write transaction: join it
+        if txn is None and write and self._writer is not None and self._writer_owner == get_ident():
+            txn = self._writer  # inside an open write transaction of this thread: join it
         if txn is not None:
             if txn.__class__ is Transaction and txn.db is self and txn.active and (txn.write or not write):
                 return work(txn, *args)

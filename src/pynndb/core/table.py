@@ -255,7 +255,7 @@ class Table(TableReads):
             if txn.__class__ is Transaction and txn.db is self._db and txn.active and txn.write:
                 return self._append(txn, doc)  # the bulk path: a caller's transaction, checked inline
             return self._db._run(txn, True, self._append, doc)
-        if self._db._writing and getattr(self._db._thread, "writer", None) is not None:
+        if self._db._writer is not None:  # maybe this thread's open transaction: _run joins it
             return self._db._run(None, True, self._append, doc)
         # The most frequent call of all: its own transaction without going through _run (same semantics).
         t = self._db._begin(True)

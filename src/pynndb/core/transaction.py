@@ -82,9 +82,8 @@ class Transaction:
             self.db._reload_schema()
 
     def _release(self) -> None:
-        if self.write and getattr(self.db._thread, "writer", None) is self:
-            self.db._thread.writer = None
-            self.db._writing = False
+        if self.db._writer is self:
+            self.db._writer = None
 
     def __enter__(self) -> Transaction:
         return self
