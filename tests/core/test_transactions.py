@@ -134,3 +134,31 @@ def test_a_second_write_transaction_in_the_same_thread_is_a_clear_error(db: Data
     with db.write_transaction() as txn:  # the first one finished: a new one is fine
         db.table("people").append({"name": "after"}, txn=txn)
     assert db.table("people").records() == 1
+
+
+@pytest.mark.timeout(60)
+def test_threads_writing_to_one_database_lose_nothing(db: Database) -> None:
+    import threading
+
+    people = db.table("people")
+    errors: list[BaseException] = []
+
+    def writer(number: int) -> None:
+        try:
+            for item in range(200):
+                if item % 2:
+                    people.append({"writer": number, "item": item})
+                else:
+                    with db.write_transaction() as txn:
+                        people.append({"writer": number, "item": item}, txn=txn)
+                        people.append({"writer": number, "item": -item})  # joins this thread's transaction
+        except BaseException as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=50)
+    assert not errors
+    assert people.records() == 4 * 300
