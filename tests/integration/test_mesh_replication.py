@@ -462,7 +462,8 @@ def test_status_reports_sequence_lag_state_and_counters(mesh: Mesh, manager: Man
     assert replica["lag_seconds"] == 0
     for counter in ("applied", "duplicates", "partial_resyncs", "full_resyncs"):
         assert isinstance(replica[counter], int)
-    assert replica["applied"] > 0
+    # Entries applied one by one, or (if it fell behind the 50-entry journal) a snapshot then entries.
+    assert replica["applied"] > 0 or replica["full_resyncs"] > 0
 
 
 def test_status_shows_live_once_a_replica_that_joined_under_writes_caught_up(
