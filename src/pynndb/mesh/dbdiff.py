@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pynndb.errors import CommandError
+from pynndb.errors import CommandError, CommandTimeout
 from pynndb.mesh.commands import BAD_PARAMS, NOT_FOUND
 from pynndb.replication.digest import compare
 
@@ -14,15 +14,24 @@ Call = Callable[..., dict[str, Any]]
 LOCATE_WAIT = 3.0
 
 
-def locate(nodes: dict[str, dict[str, Any]], uuid: str) -> str | None:
-    """The id of a live node that holds database `uuid` (as a source or a replica)."""
+def holders(nodes: dict[str, dict[str, Any]], uuid: str) -> list[str]:
+    """Ids of the live nodes that hold database `uuid` (as a source or a replica), most recently heard first.
+
+    A node that restarted has a new id; its old entry stays in directories until it is marked gone."""
+    found = []
     for node_id, entry in nodes.items():
         if not entry.get("alive", True):
             continue
         info = (entry.get("services") or {}).get("replication") or {}
         if uuid in info.get("sources", {}) or uuid in info.get("replicas", {}):
-            return node_id
-    return None
+            found.append((entry.get("last_seen", 0.0), node_id))
+    return [node_id for _seen, node_id in sorted(found, reverse=True)]
+
+
+def locate(nodes: dict[str, dict[str, Any]], uuid: str) -> str | None:
+    """The id of the live node most recently heard from that holds database `uuid`."""
+    found = holders(nodes, uuid)
+    return found[0] if found else None
 
 
 def remote_diff(call: Call, uuids: list[str], timeout: float = 30.0) -> dict[str, Any]:
@@ -33,19 +42,29 @@ def remote_diff(call: Call, uuids: list[str], timeout: float = 30.0) -> dict[str
     deadline = time.monotonic() + min(timeout, LOCATE_WAIT)
     while True:
         nodes = call("NODES", timeout=timeout)["nodes"]
-        holders = [locate(nodes, uuid) for uuid in uuids]
-        missing = [uuid for uuid, holder in zip(uuids, holders, strict=True) if holder is None]
+        missing = [uuid for uuid in uuids if locate(nodes, uuid) is None]
         if not missing:
             break
         if time.monotonic() >= deadline:
             raise CommandError(f"no node in the mesh holds database {missing[0]}", NOT_FOUND)
         time.sleep(0.05)
-    summaries = [
-        call("DIGEST", {"uuid": uuid}, target=node_id, timeout=timeout)["tables"]
-        for uuid, node_id in zip(uuids, holders, strict=True)
-    ]
+    answers = [_digest(call, holders(nodes, uuid), uuid, timeout) for uuid in uuids]
 
     def content(side: int, table: str) -> dict[str, Any]:
-        return call("DUMP", {"uuid": uuids[side], "table": table}, target=holders[side], timeout=timeout)
+        return call("DUMP", {"uuid": uuids[side], "table": table}, target=answers[side][1], timeout=timeout)
 
-    return compare(summaries[0], summaries[1], content)
+    return compare(answers[0][0], answers[1][0], content)
+
+
+def _digest(call: Call, candidates: list[str], uuid: str, timeout: float) -> tuple[dict[str, Any], str]:
+    """DIGEST from the first holder that answers (a node that just died may still be listed as alive)."""
+    for number, node_id in enumerate(candidates):
+        last = number == len(candidates) - 1
+        try:
+            reply = call("DIGEST", {"uuid": uuid}, target=node_id, timeout=timeout if last else min(timeout, 3.0))
+        except (CommandTimeout, CommandError):
+            if last:
+                raise
+            continue
+        return reply["tables"], node_id
+    raise CommandError(f"no node in the mesh holds database {uuid}", NOT_FOUND)

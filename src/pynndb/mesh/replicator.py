@@ -336,12 +336,16 @@ class ReplicationService:
 
     def _source_owners(self) -> dict[str, str]:
         owners: dict[str, str] = {}
+        heard: dict[str, float] = {}
         for node_id, entry in self.node.directory().items():
             if not entry.get("alive", True):
                 continue
             info = (entry.get("services") or {}).get("replication") or {}
+            seen = entry.get("last_seen", 0.0)
             for uuid in info.get("sources", {}):
-                owners[uuid] = node_id
+                # A restarted node has a new id while its old entry lingers: trust the one heard from last.
+                if seen >= heard.get(uuid, -1.0):
+                    owners[uuid], heard[uuid] = node_id, seen
         with self._lock:
             for uuid in self._sources:
                 owners[uuid] = self.node.id
