@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pynndb import Database, Manager, Table
+from tests.mesh.conftest import Mesh
 
 
 @pytest.fixture
@@ -30,3 +32,18 @@ def table(db: Database) -> Table:
     people.ensure("by_email", "{email}")
     people.ensure("by_age", "{age}", duplicates=True)
     return people
+
+
+@pytest.fixture
+def mesh() -> Iterator[Mesh]:
+    """In-process nodes on free ports, all stopped at teardown; fails if a pynndb thread outlives them."""
+    threads_before = set(threading.enumerate())
+    created = Mesh()
+    try:
+        yield created
+    finally:
+        created.close()
+    leaked = [
+        t for t in threading.enumerate() if t not in threads_before and t.is_alive() and t.name.startswith("pynndb-")
+    ]
+    assert not leaked, f"threads left running: {leaked}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -19,15 +18,6 @@ from tests.helpers import wait_until
 from tests.mesh.conftest import Mesh
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def mesh() -> Iterator[Mesh]:
-    created = Mesh()
-    try:
-        yield created
-    finally:
-        created.close()
 
 
 @pytest.fixture

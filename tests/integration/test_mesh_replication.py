@@ -25,15 +25,6 @@ WRITTEN_PAST_RETENTION = 600
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def mesh() -> Iterator[Mesh]:
-    created = Mesh()
-    try:
-        yield created
-    finally:
-        created.close()
-
-
 def open_db(manager: Manager, tmp_path: Path, name: str, **config: Any) -> Database:
     return manager.database(name, str(tmp_path / name), config={"replication": True, **config})
 

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from pynndb.mesh.controller import Controller
 from pynndb.mesh.plugin import Plugin
@@ -61,17 +57,3 @@ class Mesh:
             plugin.close()
         for node in self.nodes:
             node.stop()
-
-
-@pytest.fixture
-def mesh() -> Iterator[Mesh]:
-    threads_before = set(threading.enumerate())
-    created = Mesh()
-    try:
-        yield created
-    finally:
-        created.close()
-    leaked = [
-        t for t in threading.enumerate() if t not in threads_before and t.is_alive() and t.name.startswith("pynndb-")
-    ]
-    assert not leaked, f"threads left running: {leaked}"
