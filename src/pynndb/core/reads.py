@@ -121,9 +121,10 @@ class TableReads:
         after: tuple[bytes, bytes] | None = None,
         expression: Expression | None = None,
         limit: int | None = None,
-    ) -> Iterator[tuple[bytes, Doc]]:
-        """The one read walk behind every query: yields (index key, Doc) in order, in the caller's transaction or
-        in a read transaction held only while the walk runs."""
+        with_keys: bool = False,
+    ) -> Iterator[Any]:
+        """The one read walk behind every query: yields Docs (or (index key, Doc) with `with_keys`) in order, in the
+        caller's transaction or in a read transaction held only while the walk runs."""
         dbi = self._live()
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
             raise ValueError("limit must be a non-negative int or None")
@@ -133,61 +134,38 @@ class TableReads:
         compressor = self._compressor
         simple = index is None and lower is None and upper is None and after is None and not reverse
 
-        def produce() -> Iterator[tuple[bytes, Doc]]:
+        def produce() -> Iterator[Any]:
             own = raw_txn is None
             read = self._env.begin() if own else raw_txn
             try:
                 if limit == 0:
                     return
-                if simple:
-                    entries: Iterator[Any] = ((oid, oid, stored) for oid, stored in walk_all(read, dbi))
-                else:
-                    index_db = None if index is None else index.dbi
-                    duplicates = index is not None and index.duplicates
-                    entries = walk(read, dbi, index_db, duplicates, lower, upper, inclusive, reverse, after)
                 count = 0
+                if simple and not with_keys:
+                    # The full scan: the cursor's own pairs, without the (key, record, value) layer (~10% faster).
+                    for oid, stored in walk_all(read, dbi):
+                        doc = _new_doc(Doc)
+                        doc._data = _loads(stored) if stored[0] == 123 else decode_value(stored, compressor)
+                        doc._oid = oid
+                        if expression is None or expression(doc):
+                            yield doc
+                            if limit is not None:
+                                count += 1
+                                if count == limit:
+                                    return
+                    return
+                index_db = None if index is None else index.dbi
+                duplicates = index is not None and index.duplicates
+                entries = walk(read, dbi, index_db, duplicates, lower, upper, inclusive, reverse, after)
                 for key, oid, stored in entries:
                     doc = _new_doc(Doc)
                     doc._data = _loads(stored) if stored[0] == 123 else decode_value(stored, compressor)
                     doc._oid = oid
                     if expression is None or expression(doc):
-                        yield key, doc
+                        yield (key, doc) if with_keys else doc
                         count += 1
                         if count == limit:
                             return
-            finally:
-                if own:
-                    read.abort()
-
-        return produce()
-
-    def _scan_docs(self, txn: Transaction | None, expression: Expression | None, limit: int | None) -> Iterator[Doc]:
-        """The unbounded walk in key order, yielding Docs directly (the full-scan hot path)."""
-        dbi = self._live()
-        if (limit is not None and (not isinstance(limit, int) or limit < 0)) or (
-            expression is not None and not callable(expression)
-        ):
-            return (doc for _key, doc in self._query(txn, None, expression=expression, limit=limit))
-        raw_txn = None if txn is None else self._db._check(txn, False).txn
-        compressor = self._compressor
-
-        def produce() -> Iterator[Doc]:
-            own = raw_txn is None
-            read = self._env.begin() if own else raw_txn
-            try:
-                count = 0
-                if limit == 0:
-                    return
-                for oid, stored in walk_all(read, dbi):
-                    doc = _new_doc(Doc)
-                    doc._data = _loads(stored) if stored[0] == 123 else decode_value(stored, compressor)
-                    doc._oid = oid
-                    if expression is None or expression(doc):
-                        yield doc
-                        if limit is not None:
-                            count += 1
-                            if count == limit:
-                                return
             finally:
                 if own:
                     read.abort()
@@ -202,10 +180,8 @@ class TableReads:
         txn: Transaction | None = None,
     ) -> Iterator[Doc]:
         """Every record in key order (or index order), optionally filtered by `expression(doc)`, up to `limit`."""
-        if index_name is None:
-            return self._scan_docs(txn, expression, limit)
-        walker = self._query(txn, self._index(index_name), expression=expression, limit=limit)
-        return (doc for _key, doc in walker)
+        index = None if index_name is None else self._index(index_name)
+        return self._query(txn, index, expression=expression, limit=limit)
 
     def range(
         self,
@@ -219,7 +195,7 @@ class TableReads:
         """Records whose index key lies between the keys of template Docs `lower` and `upper` (either may be None)."""
         index = None if index_name is None else self._index(index_name)
         low, high = self._bound(index, lower), self._bound(index, upper)
-        return (doc for _key, doc in self._query(txn, index, low, high, inclusive, limit=limit))
+        return self._query(txn, index, low, high, inclusive, limit=limit)
 
     def seek(
         self, index_name: str, doc: Any, limit: int | None = None, txn: Transaction | None = None
@@ -227,7 +203,7 @@ class TableReads:
         """Records whose key in `index_name` equals the template Doc's key."""
         index = self._index(index_name)
         key = self._bound(index, doc)
-        return (found for _key, found in self._query(txn, index, key, key, limit=limit))
+        return self._query(txn, index, key, key, limit=limit)
 
     def seek_one(self, index_name: str, doc: Any, txn: Transaction | None = None) -> Doc | None:
         """The first record matching the template in `index_name`, or None."""
@@ -236,12 +212,12 @@ class TableReads:
     def first(self, index_name: str | None = None, txn: Transaction | None = None) -> Doc | None:
         """The first record in key (or index) order, or None when empty."""
         index = None if index_name is None else self._index(index_name)
-        return next((doc for _key, doc in self._query(txn, index, limit=1)), None)
+        return next(self._query(txn, index, limit=1), None)
 
     def last(self, index_name: str | None = None, txn: Transaction | None = None) -> Doc | None:
         """The last record in key (or index) order, or None when empty."""
         index = None if index_name is None else self._index(index_name)
-        return next((doc for _key, doc in self._query(txn, index, reverse=True, limit=1)), None)
+        return next(self._query(txn, index, reverse=True, limit=1), None)
 
     def filter(
         self,
@@ -276,5 +252,6 @@ class TableReads:
             after,
             expression,
             page_size or None,
+            with_keys=True,
         )
         return (FilterResult(key, doc, start + number) for number, (key, doc) in enumerate(walker, 1))
