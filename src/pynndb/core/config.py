@@ -28,6 +28,8 @@ class DatabaseConfig:
     - ``writemap``: LMDB's MDB_WRITEMAP (faster commits; the file shows as map_size long, sparse).
     - ``trust_functions``: import stored function-index functions by name when opening (runs their code).
     - ``journal``: retention of the change journal, {'max_entries', 'max_bytes', 'max_age' (seconds)}.
+    - ``readonly``: open an existing database for reading only (LMDB ``readonly``): no write lock is ever taken,
+      so it is safe beside a live node; every write raises ReadOnlyDatabase.
     """
 
     durable: bool = False
@@ -38,6 +40,7 @@ class DatabaseConfig:
     writemap: bool = False
     trust_functions: bool = False
     journal: JournalRetention = field(default_factory=JournalRetention)
+    readonly: bool = False
 
     @classmethod
     def parse(cls, config: dict[str, Any] | DatabaseConfig | None) -> DatabaseConfig:
@@ -57,7 +60,7 @@ class DatabaseConfig:
             elif name == "replication":
                 if value is not None and not isinstance(value, bool):
                     raise ConfigError("config 'replication' must be True, False or None")
-            elif name in ("durable", "writemap", "trust_functions"):
+            elif name in ("durable", "writemap", "trust_functions", "readonly"):
                 if not isinstance(value, bool):
                     raise ConfigError(f"config {name!r} must be True or False")
             elif not isinstance(value, int) or isinstance(value, bool) or value <= 0:

@@ -46,6 +46,9 @@ class Database:
         cfg = self.config
         try:
             self._env = lmdb.open(
+        if cfg.readonly and not os.path.isfile(os.path.join(self.path, "data.mdb")):
+            raise DatabaseError(f"no database at {self.path} (no data.mdb)")
+        os.makedirs(self.path, exist_ok=True)
                 self.path,
                 map_size=cfg.map_size,
                 max_dbs=cfg.max_dbs,
@@ -57,15 +60,30 @@ class Database:
                 readahead=False,
             )
         except lmdb.Error as error:
+                readonly=cfg.readonly,
             raise DatabaseError(f"cannot open database at {self.path}: {error}") from None
-        with self._env.begin(write=True) as txn:
-            self._meta = self._env.open_db(b"__meta__", txn=txn)
+        # py-lmdb closes handles opened in a read transaction when it ends, so a readonly open lets each
+        # open_db run its own transaction (txn=None), before the transaction that uses the handle begins.
+        try:
+            self._meta = self._env.open_db(b"__meta__", create=False) if cfg.readonly else None
+        except lmdb.Error as error:
+            self._env.close()
+            raise DatabaseError(f"cannot open database at {self.path}: {error}") from None
+        txn = self._env.begin(write=not cfg.readonly)
+        try:
+            if not cfg.readonly:
+                self._meta = self._env.open_db(b"__meta__", txn=txn)
             self.replication = Replication(self, txn)
-            if cfg.replication is not None:
+            if cfg.replication is not None and not cfg.readonly:
                 txn.put(b"replication", b"1" if cfg.replication else b"0", db=self._meta)
                 self.replication.enabled = cfg.replication
         self._reload_schema()
 
+            txn.commit()
+        except lmdb.Error as error:
+            txn.abort()
+            self._env.close()
+            raise DatabaseError(f"cannot open database at {self.path}: {error}") from None
     @property
     def _path(self) -> str:
         """The directory (older code uses `_path`)."""
@@ -77,6 +95,8 @@ class Database:
             raise DatabaseClosed(f"database {self.path} is closed")
         if write and self.replication.read_only and not applying:
             raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
+        if write and self.config.readonly:
+            raise ReadOnlyDatabase(f"{self.path} was opened read-only (config readonly=True)")
         if write and self._writer is not None and self._writer_owner == get_ident():
             raise TransactionError(
                 f"{self.path}: a write transaction is already open in this thread; pass it as txn= "
@@ -189,7 +209,8 @@ class Database:
     def _reload_schema(self) -> None:
         if self._closed:
             raise DatabaseClosed(f"database {self.path} is closed")
-        with self._env.begin(write=True) as txn:
+        txn = self._env.begin(write=not self.config.readonly)
+        try:
             self._load_schema(txn, txn.get(b"schema", db=self._meta))
 
     def _refresh(self) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import lmdb
 import orjson
 
-from pynndb.errors import ReplicationNotEnabled
+from pynndb.errors import DatabaseError, ReplicationNotEnabled
 
 if TYPE_CHECKING:
     from pynndb.core.database import Database
@@ -56,9 +56,13 @@ class Replication:
         self._db = db
         env = db._env
         self._meta = db._meta
-        self._journal = env.open_db(b"__journal__", txn=txn)
-        self._versions = env.open_db(b"__versions__", txn=txn)
+        create = not db.config.readonly
+        opener = txn if create else None  # (readonly: see Database.__init__)
+        self._journal = env.open_db(b"__journal__", txn=opener, create=create)
+        self._versions = env.open_db(b"__versions__", txn=opener, create=create)
         stored = txn.get(b"uuid", db=self._meta)
+        if stored is None and not create:
+            raise DatabaseError(f"{db.path} has no UUID: not a pynndb database")
         if stored is None:
             stored = str(uuid_module.uuid4()).encode()
             txn.put(b"uuid", stored, db=self._meta)

@@ -81,14 +81,16 @@ class Table(TableReads):
     # --- schema plumbing (called by Database) ----------------------------------------------------------------
     def _attach(self, txn: lmdb.Transaction, definition: dict[str, Any], create: bool = False) -> None:
         env = self._env
-        self._dbi = env.open_db(b"t/" + self.name.encode(), txn=txn)
+        create = not self._db.config.readonly
+        opener = txn if create else None  # (readonly: see Database.__init__)
+        self._dbi = env.open_db(b"t/" + self.name.encode(), txn=opener, create=create)
         indexes: dict[str, Index] = {}
         for name, stored in definition.get("indexes", {}).items():
             index_definition = IndexDefinition.from_json(name, stored)
             previous = self._indexes.get(name)
             if previous is not None and previous.definition.same_as(index_definition):
                 index_definition.callable = previous.definition.callable
-            dbi = env.open_db(self._index_db_name(name), txn=txn, dupsort=index_definition.duplicates)
+            dbi = env.open_db(self._index_db_name(name), txn=opener, dupsort=index_definition.duplicates, create=create)
             indexes[name] = Index(index_definition, dbi, self._db.config.trust_functions)
         self._indexes = indexes
         self._index_list = tuple(indexes.values())
