@@ -1,7 +1,9 @@
-"""Storage benchmark: pynndb against raw py-lmdb + orjson (same LMDB settings) and sqlite3 (JSON + index).
+"""Storage benchmark: pynndb against raw py-lmdb + orjson (same LMDB settings), sqlite3 and PyNNDB v1.
 
 Every figure comes from the same run: medians of several repetitions, each in a fresh temporary directory.
-Run: ``python benchmarks/storage.py [--records N] [--runs K]``.
+Run: ``python benchmarks/storage.py [--records N] [--runs K] [--v1 PATH [--v1-python PY]]``. The PyNNDB v1 column
+needs a checkout of oddjobz/pynndb (``--v1`` or env ``PYNNDB_V1``) and a Python with lmdb, ujson and bson
+(``--v1-python`` or env ``PYNNDB_V1_PYTHON``, default this one); v1 runs in a child process at its defaults.
 """
 
 from __future__ import annotations
@@ -9,10 +11,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import shutil
 import sqlite3
 import statistics
+import struct
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,11 +28,14 @@ from typing import Any
 import lmdb
 import orjson
 from common import make_documents
+from v1_engine import SESSION_INDEXES, session_documents
 
 from pynndb import Manager
 from pynndb.core.config import DatabaseConfig
 
 TAG_STR = b"\x20"  # pynndb's key tag for a str index value: the raw side stores the same index keys
+SETTINGS: dict[str, Any] = {}  # LMDB settings both pynndb and raw use on top of pynndb's defaults (--writemap)
+NUMBER_KEY = struct.Struct(">BdH").pack  # pynndb's key of a positive int index value (tag, -value, remainder)
 
 
 def timed(work: Callable[[], Any]) -> float:
@@ -41,7 +50,7 @@ def timed(work: Callable[[], Any]) -> float:
 class Pynndb:
     def __init__(self, directory: str, durable: bool = False) -> None:
         self.manager = Manager()
-        self.db = self.manager.database("bench", directory, config={"durable": durable})
+        self.db = self.manager.database("bench", directory, config={**SETTINGS, "durable": durable})
         self.table = self.db.table("people")
         self.table.ensure("by_name", "{name}", duplicates=True)
         self.keys: list[str] = []
@@ -57,6 +66,14 @@ class Pynndb:
 
     def append_each(self, docs: list[dict[str, Any]]) -> None:
         append = self.table.append
+        for doc in docs:
+            append(doc)
+
+    def append_sessions(self, docs: list[dict[str, Any]]) -> None:
+        table = self.db.table("sessions")
+        for name, func, duplicates in SESSION_INDEXES:
+            table.ensure(name, func, duplicates=duplicates)
+        append = table.append
         for doc in docs:
             append(doc)
 
@@ -81,7 +98,7 @@ class Pynndb:
 # --- raw py-lmdb + orjson, with pynndb's default environment settings ---------------------------------------
 class Raw:
     def __init__(self, directory: str, durable: bool = False) -> None:
-        cfg = DatabaseConfig()
+        cfg = DatabaseConfig.parse(SETTINGS)
         self.env = lmdb.open(
             directory,
             map_size=cfg.map_size,
@@ -90,7 +107,7 @@ class Raw:
             sync=durable,
             metasync=durable,
             writemap=cfg.writemap,
-            map_async=False,
+            map_async=cfg.writemap and not durable,
             readahead=False,
         )
         self.data = self.env.open_db(b"t/people")
@@ -119,6 +136,20 @@ class Raw:
             with begin(write=True) as txn:
                 txn.put(key, dumps(doc), db=data)
                 txn.put(TAG_STR + doc["name"].encode(), key, db=index)
+
+    def append_sessions(self, docs: list[dict[str, Any]]) -> None:
+        data = self.env.open_db(b"t/sessions")
+        indexes = [
+            (self.env.open_db(f"i/sessions/{name}".encode(), dupsort=duplicates), func[1:-1])
+            for name, func, duplicates in SESSION_INDEXES
+        ]
+        dumps, begin = orjson.dumps, self.env.begin
+        for doc in docs:
+            key = self._key()
+            with begin(write=True) as txn:
+                txn.put(key, dumps(doc), db=data)
+                for index, field in indexes:
+                    txn.put(NUMBER_KEY(0x10, -doc[field], 0x8000), key, db=index)
 
     def scan(self) -> int:
         loads = orjson.loads
@@ -164,6 +195,15 @@ class Sqlite:
         for doc in docs:
             execute("INSERT INTO people (body) VALUES (?)", (dumps(doc),))  # autocommit: one transaction each
 
+    def append_sessions(self, docs: list[dict[str, Any]]) -> None:
+        dumps, execute = json.dumps, self.connection.execute
+        execute("CREATE TABLE sessions (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        for name, func, duplicates in SESSION_INDEXES:
+            unique = "" if duplicates else "UNIQUE "
+            execute(f"CREATE {unique}INDEX {name} ON sessions (json_extract(body, '$.{func[1:-1]}'))")
+        for doc in docs:
+            execute("INSERT INTO sessions (body) VALUES (?)", (dumps(doc),))
+
     def scan(self) -> int:
         loads = json.loads
         return sum(1 for (body,) in self.connection.execute("SELECT body FROM people ORDER BY id") if loads(body))
@@ -185,9 +225,12 @@ class Sqlite:
 ENGINES = {"pynndb": Pynndb, "raw": Raw, "sqlite": Sqlite}
 
 
-def one_run(docs: list[dict[str, Any]], per_call: int, durable_calls: int, gets: int) -> dict[str, dict[str, float]]:
+def one_run(
+    docs: list[dict[str, Any]], per_call: int, durable_calls: int, gets: int, v1: tuple[str, str] | None
+) -> dict[str, dict[str, float]]:
     """Operations per second of every benchmark row, for every engine, in one repetition."""
     rates: dict[str, dict[str, float]] = {}
+    sessions = session_documents(per_call)
 
     def record(row: str, engine: str, count: int, seconds: float) -> None:
         rates.setdefault(row, {})[engine] = count / seconds
@@ -211,6 +254,9 @@ def one_run(docs: list[dict[str, Any]], per_call: int, durable_calls: int, gets:
             engine = engine_class(tempfile.mkdtemp(dir=directory))
             batch = docs[:per_call]
             record("append, 1 txn per call", name, len(batch), timed(partial(engine.append_each, batch)))
+            batch = [dict(doc) for doc in sessions]
+            seconds = timed(partial(engine.append_sessions, batch))
+            record("append, 1 txn per call, 3 indexes", name, len(batch), seconds)
             engine.close()
             engine = engine_class(tempfile.mkdtemp(dir=directory), durable=True)
             batch = docs[:durable_calls]
@@ -218,6 +264,20 @@ def one_run(docs: list[dict[str, Any]], per_call: int, durable_calls: int, gets:
             engine.close()
         finally:
             shutil.rmtree(directory, ignore_errors=True)
+    if v1 is not None:
+        for row, rate in run_v1(*v1, len(docs), per_call, gets).items():
+            rates.setdefault(row, {})["v1"] = rate
+    return rates
+
+
+def run_v1(path: str, python: str, records: int, per_call: int, gets: int) -> dict[str, float]:
+    """PyNNDB v1's rates for the rows it runs, from a child process (v1's package is also called pynndb)."""
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "v1_engine.py")
+    command = [python, worker, path, str(records), str(per_call), str(gets)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"PyNNDB v1 failed ({' '.join(command)}):\n{done.stderr.strip()[-2000:]}")
+    rates: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return rates
 
 
@@ -225,10 +285,11 @@ TARGETS = {
     "bulk append, 1 txn, 1 index": ">=0.5x raw, >sqlite",
     "bulk append_many, 1 index": ">=0.5x raw, >sqlite",
     "append, 1 txn per call": ">=0.8x raw, >sqlite",
+    "append, 1 txn per call, 3 indexes": ">=0.7x raw, >=1.25x v1",
     "append, 1 durable txn per call": "(durable; report)",
-    "full scan -> documents": ">=0.75x raw, >sqlite",
-    "get by key, new txn each": ">=0.6x raw, >sqlite",
-    "get by key, one read txn": ">=0.6x raw, >sqlite",
+    "full scan -> documents": ">=0.8x raw, >sqlite",
+    "get by key, new txn each": ">=0.7x raw, >sqlite",
+    "get by key, one read txn": ">=0.7x raw, >sqlite",
 }
 
 
@@ -237,7 +298,23 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000, help="documents per bulk load (default 100000)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions; medians are reported (default 3)")
     parser.add_argument("--durable-calls", type=int, default=300, help="appends in the durable per-call row")
+    parser.add_argument("--v1", default=os.environ.get("PYNNDB_V1"), help="checkout of PyNNDB v1 (env PYNNDB_V1)")
+    parser.add_argument(
+        "--v1-python",
+        default=os.environ.get("PYNNDB_V1_PYTHON", sys.executable),
+        help="a Python with lmdb, ujson and bson for v1 (env PYNNDB_V1_PYTHON; default: this one)",
+    )
+    parser.add_argument(
+        "--writemap", choices=["on", "off"], help="LMDB writemap for pynndb and raw (default: pynndb's default)"
+    )
     args = parser.parse_args()
+    if args.writemap:
+        SETTINGS["writemap"] = args.writemap == "on"
+    v1 = None
+    if args.v1:
+        if not os.path.isfile(os.path.join(args.v1, "pynndb", "table.py")):
+            raise SystemExit(f"--v1 {args.v1}: not a PyNNDB v1 checkout (no pynndb/table.py)")
+        v1 = (os.path.abspath(args.v1), args.v1_python)
     docs = make_documents(args.records)
     per_call = max(1, args.records // 5)
     gets = max(1, args.records // 2)
@@ -246,24 +323,37 @@ def main() -> None:
         f"{args.records} documents (~{size:.0f} bytes as JSON), {args.runs} runs, medians; "
         f"per-call appends: {per_call} ({args.durable_calls} durable); gets: {gets}"
     )
-    print(
-        "raw = py-lmdb + orjson with pynndb's default LMDB settings; sqlite = sqlite3 WAL + json + json_extract index"
-    )
+    settings = DatabaseConfig.parse(SETTINGS)
+    lmdb_settings = f"writemap={settings.writemap}" + (", map_async when not durable" if settings.writemap else "")
+    print(f"pynndb and raw (py-lmdb + orjson) with the same LMDB settings: {lmdb_settings}")
+    print("sqlite = sqlite3 WAL + json + json_extract index")
     print("non-durable rows: pynndb default / raw sync=False / sqlite synchronous=NORMAL; durable rows: fsync / FULL")
-    runs = [one_run(docs, per_call, args.durable_calls, gets) for _ in range(args.runs)]
-    header = f"{'operation':<32} {'pynndb/s':>11} {'raw/s':>11} {'sqlite/s':>11} {'÷raw':>6} {'÷sqlite':>8}  target"
+    print("3 indexes: PyNNDB v1's benchmark documents, indexes {sid} (unique), {day} and {hour} (duplicates)")
+    if v1 is None:
+        print("PyNNDB v1 column skipped: give a checkout of oddjobz/pynndb with --v1 PATH or env PYNNDB_V1")
+    else:
+        print(f"v1 = PyNNDB v1 from {v1[0]} at its defaults (binlog=False), run by {v1[1]}")
+    runs = [one_run(docs, per_call, args.durable_calls, gets, v1) for _ in range(args.runs)]
+    engines = [*ENGINES, *(["v1"] if v1 else [])]
+    header = f"{'operation':<34} {'pynndb/s':>11} {'raw/s':>11} {'sqlite/s':>11}"
+    header += f" {'v1/s':>11}" if v1 else ""
+    header += f" {'÷raw':>6} {'÷sqlite':>8}" + (f" {'÷v1':>6}" if v1 else "") + "  target"
     print()
     print(header)
     print("-" * len(header))
     raw_row = {"bulk append_many, 1 index": "bulk append, 1 txn, 1 index"}
     for row, target in TARGETS.items():
         medians = {}
-        for engine in ENGINES:
+        for engine in engines:
             source = raw_row.get(row, row) if engine != "pynndb" else row
-            medians[engine] = statistics.median(run[source][engine] for run in runs)
-        ours, raw, sqlite = medians["pynndb"], medians["raw"], medians["sqlite"]
-        figures = f"{ours:>11,.0f} {raw:>11,.0f} {sqlite:>11,.0f}"
-        print(f"{row:<32} {figures} {ours / raw:>5.2f}x {ours / sqlite:>7.2f}x  {target}")
+            found = [run[source][engine] for run in runs if engine in run.get(source, {})]
+            medians[engine] = statistics.median(found) if found else float("nan")
+        ours = medians["pynndb"]
+        figures = " ".join(f"{medians[engine]:>11,.0f}" for engine in engines)
+        ratios = f"{ours / medians['raw']:>5.2f}x {ours / medians['sqlite']:>7.2f}x"
+        if v1:
+            ratios += f" {ours / medians['v1']:>5.2f}x" if medians["v1"] == medians["v1"] else f" {'-':>6}"
+        print(f"{row:<34} {figures} {ratios}  {target}")
 
 
 if __name__ == "__main__":

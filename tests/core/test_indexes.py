@@ -259,3 +259,19 @@ def test_indexes_survive_reopen(manager, tmp_path) -> None:  # noqa: ANN001
     assert keys_of(table.find("by_email")) == keys_of(sorted(docs, key=lambda d: d["email"]))
     with pytest.raises(DuplicateKey):
         table.append(person(3))
+
+
+def test_unique_clash_inside_a_callers_transaction_leaves_no_part_of_the_record(db: Database) -> None:
+    table = db.table("t")
+    table.ensure("by_age", "{age}", duplicates=True)
+    table.ensure("by_email", "{email}")
+    table.ensure("by_name", "{name}")  # checked after the others: their keys must be taken back
+    with db.write_transaction() as txn:
+        kept = table.append({"name": "a", "email": "a@x", "age": 1}, txn=txn)
+        with pytest.raises(DuplicateKey, match="by_name"):
+            table.append({"name": "a", "email": "b@x", "age": 1}, txn=txn)
+        later = table.append({"name": "c", "email": "b@x", "age": 1}, txn=txn)
+    assert table.records() == 2
+    assert keys_of(table.seek("by_age", {"age": 1})) == sorted([kept.key, later.key])
+    assert keys_of(table.find("by_email")) == [kept.key, later.key]
+    assert keys_of(table.find("by_name")) == [kept.key, later.key]

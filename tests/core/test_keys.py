@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from pynndb import Database
-from pynndb.core.keys import encode_key
+from pynndb.core.keys import encode_key, number_key
 from pynndb.errors import InvalidIndexKey
 
 
@@ -56,3 +58,19 @@ def test_out_of_range_and_unsupported_keys() -> None:
         encode_key(2**64)
     with pytest.raises(InvalidIndexKey):
         encode_key({"a": 1})
+
+
+def reference_number_key(value: int | float) -> bytes:
+    """The general encoding (nearest double plus remainder) without the fast path for exact positives."""
+    nearest = float(value)
+    remainder = 0 if isinstance(value, float) else value - int(nearest)
+    bits = int.from_bytes(struct.pack(">d", nearest), "big")
+    ordered = bits ^ (2**64 - 1) if bits >> 63 else bits | 1 << 63
+    return b"\x10" + ordered.to_bytes(8, "big") + (remainder + 0x8000).to_bytes(2, "big")
+
+
+@pytest.mark.parametrize(
+    "value", [1, 2, 255, 12345, 2**53 - 1, 2**53, 2**53 + 1, 2**62, 0, -1, 0.5, 1e-300, 3.75, 2.0**53, 1e300, -2.5]
+)
+def test_the_fast_number_path_matches_the_general_encoding(value: int | float) -> None:
+    assert number_key(value) == reference_number_key(value) == encode_key(value)

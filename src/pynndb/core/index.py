@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynndb.core.keys import MAX_KEY_SIZE, TAG_STR, checked, encode_key
+from pynndb.core.keys import EXACT, MAX_KEY_SIZE, TAG_STR, checked, encode_key, number_key, pack_exact
 from pynndb.errors import IndexDefinitionError, IndexFunctionUnavailable, InvalidIndexKey
 
 IndexFunction = Callable[[dict[str, Any]], Any]
@@ -105,11 +105,16 @@ def _format_keys(text: str) -> Callable[[dict[str, Any]], list[bytes]]:
     if len(parts) == 1 and not literal and not spec and name.isidentifier():
         # A lone '{field}' keeps the value's type, so numbers sort by value rather than as text.
         def single(data: dict[str, Any]) -> list[bytes]:
-            value = data.get(name)
-            if value.__class__ is str:
+            value: Any = data.get(name)
+            kind = value.__class__
+            if kind is str:
                 key = TAG_STR + value.encode()
                 if len(key) <= MAX_KEY_SIZE:
                     return [key]
+            elif kind is int or kind is float:
+                if 0 < value <= EXACT:
+                    return [pack_exact(0x10, -value, 0x8000)]  # number_key's common case, without a call
+                return [number_key(value)]  # at most 11 bytes: no size check
             elif value is None:
                 return []
             return [checked(encode_key(value))]

@@ -21,8 +21,9 @@ MAX_KEY_SIZE = 511  # LMDB's default key size limit, also the limit for dupsort 
 
 _pack_double = struct.Struct(">d").pack
 _pack_u64 = struct.Struct(">Q").pack
+pack_exact = struct.Struct(">BdH").pack  # tag, double, remainder: the whole key of an exactly representable number
 _SIGN = 1 << 63
-_EXACT = 1 << 53
+EXACT = 1 << 53
 
 
 def _double(value: float) -> bytes:
@@ -33,9 +34,19 @@ def _double(value: float) -> bytes:
     return _pack_u64(bits ^ 0xFFFFFFFFFFFFFFFF if bits & _SIGN else bits | _SIGN)
 
 
-def _number(value: int | float) -> bytes:
+_ZERO_KEY = TAG_NUMBER + _double(0.0) + b"\x80\x00"
+
+
+def number_key(value: int | float) -> bytes:
+    """Encode an int or float index value (a fast path of encode_key)."""
     # The nearest double orders numbers of any size; a 2-byte remainder (value minus that double, always within
     # +-2**10 for 64-bit ints) orders ints that round to the same double, and puts floats at remainder 0.
+    if 0 < value <= EXACT:
+        # The common case: positive and exact as a double. The bits of -value are value's bits with the sign bit
+        # set, which is what _double does to positives, so one pack builds the key.
+        return pack_exact(0x10, -value, 0x8000)
+    if value == 0 and value.__class__ is int:
+        return _ZERO_KEY
     if isinstance(value, float):
         return TAG_NUMBER + _double(value) + b"\x80\x00"
     if not -_SIGN <= value < _SIGN:
@@ -61,7 +72,7 @@ def encode_key(value: Any) -> bytes:
     if isinstance(value, bool):
         return TAG_BOOL + (b"\x01" if value else b"\x00")
     if isinstance(value, (int, float)):
-        return _number(value)
+        return number_key(value)
     if isinstance(value, (tuple, list)):
         return TAG_TUPLE + b"".join(_nested(item) for item in value) + b"\x00"
     if isinstance(value, bytes):

@@ -208,7 +208,7 @@ class Table(TableReads):
         # Without per-document versions, a journaled insert is one pre-formatted op: append it inline.
         ops = t.ops if journaled and not self._db.replication.versioned else None
         name_json = self._name_json
-        additions: list[tuple[Any, list[bytes]]] = []
+        additions: list[tuple[Index, list[bytes]]] = []
         for oid, new in records:
             try:
                 raw = _dumps(new)
@@ -217,24 +217,36 @@ class Table(TableReads):
             if raw.find(b"null") >= 0:  # (find: cheaper than `in` on bytes)
                 raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
             if indexes:
-                additions.clear()
-                for index in indexes:
-                    keys = index.keys(new)
-                    if keys:
-                        if not index.duplicates:
-                            self._check_unique(txn, index, keys, oid)
-                        additions.append((index.dbi, keys))
+                additions = [(index, index.keys(new)) for index in indexes]  # every key computed before a write
             # Positional arguments (key, value, dupdata, overwrite, append, db): py-lmdb parses them faster.
             if not put(oid, raw if compress is None else compress(raw), True, False, False, dbi):
                 raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
             if indexes:
-                for index_db, keys in additions:
+                for index, keys in additions:
+                    # A unique index refuses to overwrite: the put itself is the uniqueness check.
+                    overwrite = index.duplicates
                     for key in keys:
-                        put(key, oid, True, True, False, index_db)
+                        if not put(key, oid, True, overwrite, False, index.dbi):
+                            self._undo_insert(txn, oid, additions, index, key)
             if ops is not None:
                 ops.append(b'["put",%b,"%b",%b]' % (name_json, oid, raw))
             elif journaled:
                 self._journal_write(t, oid, raw)
+
+    def _undo_insert(
+        self, txn: lmdb.Transaction, oid: bytes, additions: list[tuple[Index, list[bytes]]], index: Index, key: bytes
+    ) -> None:
+        """Take back the part of a record written before its unique `key` of `index` clashed, and refuse it."""
+        txn.delete(oid, db=self._dbi)
+        for done, keys in additions:
+            for written in keys:
+                if done is index and written == key:
+                    holder = txn.get(key, db=index.dbi)
+                    raise DuplicateKey(
+                        f"index {index.name!r} of {self.name!r} already has key {key!r} (record {holder.decode()})"
+                    )
+                txn.delete(written, oid, db=done.dbi) if done.duplicates else txn.delete(written, db=done.dbi)
+        raise AssertionError("unreachable: the clashing key is among the additions")
 
     def _journal_write(self, t: Transaction, oid: bytes, raw: bytes | None) -> None:
         # Record keys need no JSON escaping (see ids.normalise_key) and the name is JSON-encoded once.

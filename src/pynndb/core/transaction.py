@@ -58,7 +58,8 @@ class Transaction:
                 self.abort()
                 raise
         self.active = False
-        self._release()
+        if db._writer is self:  # (_release, inlined: this runs once per write call)
+            db._writer = None
         try:
             self.txn.commit()
         except lmdb.MapFullError:
