@@ -103,6 +103,18 @@ class ReadOnlyDatabase(PyNNDBError):
     code = "read_only_database"
 
 
+class DatabaseInUse(DatabaseError):
+    """Another process (or this one) has the database open, so it cannot be replaced."""
+
+    code = "database_in_use"
+
+
+class BackupError(PyNNDBError):
+    """A backup could not be made, read or restored."""
+
+    code = "backup_error"
+
+
 class ConfigError(PyNNDBError):
     """A configuration value is unknown or of the wrong type."""
 
