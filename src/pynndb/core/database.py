@@ -18,6 +18,7 @@ import lmdb
 import orjson
 
 from pynndb.core.config import DatabaseConfig
+from pynndb.core.doorbell import Bell
 from pynndb.core.journal import Replication
 from pynndb.core.table import Table, check_name
 from pynndb.core.transaction import Transaction
@@ -39,6 +40,7 @@ class Database:
         self._listeners: list[Callable[[], None]] = []
         self._writer: Transaction | None = None  # the write transaction open in this process, if any
         self._writer_owner = 0  # the thread that opened it
+        self._bell = Bell(self.path)  # rung after each journaled commit (see core/doorbell.py)
         self._closed = False
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise DatabaseError(f"{self.path} is a file, not a database directory")
@@ -350,6 +352,7 @@ class Database:
 
         registry.forget(self)
         self._env.close()
+        self._bell.close()
 
     @property
     def closed(self) -> bool:

@@ -69,6 +69,8 @@ class Transaction:
             raise
         if self.schema_changed:
             db._schema_committed()
+        if self.hlc:  # a journal entry was committed: wake every process waiting on this database
+            db._bell.ring()
         if self.write and db._listeners:
             db._committed(self)
 

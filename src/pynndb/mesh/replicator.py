@@ -35,9 +35,9 @@ log = logging.getLogger("pynndb.replication")
 KIND = "repl"
 TOPIC = "db:"
 UUID_LENGTH = 36
-POLL_IDLE = 0.002
-POLL_ACTIVE = 0.0005
-POLL_WATCHED = 0.02
+POLL_IDLE = 0.002  # journal polling for a served database whose doorbell cannot be used
+SAFETY_POLL = 0.5  # everything is woken by doorbells and messages: this only catches a ring that never came
+REPLICA_TICK = 0.05  # hosted replicas re-send unanswered requests on ticks
 CATCH_UP_AFTER = 0.25
 INFO_EVERY = 0.5
 SOURCE_MISSING_AFTER = 3.0
@@ -75,7 +75,7 @@ class ReplicationService:
         self._info_at = 0.0
         self._active_at = 0.0
         self._woken = False
-        self._all_watched = True  # every served database is watched by inotify (else poll the journals)
+        self._all_watched = True  # every served database has a doorbell (else poll the journals)
         self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0, "found_by_polling": 0}
         for name, handler in [
             ("REGISTER", self.cmd_register),
@@ -128,7 +128,7 @@ class ReplicationService:
             if db.replication.uuid in self._sources:
                 return
             self._sources[db.replication.uuid] = Source(db, Publisher(db))
-            watched = not db.config.writemap and self._wake.watch(os.path.join(db.path, "data.mdb"))
+            watched = self._wake.watch(db.path)
             self._all_watched = self._all_watched and watched
         self._announce()
 
@@ -170,17 +170,19 @@ class ReplicationService:
                 log.exception("replication step failed")
             with self._lock:
                 busy = bool(self._sources or self._replicas or self._outbox)
-            # Commits by other processes are only seen by polling the journal: poll fast while data flows, a
-            # little slower after a quiet second, and with nothing served sleep until a command or message.
+            # Commits of any process ring the served databases' doorbells and messages set the waker, so the
+            # thread sleeps until then; it polls only journals it has no doorbell for, and waiting requests.
+            with self._lock:
+                waiting = bool(self._outbox)
+                hosting = bool(self._replicas)
             if not busy:
                 interval = 1.0
-            elif time.monotonic() - self._active_at < 1.0:
-                # While data flows, poll as well: inotify was seen to miss some commits made in bursts.
-                interval = POLL_ACTIVE
-            elif self._wake.watching and self._all_watched:
-                interval = POLL_WATCHED  # inotify wakes us on the first commit after a quiet spell
-            else:
+            elif waiting or not self._all_watched:
                 interval = self.poll_interval
+            elif hosting:
+                interval = REPLICA_TICK
+            else:
+                interval = SAFETY_POLL
             self._woken = self._wake.wait(interval)
 
     def _step(self) -> None:

@@ -1,65 +1,49 @@
-"""Wake the replication service the moment another process commits to a database it serves.
+"""Wake the replication service the moment any process commits to a database it serves.
 
-LMDB (without writemap) writes a commit's pages with pwrite, so Linux inotify reports IN_MODIFY on ``data.mdb``
-for every commit: the node learns of an application's write in microseconds without polling the journal.
-Where inotify is unavailable (not Linux, or writemap databases) the service falls back to polling.
+A `Waker` waits on its own pipe (`set()` from any thread) and on the commit doorbell of every watched database
+(see core/doorbell.py): commits by other processes wake it within microseconds, for every LMDB setting.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import select
-import sys
 
-IN_MODIFY = 0x00000002
+from pynndb.core.doorbell import Doorbell
+from pynndb.errors import DatabaseError
+
 _NONBLOCK_CLOEXEC = os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def _libc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.inotify_init1  # noqa: B018  (probe that the symbol exists)
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
 class Waker:
-    """A select()-able event: `set()` from any thread wakes `wait()`; commits to watched files wake it too."""
+    """A select()-able event: `set()` from any thread wakes `wait()`; commits to watched databases wake it too."""
 
     def __init__(self) -> None:
         self._read, self._write = os.pipe2(_NONBLOCK_CLOEXEC) if hasattr(os, "pipe2") else os.pipe()
-        self._libc = _libc()
-        self._inotify = -1
-        self._watches: dict[str, int] = {}
-        if self._libc is not None:
-            self._inotify = self._libc.inotify_init1(_NONBLOCK_CLOEXEC)
+        self._bells: dict[str, Doorbell] = {}
 
     @property
     def watching(self) -> bool:
-        """True when at least one file is watched by inotify."""
-        return bool(self._watches)
+        """True when at least one database is watched."""
+        return bool(self._bells)
 
     def watch(self, path: str) -> bool:
-        """Wake on modifications of `path`; False if inotify is not available for it."""
-        if self._inotify < 0 or path in self._watches:
-            return path in self._watches
-        assert self._libc is not None
-        descriptor = self._libc.inotify_add_watch(self._inotify, os.fsencode(path), IN_MODIFY)
-        if descriptor < 0:
-            return False
-        self._watches[path] = descriptor
+        """Wake on commits to the database directory `path`; False if its doorbell cannot be used."""
+        if path not in self._bells:
+            try:
+                bell = Doorbell(path)
+            except DatabaseError:
+                return False
+            self._bells = {**self._bells, path: bell}  # replaced whole: wait() may be iterating the old one
+            self.set()  # a wait in progress selects again, now with this doorbell
         return True
 
     def unwatch(self, path: str) -> None:
-        descriptor = self._watches.pop(path, None)
-        if descriptor is not None and self._libc is not None:
-            self._libc.inotify_rm_watch(self._inotify, descriptor)
+        bell = self._bells.get(path)
+        if bell is not None:
+            self._bells = {other: kept for other, kept in self._bells.items() if other != path}
+            bell.close()
 
     def set(self) -> None:
         try:
@@ -71,16 +55,25 @@ class Waker:
                 raise
 
     def wait(self, timeout: float) -> bool:
-        """Block until set(), a watched file changes, or `timeout` passes; True if woken."""
-        sources = [self._read] + ([self._inotify] if self._watches else [])
-        ready, _, _ = select.select(sources, [], [], timeout)
-        for descriptor in ready:
-            self._drain(descriptor)
-        return bool(ready)
+        """Block until set(), a commit to a watched database, or `timeout` passes; True if woken.
+
+        Rings are consumed before returning, so a commit made after this returns wakes the next wait."""
+        bells = list(self._bells.values())
+        try:
+            ready, _, _ = select.select([self._read, *(bell.fileno() for bell in bells)], [], [], timeout)
+        except (OSError, ValueError):
+            return True  # a doorbell was closed by unwatch() meanwhile: the caller loops and waits again
+        if not ready:
+            return False
+        self._drain(self._read)
+        for bell in bells:
+            if not bell.closed:
+                bell.drain()
+        return True
 
     @staticmethod
     def _drain(descriptor: int) -> None:
-        for _ in range(64):  # bounded: each read empties up to 64 KiB of events or wake bytes
+        for _ in range(64):  # bounded: each read empties up to 64 KiB of wake bytes
             try:
                 if not os.read(descriptor, 65536):
                     return
@@ -88,11 +81,13 @@ class Waker:
                 return
 
     def close(self) -> None:
-        for descriptor in (self._read, self._write, self._inotify):
+        for bell in self._bells.values():
+            bell.close()
+        self._bells.clear()
+        for descriptor in (self._read, self._write):
             if descriptor >= 0:
                 try:
                     os.close(descriptor)
                 except OSError:
                     pass
-        self._read = self._write = self._inotify = -1
-        self._watches.clear()
+        self._read = self._write = -1

@@ -1,0 +1,70 @@
+"""A node wakes on the commit doorbell: an application process's burst and its first write after an idle spell both
+reach the replica without the service's safety poll finding anything (found_by_polling stays 0), with writemap on
+and off, with in-process nodes and with `pynndb node` processes.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pynndb import Manager
+from pynndb.mesh.replicator import SAFETY_POLL
+from tests.helpers import wait_until
+from tests.integration.deployment import Child, Deployment
+
+pytestmark = pytest.mark.timeout(90)
+
+APPLICATION = textwrap.dedent(
+    """
+    import sys
+    from pynndb import Manager
+    path, writemap = sys.argv[1], sys.argv[2] == "1"
+    with Manager() as manager:
+        events = manager.database("app", path, config={"replication": True, "writemap": writemap}).table("events")
+        print("ready", flush=True)
+        for line in sys.stdin:
+            count = int(line)
+            for number in range(count):
+                events.append({"n": number})
+            print("done", flush=True)
+    """
+)
+
+
+def replica_records(path: str) -> int:
+    with Manager() as manager:
+        db = manager.database("replica", path)
+        return db.table("events").records() if "events" in db.tables() else 0
+
+
+@pytest.mark.parametrize("writemap", [False, True], ids=["plain", "writemap"])
+def test_bursts_and_a_write_after_idle_wake_the_node(deployment: Deployment, tmp_path: Path, writemap: bool) -> None:
+    source, replica = str(tmp_path / "source"), str(tmp_path / "replica")
+    with Manager() as manager:
+        uuid = manager.database("s", source, config={"replication": True}).replication.uuid
+        manager.database("r", replica, config={"replication": True})
+    a = deployment.node("a", [source])
+    b = deployment.node("b", [replica], connect=[a])
+    cmd = deployment.plugin(a)
+    cmd.call("REPLICATE", {"path": replica, "uuid": uuid}, target=b.label)
+    application = Child([sys.executable, "-c", APPLICATION, source, "1" if writemap else "0"], tmp_path / "app.log")
+    try:
+        assert application.line().strip() == "ready"
+        total = 0
+        for count in (1, 500, 1, 200):
+            time.sleep(SAFETY_POLL + 0.3)  # idle for longer than the safety poll: only a ring can wake the node
+            application.process.stdin.write(f"{count}\n")  # type: ignore[union-attr]
+            application.process.stdin.flush()  # type: ignore[union-attr]
+            assert application.line().strip() == "done"
+            total += count
+            wait_until(lambda: replica_records(replica) == total, timeout=20)  # noqa: B023
+        counters = cmd.call("STATUS", target=a.label)["replication"]
+        assert counters["published"] >= 1
+        assert counters["found_by_polling"] == 0, counters
+    finally:
+        application.stop()
