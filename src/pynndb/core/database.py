@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from threading import get_ident
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import lmdb
 import orjson
 
+from pynndb.core.changes import Change, follow
 from pynndb.core.config import DatabaseConfig
 from pynndb.core.doorbell import Bell
 from pynndb.core.journal import Replication
@@ -44,13 +45,12 @@ class Database:
         self._closed = False
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise DatabaseError(f"{self.path} is a file, not a database directory")
-        os.makedirs(self.path, exist_ok=True)
         cfg = self.config
-        try:
-            self._env = lmdb.open(
         if cfg.readonly and not os.path.isfile(os.path.join(self.path, "data.mdb")):
             raise DatabaseError(f"no database at {self.path} (no data.mdb)")
         os.makedirs(self.path, exist_ok=True)
+        try:
+            self._env = lmdb.open(
                 self.path,
                 map_size=cfg.map_size,
                 max_dbs=cfg.max_dbs,
@@ -60,9 +60,9 @@ class Database:
                 writemap=cfg.writemap,
                 map_async=cfg.writemap and not cfg.durable,
                 readahead=False,
+                readonly=cfg.readonly,
             )
         except lmdb.Error as error:
-                readonly=cfg.readonly,
             raise DatabaseError(f"cannot open database at {self.path}: {error}") from None
         # py-lmdb closes handles opened in a read transaction when it ends, so a readonly open lets each
         # open_db run its own transaction (txn=None), before the transaction that uses the handle begins.
@@ -79,13 +79,13 @@ class Database:
             if cfg.replication is not None and not cfg.readonly:
                 txn.put(b"replication", b"1" if cfg.replication else b"0", db=self._meta)
                 self.replication.enabled = cfg.replication
-        self._reload_schema()
-
             txn.commit()
         except lmdb.Error as error:
             txn.abort()
             self._env.close()
             raise DatabaseError(f"cannot open database at {self.path}: {error}") from None
+        self._reload_schema()
+
     @property
     def _path(self) -> str:
         """The directory (older code uses `_path`)."""
@@ -95,10 +95,10 @@ class Database:
     def _begin(self, write: bool, applying: bool = False) -> Transaction:
         if self._closed:
             raise DatabaseClosed(f"database {self.path} is closed")
-        if write and self.replication.read_only and not applying:
-            raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
         if write and self.config.readonly:
             raise ReadOnlyDatabase(f"{self.path} was opened read-only (config readonly=True)")
+        if write and self.replication.read_only and not applying:
+            raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
         if write and self._writer is not None and self._writer_owner == get_ident():
             raise TransactionError(
                 f"{self.path}: a write transaction is already open in this thread; pass it as txn= "
@@ -214,6 +214,10 @@ class Database:
         txn = self._env.begin(write=not self.config.readonly)
         try:
             self._load_schema(txn, txn.get(b"schema", db=self._meta))
+        except BaseException:
+            txn.abort()
+            raise
+        txn.commit()
 
     def _refresh(self) -> None:
         """Reload definitions if another process changed them (a cheap check first)."""
@@ -259,11 +263,22 @@ class Database:
 
     # --- tables ---------------------------------------------------------------------------------------------
     def table(self, name: str, txn: Transaction | None = None) -> Table:
-        """Open the table `name`, creating it if it does not exist."""
+        """Open the table `name`, creating it if it does not exist.
+
+        A table that exists on disk is opened without a write, whichever process made it. On a read-only replica a
+        table that has not arrived yet is returned all the same: it reads as empty and fills as data arrives."""
         check_name(name, "table")
         table = self._tables.get(name)
         if table is not None and table._dbi is not None and not table._pending:
             return table
+        if txn is None and not (self._writer is not None and self._writer_owner == get_ident()):
+            self._refresh()  # another process may have made it (or made this database a replica)
+            table = self._tables.get(name)
+            if table is not None and table._dbi is not None and not table._pending:
+                return table
+            if self.replication.read_only:
+                with self._lock:
+                    return self._tables.setdefault(name, Table(self, name))
         return self._run(txn, True, self._create_table, name)
 
     def _create_table(self, t: Transaction, name: str) -> Table:
@@ -317,6 +332,21 @@ class Database:
         if table is None or table._dbi is None:
             raise NoSuchTable(f"no table {name!r} in {self.path}")
         return table
+
+    # --- change feed ----------------------------------------------------------------------------------------
+    def changes(
+        self,
+        since: int | tuple[int, int] | None = None,
+        tables: Iterable[str] | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Change]:
+        """The document changes committed to this journaled database, in order, as `Change`s (see core/changes.py).
+
+        `since`: None for changes committed after this call, 0 for all the journal still holds, N for every change
+        after sequence N (JournalTrimmed if the journal no longer reaches back there), or a `Change.position`.
+        `tables` limits the feed to those tables. Iteration blocks for the next change, woken by any process's
+        commit; it ends when none arrives within `timeout` seconds (None: waits for ever)."""
+        return follow(self, since, tables, timeout)
 
     # --- housekeeping ---------------------------------------------------------------------------------------
     def storage_used(self) -> tuple[int, int]:

@@ -52,6 +52,13 @@ class TableReads:
     def _live(self) -> Any:
         raise NotImplementedError
 
+    def _readable(self) -> Any:
+        raise NotImplementedError
+
+    def _absent(self) -> bool:
+        """True when the table reads as empty because it has not arrived yet (read-only replicas only)."""
+        return self._dbi is None and self._readable() is None
+
     def _index(self, name: str) -> Index:
         raise NotImplementedError
 
@@ -67,7 +74,9 @@ class TableReads:
             oid = key if key.__class__ is bytes and 0 < len(key) <= 256 else normalise_key(key)
         dbi = self._dbi
         if dbi is None:
-            self._live()
+            dbi = self._readable()
+            if dbi is None:
+                return None
         if txn is None:
             with self._env.begin() as raw:
                 stored = raw.get(oid, db=dbi)
@@ -87,7 +96,9 @@ class TableReads:
 
     def records(self, txn: Transaction | None = None) -> int:
         """How many records the table holds."""
-        dbi = self._live()
+        dbi = self._dbi if self._dbi is not None else self._readable()
+        if dbi is None:
+            return 0
         if txn is not None:
             return int(self._db._check(txn, False).txn.stat(dbi)["entries"])
         with self._env.begin() as raw:
@@ -125,7 +136,7 @@ class TableReads:
     ) -> Iterator[Any]:
         """The one read walk behind every query: yields Docs (or (index key, Doc) with `with_keys`) in order, in the
         caller's transaction or in a read transaction held only while the walk runs."""
-        dbi = self._live()
+        dbi = self._dbi if self._dbi is not None else self._readable()
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
             raise ValueError("limit must be a non-negative int or None")
         if expression is not None and not callable(expression):
@@ -135,6 +146,8 @@ class TableReads:
         simple = index is None and lower is None and upper is None and after is None and not reverse
 
         def produce() -> Iterator[Any]:
+            if dbi is None:
+                return  # a replica's table that has not arrived yet
             own = raw_txn is None
             read = self._env.begin() if own else raw_txn
             try:
@@ -180,6 +193,8 @@ class TableReads:
         txn: Transaction | None = None,
     ) -> Iterator[Doc]:
         """Every record in key order (or index order), optionally filtered by `expression(doc)`, up to `limit`."""
+        if self._absent():
+            return iter(())
         index = None if index_name is None else self._index(index_name)
         return self._query(txn, index, expression=expression, limit=limit)
 
@@ -193,6 +208,8 @@ class TableReads:
         txn: Transaction | None = None,
     ) -> Iterator[Doc]:
         """Records whose index key lies between the keys of template Docs `lower` and `upper` (either may be None)."""
+        if self._absent():
+            return iter(())
         index = None if index_name is None else self._index(index_name)
         low, high = self._bound(index, lower), self._bound(index, upper)
         return self._query(txn, index, low, high, inclusive, limit=limit)
@@ -201,6 +218,8 @@ class TableReads:
         self, index_name: str, doc: Any, limit: int | None = None, txn: Transaction | None = None
     ) -> Iterator[Doc]:
         """Records whose key in `index_name` equals the template Doc's key."""
+        if self._absent():
+            return iter(())
         index = self._index(index_name)
         key = self._bound(index, doc)
         return self._query(txn, index, key, key, limit=limit)
@@ -211,11 +230,15 @@ class TableReads:
 
     def first(self, index_name: str | None = None, txn: Transaction | None = None) -> Doc | None:
         """The first record in key (or index) order, or None when empty."""
+        if self._absent():
+            return None
         index = None if index_name is None else self._index(index_name)
         return next(self._query(txn, index, limit=1), None)
 
     def last(self, index_name: str | None = None, txn: Transaction | None = None) -> Doc | None:
         """The last record in key (or index) order, or None when empty."""
+        if self._absent():
+            return None
         index = None if index_name is None else self._index(index_name)
         return next(self._query(txn, index, reverse=True, limit=1), None)
 
@@ -235,6 +258,8 @@ class TableReads:
 
         Pass the last result of a page as `context` to get the next page (in the same direction).
         """
+        if self._absent():
+            return iter(())
         index = None if index_name is None else self._index(index_name)
         if not isinstance(page_size, int) or page_size < 0:
             raise ValueError("page_size must be a non-negative int (0: no paging)")

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import base64
 import gc
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import lmdb
 import orjson
 
+from pynndb.core.changes import Change, follow
 from pynndb.core.codec import Compressor, decode_value, encode_document, raw_json, train_dictionary
 from pynndb.core.doc import Doc, _new_doc, make_doc
 from pynndb.core.ids import new_oid, normalise_key
@@ -117,10 +118,21 @@ class Table(TableReads):
             raise NoSuchTable(f"table {self.name!r} has been dropped")
         return self._dbi
 
+    def _readable(self) -> Any:
+        """The records' handle for a read, or None when the table reads as empty: on a read-only replica, a table
+        that has not arrived yet (or was dropped at its source). Picks up a table another process created."""
+        dbi = self._dbi
+        if dbi is not None:
+            return dbi
+        self._db._refresh()
+        if self._dbi is None and self._db.replication.read_only:
+            return None
+        return self._live()
+
     def _index(self, name: str) -> Index:
         index = self._indexes.get(name)
         if index is None:
-            self._db._reload_schema()  # another process may have created it
+            self._db._refresh()  # another process may have created it
             index = self._indexes.get(name)
             if index is None:
                 self._live()
@@ -217,7 +229,9 @@ class Table(TableReads):
             if raw.find(b"null") >= 0:  # (find: cheaper than `in` on bytes)
                 raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
             if indexes:
-                additions = [(index, index.keys(new)) for index in indexes]  # every key computed before a write
+                additions = []  # every key is computed before anything is written (a plain loop: no listcomp frame)
+                for index in indexes:
+                    additions.append((index, index.keys(new)))
             # Positional arguments (key, value, dupdata, overwrite, append, db): py-lmdb parses them faster.
             if not put(oid, raw if compress is None else compress(raw), True, False, False, dbi):
                 raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
@@ -525,6 +539,11 @@ class Table(TableReads):
         if t.ops is not None:
             encoded = None if dictionary is None else base64.b64encode(dictionary).decode()
             t.ops.append(orjson.dumps(["compress", self.name, level, encoded]))
+
+    # --- change feed ------------------------------------------------------------------------------------------
+    def watch(self, since: int | tuple[int, int] | None = None, timeout: float | None = None) -> Iterator[Change]:
+        """The changes of this table, as `Database.changes(since, tables=[name], timeout)` gives them."""
+        return follow(self._db, since, [self.name], timeout)
 
     def __repr__(self) -> str:
         return f"<Table {self.name!r} of {self._db.path}>"
