@@ -25,6 +25,7 @@ Handler = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 UNKNOWN_COMMAND = "unknown_command"
 BAD_PARAMS = "bad_params"
 UNKNOWN_TARGET = "unknown_target"
+NODE_GONE = "node_gone"
 NOT_FOUND = "not_found"
 TIMEOUT = "timeout"
 INTERNAL = "internal_error"

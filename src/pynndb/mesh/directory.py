@@ -84,14 +84,19 @@ class Directory:
         self.heard: dict[str, float] = {}
         self.last_seen: dict[str, float] = {}
         self.gone_since: dict[str, float] = {}
+        self.superseded: set[str] = set()  # ids of nodes that restarted under a new id: never alive again
         self.version = 0
 
     def merge(self, entry: Entry) -> list[Change]:
         """Take a newer entry for a node (older or equal ``seq`` only refreshes liveness)."""
         node_id = entry["id"]
         changes: list[Change] = []
+        if node_id in self.superseded:
+            return changes  # its heartbeats may still arrive by a slow path: the restarted node replaced it
         known = self.entries.get(node_id)
         now = self.clock()
+        if known is None and node_id != self.self_id:
+            changes += self.supersede(entry)
         if known is None or entry["seq"] > known["seq"]:
             if (
                 known is None
@@ -111,6 +116,23 @@ class Directory:
             self.version += 1
         self.alive[node_id] = True
         self.gone_since.pop(node_id, None)
+        return changes
+
+    def supersede(self, entry: Entry) -> list[Change]:
+        """A node new to us with the label and address of a live one is that node restarted: the old one is gone.
+
+        (Two live nodes cannot share an address: the new one could bind its ports only because the old one died.)"""
+        changes: list[Change] = []
+        for other_id, other in list(self.entries.items()):
+            if (
+                other_id != entry["id"]
+                and other_id != self.self_id
+                and other["label"] == entry["label"]
+                and other["address"] == entry["address"]
+                and other["started"] <= entry["started"]
+            ):
+                changes += self.mark_gone(other_id)
+                self.superseded.add(other_id)
         return changes
 
     def touch(self, node_id: str) -> None:
@@ -146,6 +168,7 @@ class Directory:
         """Drop every trace of a node."""
         for table in (self.entries, self.alive, self.heard, self.last_seen, self.gone_since):
             table.pop(node_id, None)
+        self.superseded.discard(node_id)
         self.version += 1
 
     def lookup(self, name: str) -> Entry | None:

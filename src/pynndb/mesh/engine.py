@@ -623,6 +623,8 @@ class Engine:
 
     def notify(self, changes: list[tuple[str, str]]) -> None:
         for node_id, state in changes:
+            if state == "down":
+                self.requests.node_gone(node_id)
             for callback in list(self.node.peer_callbacks):
                 self.delivery.submit(lambda cb=callback, n=node_id, s=state: cb(n, s))  # type: ignore[misc]
 

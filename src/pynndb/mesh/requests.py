@@ -28,8 +28,9 @@ class Requests:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.pending: dict[int, tuple[OnReply, float]] = {}
+        self.pending: dict[int, tuple[OnReply, float, str]] = {}  # reply callback, deadline, target node id
         self.request_ids = itertools.count(1)
+        self.results: dict[tuple[str, str], int] = {}  # (command, 'ok' or error code) -> count, for metrics
 
     def on_client_request(self, identity: bytes, frame: bytes) -> None:
         kind, body = wire.decode_control(frame)
@@ -70,14 +71,17 @@ class Requests:
         ):
             self.run_command(name, params, self.engine.node.id, on_reply)
             return
-        if entry is None or not self.engine.directory.is_alive(entry["id"]):
-            on_reply(commands.error_reply(commands.UNKNOWN_TARGET, f"no live node {target!r}"))
+        if entry is None:
+            on_reply(commands.error_reply(commands.UNKNOWN_TARGET, f"no node {target!r} in the mesh"))
+            return
+        if not self.engine.directory.is_alive(entry["id"]):
+            on_reply(commands.error_reply(commands.NODE_GONE, self.gone_message(entry["id"])))
             return
         if len(self.pending) >= MAX_PENDING:
             on_reply(commands.error_reply(commands.BUSY, "too many requests in flight"))
             return
         request_id = next(self.request_ids)
-        self.pending[request_id] = (on_reply, time.monotonic() + timeout)
+        self.pending[request_id] = (on_reply, time.monotonic() + timeout, entry["id"])
         body = orjson.dumps({"req": request_id, "cmd": name, "params": params})
         self.engine.originate(wire.COMMAND, body, target=entry["id"])
 
@@ -85,10 +89,21 @@ class Requests:
         self.engine.counters["commands"] += 1
         command = self.engine.node.command(name.upper())
         context = {"origin": origin, "node": self.engine.node}
+        on_reply = self._counted(command.name if command is not None else "unknown", on_reply)
         if command is not None and command.inline:
             on_reply(commands.run(command, name, params, context))
         elif not self.engine.handlers.submit(lambda: on_reply(commands.run(command, name, params, context))):
             on_reply(commands.error_reply(commands.BUSY, "command queue full"))
+
+    def _counted(self, name: str, on_reply: OnReply) -> OnReply:
+        def counted(reply: Reply) -> None:
+            error = reply.get("error")
+            code = "ok" if reply.get("ok") else str(error.get("code", "error") if isinstance(error, dict) else "error")
+            key = (name, code)
+            self.results[key] = self.results.get(key, 0) + 1  # (a lost increment under a race only blurs a figure)
+            on_reply(reply)
+
+        return counted
 
     def on_command(self, origin: str, body: Any) -> None:
         body = wire.require_dict(body, "command")
@@ -111,15 +126,30 @@ class Requests:
             body.pop("req", None)
             waiting[0](body)
 
+    def gone_message(self, node_id: str) -> str:
+        directory = self.engine.directory
+        entry = directory.entries.get(node_id)
+        label = f" ({entry['label']})" if entry else ""
+        heard = directory.last_seen.get(node_id)
+        ago = f", last heard {time.time() - heard:.1f}s ago" if heard else ""
+        return f"node {node_id}{label} is gone{ago}"
+
+    def node_gone(self, node_id: str) -> None:
+        """Answer every request in flight to a node the mesh has just marked gone: no point waiting for it."""
+        for request_id, (on_reply, _deadline, target) in list(self.pending.items()):
+            if target == node_id:
+                del self.pending[request_id]
+                on_reply(commands.error_reply(commands.NODE_GONE, self.gone_message(node_id)))
+
     def expire(self, now: float) -> None:
         """Answer every request whose deadline has passed with a timeout error."""
-        for request_id, (on_reply, deadline) in list(self.pending.items()):
+        for request_id, (on_reply, deadline, _target) in list(self.pending.items()):
             if now >= deadline:
                 del self.pending[request_id]
                 on_reply(commands.error_reply(commands.TIMEOUT, "no reply before the deadline"))
 
     def cancel_all(self) -> None:
         """Answer every request in flight: the node is stopping."""
-        for on_reply, _ in self.pending.values():
+        for on_reply, _deadline, _target in self.pending.values():
             on_reply(commands.error_reply(commands.SHUTTING_DOWN, "node is stopping"))
         self.pending.clear()
