@@ -140,6 +140,17 @@ class JournalGap(ReplicationError):
     code = "journal_gap"
 
 
+class JournalTrimmed(JournalGap):
+    """A change feed was asked to resume from a sequence older than the journal still holds (``oldest`` names the
+    oldest retained entry, None when it holds none): resuming there would silently skip changes."""
+
+    code = "journal_trimmed"
+
+    def __init__(self, message: str, oldest: int | None = None) -> None:
+        super().__init__(message)
+        self.oldest = oldest
+
+
 class MalformedEntry(ReplicationError):
     """A journal entry or snapshot chunk could not be decoded."""
 
@@ -165,6 +176,12 @@ class CommandTimeout(MeshError):
     """No reply came before the deadline."""
 
     code = "timeout"
+
+
+class NodeUnreachable(MeshError):
+    """Nothing answers at a node's command address."""
+
+    code = "unreachable"
 
 
 class MalformedMessage(MeshError):

@@ -8,20 +8,40 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import threading
 import time
+import weakref
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from pynndb.errors import CommandTimeout, MalformedMessage, MeshError
+from pynndb.errors import CommandTimeout, MalformedMessage, MeshError, NodeUnreachable
 from pynndb.mesh import commands, security, wire
 from pynndb.mesh.links import configure, split_address
 from pynndb.mesh.security import KeyPair
 
 if TYPE_CHECKING:
     from pynndb.mesh.controller import Controller
+
+
+_context_lock = threading.Lock()
+_shared_context: zmq.Context | None = None
+_shared_pid = 0
+
+
+def _context() -> zmq.Context:
+    """The one zmq context of this process's Plugins (a new one after fork: a context must not cross a fork).
+
+    Plugins never own a context: a context dropped with its sockets in a reference cycle is terminated by the
+    cyclic collector before the socket is closed, and ``term()`` then waits for ever."""
+    global _shared_context, _shared_pid
+    with _context_lock:
+        if _shared_context is None or _shared_context.closed or _shared_pid != os.getpid():
+            _shared_context = zmq.Context()
+            _shared_pid = os.getpid()
+        return _shared_context
 
 
 class Plugin:
@@ -47,8 +67,8 @@ class Plugin:
             self.keys = security.as_key_pair(keys) or node.keys
         if (self.server_key is None) != (self.keys is None):
             raise ValueError("a secure node needs both keys and server_key; a plaintext node needs neither")
-        self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
+        self._finalizer: weakref.finalize | None = None
         self._lock = threading.Lock()
         self._request_ids = itertools.count(1)
 
@@ -57,24 +77,38 @@ class Plugin:
         with self._lock:
             if self._socket is not None:
                 return self
-            self._context = zmq.Context()
-            socket = self._context.socket(zmq.DEALER)
+            socket = _context().socket(zmq.DEALER)
+            socket.linger = 0  # a reply nobody waits for is not worth blocking a close or the process exit
             configure(socket, 64 << 20, hwm=1000)
             if self.keys is not None and self.server_key is not None:
                 security.make_client(socket, self.keys, self.server_key)
             socket.connect(self.address)
             self._socket = socket
+            # A Plugin dropped without close() (the seed snippet never calls it) still closes its socket.
+            self._finalizer = weakref.finalize(self, socket.close, 0)
+        return self
+
+    def check(self, timeout: float = 1.0) -> Plugin:
+        """Make sure a node answers (a PING within `timeout` seconds), else raise NodeUnreachable; returns self.
+
+        ZeroMQ connects in the background, so without this a call to an address where no node runs only fails at
+        its own (longer) deadline."""
+        try:
+            self.call("PING", timeout=timeout)
+        except CommandTimeout:
+            secure = "" if self.keys is not None else "; a secure node also needs keys and its server key"
+            raise NodeUnreachable(
+                f"no node answers at {self.address} within {timeout:g}s (is `pynndb node` running there{secure}?)"
+            ) from None
         return self
 
     def close(self) -> None:
         """Close the connection; calling it again does nothing."""
         with self._lock:
-            socket, self._socket = self._socket, None
-            if socket is not None:
-                socket.close(linger=0)
-            if self._context is not None:
-                self._context.term()
-                self._context = None
+            self._socket = None
+            finalizer, self._finalizer = self._finalizer, None
+            if finalizer is not None:
+                finalizer()  # closes the socket, once
 
     def __enter__(self) -> Plugin:
         return self.connect()
