@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -28,13 +29,20 @@ def in_use(port: int) -> bool:
 
 
 @pytest.mark.timeout(60)
-def test_seed_example_runs_as_is() -> None:
+def test_seed_example_runs_as_is_and_leaves_nothing_behind(tmp_path: Path) -> None:
     busy = [port for port in SEED_PORTS if in_use(port)]
     if busy:
         pytest.skip(f"the example uses fixed ports and {busy} are taken (another run in parallel?)")
-    done = subprocess.run([sys.executable, str(SEED)], capture_output=True, text=True, timeout=45)
+    environment = dict(os.environ, TMPDIR=str(tmp_path))
+    done = subprocess.run([sys.executable, str(SEED)], capture_output=True, text=True, timeout=45, env=environment)
     assert done.returncode == 0, done.stderr
     assert "Tom Jones" in done.stdout
+    assert list(tmp_path.iterdir()) == []  # its temporary databases are gone
+    kept = subprocess.run(
+        [sys.executable, str(SEED), "--keep"], capture_output=True, text=True, timeout=45, env=environment
+    )
+    assert kept.returncode == 0, kept.stderr
+    assert [path.name.startswith("pynndb-seed-") for path in tmp_path.iterdir()] == [True]
 
 
 @pytest.mark.timeout(60)
