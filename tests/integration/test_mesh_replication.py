@@ -6,18 +6,17 @@ Every scenario ends by comparing the databases through the mesh (`Plugin.diff`) 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pynndb import Database, Manager
-from pynndb.errors import CommandError, DocumentDoesNotExist, ReadOnlyDatabase
+from pynndb.errors import CommandError
 from pynndb.mesh.controller import Controller
 from pynndb.mesh.plugin import Plugin
-from tests.helpers import person, wait_until
+from tests.helpers import wait_until
+from tests.integration.deployment import Writer, start_writer
 from tests.mesh.conftest import Mesh
 
 HEARTBEAT = 0.2
@@ -85,180 +84,7 @@ def people(db: Database) -> dict[str, dict[str, Any]]:
     return {str(doc.key): doc.doc for doc in db.table("people").find()}
 
 
-class Writer(threading.Thread):
-    """Appends numbered documents to a table until stopped (or `count` is reached), one transaction each."""
-
-    def __init__(self, db: Database, count: int = 100_000, pause: float = 0.001) -> None:
-        super().__init__(name="test-writer", daemon=True)
-        self.table = db.table("events")
-        self.count = count
-        self.pause = pause
-        self.written = 0
-        self.halt = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            while self.written < self.count and not self.halt.is_set():
-                self.table.append({"serial": self.written})
-                self.written += 1
-                self.halt.wait(self.pause)
-        except BaseException as error:  # reported by finish()
-            self.error = error
-
-    def finish(self) -> int:
-        self.halt.set()
-        self.join(timeout=10)
-        assert self.error is None, self.error
-        return self.written
-
-
-@pytest.fixture
-def writers() -> Iterator[list[Writer]]:
-    started: list[Writer] = []
-    yield started
-    for writer in started:
-        writer.halt.set()
-        writer.join(timeout=10)
-
-
-def start_writer(writers: list[Writer], db: Database, **options: Any) -> Writer:
-    writer = Writer(db, **options)
-    writers.append(writer)
-    writer.start()
-    return writer
-
-
-# --- topologies -------------------------------------------------------------------------------------------------
-def test_one_way_replica_follows_and_refuses_application_writes(mesh: Mesh, manager: Manager, tmp_path: Path) -> None:
-    a, b = chain(mesh, "a", "b")
-    cmd = mesh.plugin(a)
-    source, target = open_db(manager, tmp_path, "source"), open_db(manager, tmp_path, "target")
-    table = source.table("people")
-    table.ensure("by_email", "{email}")
-    kept = table.append_many([person(number) for number in range(50)])
-    register(cmd, a, source)
-    reply = replicate(cmd, b, target, source)
-    assert reply["mode"] == "one-way"
-    # Changes after the replica joined: updates, deletes, a new index, a second table.
-    for doc in kept[:10]:
-        doc["age"] = 99
-        table.save(doc)
-    table.delete([doc.key for doc in kept[10:20]])
-    table.ensure("by_age", "{age}", duplicates=True)
-    source.table("other").append({"x": 1})
-    wait_until(lambda: identical(cmd, source, target), timeout=15)
-    assert people(target) == people(source)
-    assert len(people(target)) == 40
-    assert sorted(target.table("people").indexes()) == ["by_age", "by_email"]
-    with pytest.raises(ReadOnlyDatabase):
-        target.table("people").append({"name": "intruder"})
-    with pytest.raises(ReadOnlyDatabase):
-        target.table("people").delete(kept[0])
-
-
-def test_two_way_concurrent_conflicting_writes_converge(
-    mesh: Mesh, manager: Manager, tmp_path: Path, writers: list[Writer]
-) -> None:
-    a, b = chain(mesh, "a", "b")
-    cmd = mesh.plugin(a)
-    left, right = open_db(manager, tmp_path, "left"), open_db(manager, tmp_path, "right")
-    keys = [str(doc.key) for doc in left.table("people").append_many([person(number) for number in range(60)])]
-    register(cmd, a, left)
-    assert replicate(cmd, b, right, left)["mode"] == "one-way"
-    wait_until(lambda: identical(cmd, left, right), timeout=15)
-    # The same in reverse makes the pair: 'auto' sees that right already replicates left.
-    register(cmd, b, right)
-
-    def a_knows_right_replicates_left() -> bool:
-        info = a.directory()[b.id].get("services", {}).get("replication", {})
-        return left.replication.uuid in info.get("replicas", {}).get(right.replication.uuid, {}).get("sources", {})
-
-    wait_until(a_knows_right_replicates_left, timeout=10)
-    assert replicate(cmd, a, left, right)["mode"] == "two-way"
-    wait_until(lambda: replica_status(cmd, b, right)["mode"] == "two-way", timeout=10)
-    assert not right.replication.read_only
-
-    def conflict(db: Database, tag: str) -> None:
-        table = db.table("people")
-        for round_number in range(5):
-            for number, key in enumerate(keys):
-                with db.write_transaction() as txn:
-                    doc = table.get(key, txn=txn)
-                    if doc is None:
-                        continue
-                    if (number + round_number) % 17 == (0 if tag == "left" else 8):
-                        table.delete(key, txn=txn)
-                    else:
-                        doc["writer"] = tag
-                        doc["round"] = round_number
-                        table.save(doc, txn=txn)
-            db.table("people").append({"name": f"new from {tag} {round_number}"})
-
-    failures: list[BaseException] = []
-
-    def run(db: Database, tag: str) -> None:
-        try:
-            conflict(db, tag)
-        except DocumentDoesNotExist:
-            pass
-        except BaseException as error:
-            failures.append(error)
-
-    threads = [threading.Thread(target=run, args=(db, tag)) for db, tag in [(left, "left"), (right, "right")]]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not failures, failures
-    wait_until(lambda: identical(cmd, left, right), timeout=20)
-    final = people(left)
-    assert final == people(right)
-    assert len([doc for doc in final.values() if doc.get("name", "").startswith("new from")]) == 10
-    assert {doc.get("writer") for key, doc in final.items() if key in keys} <= {"left", "right", None}
-
-
-def test_many_to_one_aggregates_three_sources(mesh: Mesh, manager: Manager, tmp_path: Path) -> None:
-    a, b, c, d = chain(mesh, "a", "b", "c", "d")
-    cmd = mesh.plugin(d)
-    sources = [open_db(manager, tmp_path, f"source{number}") for number in range(3)]
-    target = open_db(manager, tmp_path, "target")
-    for number, (node, db) in enumerate(zip([a, b, c], sources, strict=True)):
-        db.table("people").append_many([dict(person(i), source=number) for i in range(20)])
-        register(cmd, node, db)
-    for db in sources:
-        replicate(cmd, d, target, db)
-    for db in sources:
-        db.table("people").append({"name": "late", "source": db.path})
-
-    def union() -> dict[str, dict[str, Any]]:
-        merged: dict[str, dict[str, Any]] = {}
-        for db in sources:
-            merged.update(people(db))
-        return merged
-
-    wait_until(lambda: people(target) == union(), timeout=15)
-    assert len(people(target)) == 63
-    assert {entry["mode"] for entry in cmd.call("STATUS")["databases"][target.path]["replicas"]} == {"aggregate"}
-    sources[1].table("people").empty()
-    wait_until(lambda: people(target) == union(), timeout=15)
-    assert len(people(target)) == 42
-    assert set(people(target)) == set(people(sources[0])) | set(people(sources[2]))
-
-
-def test_multi_hop_three_hops(mesh: Mesh, manager: Manager, tmp_path: Path) -> None:
-    first, _, _, last = chain(mesh, "n1", "n2", "n3", "n4")
-    assert last.id not in {link["peer"] for link in first.links()}
-    cmd = mesh.plugin(first)
-    source, target = open_db(manager, tmp_path, "source"), open_db(manager, tmp_path, "target")
-    source.table("people").append_many([person(number) for number in range(30)])
-    register(cmd, first, source)
-    replicate(cmd, last, target, source)
-    source.table("people").append_many([person(number) for number in range(30, 60)])
-    wait_until(lambda: identical(cmd, source, target), timeout=15)
-    assert target.table("people").records() == 60
-
-
+# --- topologies (one-way, two-way, many-to-one, multi-hop: tests/integration/test_deployments.py) -----------------
 def test_redundant_path_keeps_data_flowing_when_a_link_is_cut(
     mesh: Mesh, manager: Manager, tmp_path: Path, writers: list[Writer]
 ) -> None:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -26,71 +24,20 @@ from pynndb.mesh.plugin import Plugin
 from pynndb.replication import diff
 from tests.helpers import wait_until
 from tests.integration import mesh_application
+from tests.integration.deployment import Child, NodeProcess, read_line
 from tests.mesh.conftest import free_port
 
 APPLICATION = str(Path(mesh_application.__file__))
-HEARTBEAT = "0.2"
 pytestmark = pytest.mark.timeout(60)
 
 
-def read_line(stream: IO[str], deadline: float) -> str:
-    """One line from a child's stdout, or fail at the deadline (never blocks past it)."""
-    with selectors.DefaultSelector() as selector:
-        selector.register(stream, selectors.EVENT_READ)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not selector.select(remaining):
-            raise AssertionError("no output from the child process in time")
-    return stream.readline()
-
-
-class Child:
-    """A child process with a line-oriented stdout and its stderr in a log file; killed at teardown."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.args = args
-        self.log_path = log
-        with open(log, "ab") as stderr:
-            self.process = subprocess.Popen(
-                args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1
-            )
-
-    def line(self, timeout: float = 20) -> str:
-        line = read_line(self.process.stdout, time.monotonic() + timeout)  # type: ignore[arg-type]
-        if not line:
-            raise AssertionError(f"{self.args} exited ({self.process.wait(5)}): {self.log_path.read_text()[-2000:]}")
-        return line
-
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10) -> int:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signum)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            return self.process.wait(timeout)
-        finally:
-            for stream in (self.process.stdin, self.process.stdout):
-                if stream is not None:
-                    stream.close()
-
-
-class Node(Child):
-    """`pynndb node` in its own process; `id` is the node id from its READY line."""
+class Node(NodeProcess):
+    """`pynndb node` in its own process, logging to the test's directory."""
 
     def __init__(
         self, tmp_path: Path, label: str, ports: tuple[int, int, int], databases: list[str], connect: list[str]
     ):
-        self.label, self.ports = label, ports
-        args = [sys.executable, "-m", "pynndb", "node", "--label", label, "--ports", ",".join(map(str, ports))]
-        args += ["--heartbeat", HEARTBEAT]
-        for path in databases:
-            args += ["--db", path]
-        for address in connect:
-            args += ["--connect", address]
-        super().__init__(args, tmp_path / f"{label}.log")
-        words = self.line().split()
-        assert words[:1] == ["READY"] and words[2] == label, words
-        self.id = words[1]
+        super().__init__(tmp_path / f"{label}.log", label, ports, databases, connect)
 
     @property
     def address(self) -> str:

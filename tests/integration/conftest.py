@@ -1,0 +1,36 @@
+"""The `deployment` fixture: every scenario that takes it runs with in-process nodes and with node processes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.deployment import Deployment, InProcess, Processes, Writer
+
+
+@pytest.fixture(params=[InProcess, Processes], ids=["in-process", "processes"])
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+    """Nodes of one test (in this process, or as `pynndb node` processes), all stopped at teardown."""
+    threads_before = set(threading.enumerate())
+    created: Deployment = request.param(tmp_path)
+    try:
+        yield created
+    finally:
+        created.close()
+    leaked = [
+        t for t in threading.enumerate() if t not in threads_before and t.is_alive() and t.name.startswith("pynndb-")
+    ]
+    assert not leaked, f"threads left running: {leaked}"
+
+
+@pytest.fixture
+def writers() -> Iterator[list[Writer]]:
+    """Application writer threads of one test, halted at teardown."""
+    started: list[Writer] = []
+    yield started
+    for writer in started:
+        writer.halt.set()
+        writer.join(timeout=10)

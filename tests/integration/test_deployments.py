@@ -1,0 +1,297 @@
+"""Replication scenarios run the way users deploy: each runs with in-process nodes and with `pynndb node` processes.
+
+The test process is the application: it opens its own handles on the database files, replicas included, before
+any REPLICATE, and reads and writes through them while the nodes fill them, fail and come back.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pynndb import Database, Manager
+from pynndb.errors import CommandError, DocumentDoesNotExist, PyNNDBError, ReadOnlyDatabase
+from pynndb.mesh.plugin import Plugin
+from tests.helpers import person, wait_until
+from tests.integration.deployment import Deployment, Node, Writer, start_writer
+from tests.integration.test_mesh_replication import people
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def open_db(manager: Manager, tmp_path: Path, name: str, **config: Any) -> Database:
+    return manager.database(name, str(tmp_path / name), config={"replication": True, **config})
+
+
+def identical(cmd: Plugin, a: Database, b: Database) -> bool:
+    """diff == {} through the mesh; False while a holder is unknown or unreachable (a node restarting)."""
+    try:
+        return cmd.diff([a.replication.uuid, b.replication.uuid], timeout=5) == {}
+    except PyNNDBError:
+        return False
+
+
+def replicate(cmd: Plugin, node: Node, db: Database, source: Database, mode: str | None = None) -> dict[str, Any]:
+    params = {"path": db.path, "uuid": source.replication.uuid}
+    if mode is not None:
+        params["mode"] = mode
+    return cmd.call("REPLICATE", params, target=node.label)
+
+
+def peer_of(cmd: Plugin, label: str) -> str | None:
+    """The node id LOOKUP gives for a label, None while the mesh does not know it yet."""
+    try:
+        return str(cmd.call("LOOKUP", {"name": label})["peer"])
+    except CommandError as error:
+        if error.code == "not_found":
+            return None
+        raise
+
+
+def writable(db: Database) -> bool:
+    """Whether the application's handle may write (tables() refreshes what another process changed)."""
+    db.tables()
+    return not db.replication.read_only
+
+
+def replicas(cmd: Plugin, node: Node, db: Database) -> list[dict[str, Any]]:
+    """The STATUS entries of the replicas held in `db` on `node`, fetched through the mesh."""
+    databases = cmd.call("STATUS", target=node.label)["databases"]
+    return list(databases.get(os.path.realpath(db.path), {}).get("replicas", []))
+
+
+def test_one_way_replica_handle_opened_before_replicate(
+    deployment: Deployment, manager: Manager, tmp_path: Path
+) -> None:
+    source = open_db(manager, tmp_path, "source")
+    target = open_db(manager, tmp_path, "target")  # the application's handle on the replica, opened first
+    table = source.table("people")
+    table.ensure("by_email", "{email}")
+    kept = table.append_many([person(number) for number in range(50)])
+    a = deployment.node("a", [source.path])
+    b = deployment.node("b", connect=[a])
+    cmd = deployment.plugin(a)
+    peer = wait_until(lambda: peer_of(cmd, "b"), timeout=10)
+    assert peer == b.id
+    assert replicate(cmd, b, target, source)["mode"] == "one-way"
+    late = target.table("late")  # a table the source has not even created yet: it reads as empty
+    assert (late.records(), late.get("0" * 24), list(late.find()), late.first()) == (0, None, [], None)
+    wait_until(lambda: target.table("people").records() == 50, timeout=15)
+    # Changes after the replica joined: updates, deletes, a new index, new tables.
+    for doc in kept[:10]:
+        doc["age"] = 99
+        table.save(doc)
+    table.delete([doc.key for doc in kept[10:20]])
+    table.ensure("by_age", "{age}", duplicates=True)
+    source.table("late").append_many([{"n": number} for number in range(5)])
+    wait_until(lambda: identical(cmd, source, target), timeout=15)
+    assert people(target) == people(source)
+    assert len(people(target)) == 40
+    assert sorted(target.table("people").indexes()) == ["by_age", "by_email"]
+    assert [doc["n"] for doc in late.find()] == list(range(5))  # the same handle, filled as data arrived
+    assert len(list(target.table("people").seek("by_age", {"age": 99}))) == 10
+    with pytest.raises(ReadOnlyDatabase):
+        target.table("people").append({"name": "intruder"})
+    with pytest.raises(ReadOnlyDatabase):
+        target.table("people").delete(kept[0])
+    with pytest.raises(ReadOnlyDatabase):
+        target.table("brand_new").append({"name": "intruder"})
+    assert people(target) == people(source)
+
+
+def test_two_way_concurrent_conflicting_writes_converge(
+    deployment: Deployment, manager: Manager, tmp_path: Path
+) -> None:
+    left, right = open_db(manager, tmp_path, "left"), open_db(manager, tmp_path, "right")
+    keys = [str(doc.key) for doc in left.table("people").append_many([person(number) for number in range(60)])]
+    a = deployment.node("a", [left.path])
+    b = deployment.node("b", [right.path], connect=[a])
+    cmd = deployment.plugin(a)
+    wait_until(lambda: peer_of(cmd, "b") == b.id, timeout=10)
+    assert replicate(cmd, b, right, left)["mode"] == "one-way"
+    wait_until(lambda: identical(cmd, left, right), timeout=15)
+
+    def a_knows_right_replicates_left() -> bool:
+        info = cmd.call("LOOKUP", {"name": "b"}).get("services", {}).get("replication", {})
+        return left.replication.uuid in info.get("replicas", {}).get(right.replication.uuid, {}).get("sources", {})
+
+    wait_until(a_knows_right_replicates_left, timeout=10)
+    # The same in reverse makes the pair: 'auto' sees that right already replicates left.
+    assert replicate(cmd, a, left, right)["mode"] == "two-way"
+    wait_until(lambda: [entry["mode"] for entry in replicas(cmd, b, right)] == ["two-way"], timeout=10)
+    wait_until(lambda: writable(right), timeout=10)  # the application's handle learns it is writable again
+
+    def conflict(db: Database, tag: str) -> None:
+        table = db.table("people")
+        for round_number in range(4):
+            for number, key in enumerate(keys):
+                with db.write_transaction() as txn:
+                    doc = table.get(key, txn=txn)
+                    if doc is None:
+                        continue
+                    if (number + round_number) % 17 == (0 if tag == "left" else 8):
+                        table.delete(key, txn=txn)
+                    else:
+                        doc["writer"] = tag
+                        doc["round"] = round_number
+                        table.save(doc, txn=txn)
+            db.table("people").append({"name": f"new from {tag} {round_number}"})
+
+    failures: list[BaseException] = []
+
+    def run(db: Database, tag: str) -> None:
+        try:
+            conflict(db, tag)
+        except DocumentDoesNotExist:
+            pass
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=run, args=(db, tag)) for db, tag in [(left, "left"), (right, "right")]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not failures, failures
+    wait_until(lambda: identical(cmd, left, right), timeout=20)
+    final = people(left)
+    assert final == people(right)
+    assert len([doc for doc in final.values() if doc.get("name", "").startswith("new from")]) == 8
+    assert {doc.get("writer") for key, doc in final.items() if key in keys} <= {"left", "right", None}
+
+
+def test_many_to_one_aggregates_three_sources(deployment: Deployment, manager: Manager, tmp_path: Path) -> None:
+    sources = [open_db(manager, tmp_path, f"source{number}") for number in range(3)]
+    target = open_db(manager, tmp_path, "target")
+    for number, db in enumerate(sources):
+        db.table("people").append_many([dict(person(i), source=number) for i in range(20)])
+    a = deployment.node("a", [sources[0].path])
+    b = deployment.node("b", [sources[1].path], connect=[a])
+    c = deployment.node("c", [sources[2].path], connect=[b])
+    d = deployment.node("d", connect=[c])
+    cmd = deployment.plugin(d)
+    wait_until(lambda: all(peer_of(cmd, n.label) == n.id for n in (a, b, c)), timeout=10)
+    aggregate = target.table("people")  # before any REPLICATE: its handle fills as the sources arrive
+    for db in sources:
+        replicate(cmd, d, target, db)
+    for db in sources:
+        db.table("people").append({"name": "late", "source": db.path})
+
+    def union() -> dict[str, dict[str, Any]]:
+        merged: dict[str, dict[str, Any]] = {}
+        for db in sources:
+            merged.update(people(db))
+        return merged
+
+    wait_until(lambda: people(target) == union(), timeout=20)
+    assert aggregate.records() == 63
+    assert {entry["mode"] for entry in replicas(cmd, d, target)} == {"aggregate"}
+    sources[1].table("people").empty()
+    wait_until(lambda: people(target) == union(), timeout=15)
+    assert aggregate.records() == 42
+    assert set(people(target)) == set(people(sources[0])) | set(people(sources[2]))
+    with pytest.raises(ReadOnlyDatabase):
+        aggregate.append({"name": "intruder"})
+
+
+def test_multi_hop_three_hops(deployment: Deployment, manager: Manager, tmp_path: Path) -> None:
+    source, target = open_db(manager, tmp_path, "source"), open_db(manager, tmp_path, "target")
+    source.table("people").append_many([person(number) for number in range(30)])
+    first = deployment.node("n1", [source.path])
+    second = deployment.node("n2", connect=[first])
+    third = deployment.node("n3", connect=[second])
+    last = deployment.node("n4", connect=[third])
+    cmd = deployment.plugin(first)
+    wait_until(lambda: peer_of(cmd, "n4") == last.id, timeout=10)
+    links = cmd.call("STATUS")["links"]
+    assert last.id not in {link["peer"] for link in links}
+    replicate(cmd, last, target, source)
+    source.table("people").append_many([person(number) for number in range(30, 60)])
+    wait_until(lambda: identical(cmd, source, target), timeout=20)
+    assert target.table("people").records() == 60
+
+
+def test_replica_node_killed_and_restarted_mid_stream_then_replicate_again_at_once(
+    deployment: Deployment, manager: Manager, tmp_path: Path, writers: list[Writer]
+) -> None:
+    source, target = open_db(manager, tmp_path, "source"), open_db(manager, tmp_path, "target")
+    source.table("events").ensure("by_serial", "{serial}")
+    a = deployment.node("a", [source.path])
+    b = deployment.node("b", [target.path], connect=[a])
+    cmd = deployment.plugin(a)
+    wait_until(lambda: peer_of(cmd, "b") == b.id, timeout=10)
+    replicate(cmd, b, target, source)
+    events = target.table("events")
+    writer = start_writer(writers, source, pause=0.001)
+    wait_until(lambda: events.records() > 100, timeout=15)
+    old_id = b.id
+    deployment.kill(b)
+    killed_at = writer.written
+    wait_until(lambda: writer.written > killed_at + 100, timeout=10)  # writes go on while the node is down
+    deployment.restart(b)
+    assert b.id != old_id
+    # At once: LOOKUP names the new node, and REPLICATE (already recorded in the database) is accepted there.
+    assert cmd.call("LOOKUP", {"name": "b"})["peer"] == b.id
+    assert replicate(cmd, b, target, source)["mode"] == "one-way"
+    written = writer.finish()
+    wait_until(lambda: identical(cmd, source, target), timeout=20)
+    assert events.records() == written
+    assert [doc["serial"] for doc in events.find("by_serial")] == list(range(written))
+    status = replicas(cmd, b, target)[0]
+    assert status["full_resyncs"] == 0
+    assert status["hwm"] == source.replication.sequence
+
+
+def test_source_node_killed_and_restarted_mid_stream(
+    deployment: Deployment, manager: Manager, tmp_path: Path, writers: list[Writer]
+) -> None:
+    source, target = open_db(manager, tmp_path, "source"), open_db(manager, tmp_path, "target")
+    source.table("events").ensure("by_serial", "{serial}")
+    a = deployment.node("a", [source.path])
+    b = deployment.node("b", [target.path], connect=[a])
+    cmd = deployment.plugin(b)
+    wait_until(lambda: peer_of(cmd, "a") == a.id, timeout=10)
+    replicate(cmd, b, target, source)
+    events = target.table("events")
+    writer = start_writer(writers, source, pause=0.001)
+    wait_until(lambda: events.records() > 100, timeout=15)
+    deployment.kill(a)
+    killed_at = writer.written
+    wait_until(lambda: writer.written > killed_at + 100, timeout=10)  # the application writes on, unserved
+    # The restarted source node links to b again (it was a's peer that connected, so a reconnects to b).
+    a.connect = [b.address]
+    deployment.restart(a)
+    assert cmd.call("LOOKUP", {"name": "a"})["peer"] == a.id
+    written = writer.finish()
+    wait_until(lambda: identical(cmd, source, target), timeout=20)
+    assert events.records() == written
+    assert [doc["serial"] for doc in events.find("by_serial")] == list(range(written))
+    status = replicas(cmd, b, target)[0]
+    assert status["full_resyncs"] == 0
+
+
+def test_a_command_to_a_node_that_is_gone_fails_fast(deployment: Deployment, tmp_path: Path) -> None:
+    a = deployment.node("a")
+    b = deployment.node("b", connect=[a])
+    cmd = deployment.plugin(a)
+    wait_until(lambda: peer_of(cmd, "b") == b.id, timeout=10)
+    gone = b.id
+    deployment.kill(b)
+
+    def refused() -> bool:
+        try:
+            cmd.call("PING", target=gone, timeout=5)
+        except CommandError as error:
+            return error.code in ("node_gone", "unknown_target")
+        return False
+
+    # Within a few heartbeats the node is known to be gone: the command fails at once, never by a timeout.
+    wait_until(refused, timeout=5)
+    with pytest.raises(CommandError) as failure:
+        cmd.call("PING", target=gone, timeout=5)
+    assert failure.value.code == "node_gone"
+    assert "gone" in str(failure.value)
