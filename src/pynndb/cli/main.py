@@ -54,6 +54,8 @@ def main() -> None:
 @click.option("--keys", type=click.Path(), help="This node's .key_secret file (CurveZMQ).")
 @click.option("--allow", type=click.Path(), help="Directory of allowed public .key files.")
 @click.option("--heartbeat", default=1.0, show_default=True, help="Heartbeat period in seconds.")
+@click.option("--metrics", "metrics_port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address the metrics server binds.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def node(
     label: str,
@@ -64,6 +66,8 @@ def node(
     keys: str | None,
     allow: str | None,
     heartbeat: float,
+    metrics_port: int | None,
+    metrics_host: str,
     verbose: bool,
 ) -> None:
     """Run a node in the foreground until SIGINT or SIGTERM.
@@ -81,6 +85,16 @@ def node(
     p1, p2, p3 = _ports(ports)
     controller = Controller(p1, p2, p3, label=label, host=host, keys=keys, allow=allow, heartbeat=heartbeat)
     controller.start()
+    metrics = None
+    if metrics_port is not None:
+        from pynndb.mesh.metrics import serve
+
+        try:
+            metrics = serve(controller, metrics_port, metrics_host)
+        except OSError as error:
+            controller.stop()
+            raise click.ClickException(f"cannot serve metrics on {metrics_host}:{metrics_port}: {error}") from None
+        logging.getLogger("pynndb.node").info("metrics on http://%s:%d/metrics", metrics_host, metrics.port)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())
@@ -97,6 +111,8 @@ def node(
         print(f"READY {controller.id} {label}", flush=True)
         done.wait()
     finally:
+        if metrics is not None:
+            metrics.stop()
         controller.stop()
 
 

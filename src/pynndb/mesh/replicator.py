@@ -77,6 +77,7 @@ class ReplicationService:
         self._woken = False
         self._all_watched = True  # every served database has a doorbell (else poll the journals)
         self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0, "found_by_polling": 0}
+        self._source_clocks: dict[str, int] = {}  # source uuid -> clock of its latest entry, from announcements
         for name, handler in [
             ("REGISTER", self.cmd_register),
             ("UNREGISTER", self.cmd_unregister),
@@ -152,7 +153,12 @@ class ReplicationService:
     def _announce(self) -> None:
         with self._lock:
             sources = {
-                uuid: {"path": state.db.path, "seq": state.publisher.published} for uuid, state in self._sources.items()
+                uuid: {
+                    "path": state.db.path,
+                    "seq": state.publisher.published,
+                    "clock": state.publisher.published_clock,
+                }
+                for uuid, state in self._sources.items()
             }
             replicas: dict[str, Any] = {}
             for (target, source), hosted in self._replicas.items():
@@ -210,6 +216,7 @@ class ReplicationService:
             replica = hosted.replica
             if replica.source in known:
                 replica.source_last = max(replica.source_last, known[replica.source])
+                replica.source_clock = max(replica.source_clock, self._source_clocks.get(replica.source, 0))
             if hosted.paused:
                 continue
             requests = replica.tick()
@@ -359,9 +366,13 @@ class ReplicationService:
             info = (entry.get("services") or {}).get("replication") or {}
             for uuid, state in info.get("sources", {}).items():
                 sequences[uuid] = max(sequences.get(uuid, 0), int(state.get("seq", 0)))
+                clock = state.get("clock")
+                if isinstance(clock, int) and clock > self._source_clocks.get(uuid, 0):
+                    self._source_clocks[uuid] = clock  # the latest entry's time: lag stays true while it is idle
         with self._lock:
             for uuid, source in self._sources.items():
                 sequences[uuid] = source.db.replication.sequence
+                self._source_clocks[uuid] = max(self._source_clocks.get(uuid, 0), source.publisher.published_clock)
         return sequences
 
     # --- mesh callbacks (mesh threads: only queue) ----------------------------------------------------------

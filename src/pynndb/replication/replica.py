@@ -67,8 +67,10 @@ class Replica:
         self.state = "syncing"
         self.reason: str | None = None
         self.counters = {"applied": 0, "duplicates": 0, "partial_resyncs": 0, "full_resyncs": 0, "malformed": 0}
+        self.counters["applied_documents"] = 0  # put and delete ops applied (metrics)
         self.source_last = 0
         self.last_applied_clock = 0
+        self.source_clock = 0  # the clock of the source's latest entry, as far as we know (for lag in seconds)
         self.snapshot_progress: tuple[int, int] | None = None  # (documents received, documents in the snapshot)
         self._pending: dict[int, tuple[int, bytes]] = {}
         self._requested_at: float | None = None
@@ -128,6 +130,8 @@ class Replica:
     # --- entries --------------------------------------------------------------------------------------------
     def _entries(self, message: Entries) -> list[Request]:
         self.source_last = max(self.source_last, message.last, message.last_seq)
+        if message.entries:
+            self.source_clock = max(self.source_clock, message.entries[-1][1])
         if self._snapshot is not None:
             for seq, clock, body in message.entries:
                 if seq > self._snapshot.seq:
@@ -212,6 +216,7 @@ class Replica:
             raise MalformedEntry("journal entry lacks origin or version")
         if origin == self.db.replication.uuid:
             return  # our own change coming back through a two-way pair: never re-apply it
+        self.counters["applied_documents"] += sum(1 for op in entry["ops"] if op and op[0] in ("put", "delete"))
         t.origin = uuid_module.UUID(origin).bytes
         t.version = version
         t.source = self.source_bytes
@@ -489,8 +494,14 @@ class Replica:
         """Where this replica stands: mark, lag, state and counters."""
         lag_entries = max(0, self.source_last - self.hwm)
         lag_seconds = 0.0
-        if lag_entries and self.last_applied_clock:
-            lag_seconds = max(0.0, time.time() - (self.last_applied_clock >> 16) / 1000)
+        if lag_entries:
+            # The age of the oldest entry known to be missing: a held entry past a gap, else the source's latest
+            # (from its entries or its directory announcements). Never the age of our last apply: after an idle
+            # spell that would count the idle time as lag.
+            pending = self._pending.get(min(self._pending)) if self._pending else None
+            missing = pending[0] if pending else self.source_clock or self.last_applied_clock
+            if missing:
+                lag_seconds = max(0.0, time.time() - (missing >> 16) / 1000)
         return {
             "source": self.source,
             "mode": self._current_mode(),

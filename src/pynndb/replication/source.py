@@ -48,6 +48,8 @@ class Publisher:
         self.batch_entries = batch_entries
         self.batch_bytes = batch_bytes
         self.published = db.replication.sequence
+        latest = db.replication.entries(self.published, 1) if self.published else []
+        self.published_clock = latest[0][1] if latest else 0  # the time of the latest entry (for replicas' lag)
 
     def poll(self, max_messages: int = 64) -> list[Entries]:
         """Entries committed since the last poll, in batches (at most `max_messages` of them)."""
@@ -60,6 +62,7 @@ class Publisher:
                 # The journal was trimmed past what we published (a long pause): replicas will ask for the rest.
                 self.published = batch[0][0] - 1
             self.published = batch[-1][0]
+            self.published_clock = batch[-1][1]
             messages.append(Entries(self.uuid, batch, self.published))
         return messages
 
