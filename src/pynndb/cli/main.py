@@ -291,11 +291,13 @@ def demo(directory: str | None, seconds: float, rate: int, keep: bool) -> None:
     sys.exit(run_demo(console, directory, seconds, rate, keep))
 
 
-from pynndb.cli import data as _data  # noqa: E402  (the commands register on `main` defined above)
+from pynndb.cli import changes as _changes  # noqa: E402  (the commands register on `main` defined above)
+from pynndb.cli import data as _data  # noqa: E402
 from pynndb.cli import ops as _ops  # noqa: E402
 
 for _command in _data.COMMANDS + _ops.COMMANDS:
     main.add_command(_command)
+main.add_command(_changes.changes)
 
 
 if __name__ == "__main__":
