@@ -145,3 +145,17 @@ def test_node_help_documents_running_a_node() -> None:
     output = CliRunner().invoke(main, ["node", "--help"]).output
     for option in ("--label", "--ports", "--connect", "--db", "--keys", "--heartbeat"):
         assert option in output
+
+
+@pytest.mark.parametrize(
+    "args", [["status"], ["status", "--watch", "1"], ["call", "PING"], ["diff", "a" * 32, "b" * 32]]
+)
+def test_no_node_at_the_address_is_said_at_once(args: list[str]) -> None:
+    from tests.mesh.conftest import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(main, [*args, "--node", address], catch_exceptions=False)
+    assert result.exit_code == 1
+    # The one-second probe answered, not the command's own 10 s timeout.
+    assert f"no node answers at {address} within 1s" in result.output
+    assert "pynndb node" in result.output

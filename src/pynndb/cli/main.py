@@ -36,7 +36,12 @@ def _ports(text: str) -> tuple[int, int, int]:
 def _plugin(node: str, keys: str | None, server_key: str | None) -> Any:
     from pynndb.mesh.plugin import Plugin
 
-    return Plugin(node, keys=keys, server_key=server_key).connect()
+    plugin = Plugin(node, keys=keys, server_key=server_key).connect()
+    try:
+        return plugin.check(timeout=1.0)
+    except PyNNDBError:
+        plugin.close()
+        raise
 
 
 @click.group()
@@ -187,7 +192,11 @@ def _watch_status(
 ) -> None:
     from rich.live import Live
 
-    plugin = _plugin(node, keys, server_key)
+    try:
+        plugin = _plugin(node, keys, server_key)
+    except PyNNDBError as error:
+        _fail(error)
+        return
     try:
         with Live(console=console, refresh_per_second=4) as live:
             while True:
@@ -250,7 +259,11 @@ def call(
 @_client_options
 def diff(uuid_a: str, uuid_b: str, node: str, keys: str | None, server_key: str | None, as_json: bool) -> None:
     """Compare two databases anywhere in the mesh; exit status 0 when identical, 2 when they differ."""
-    plugin = _plugin(node, keys, server_key)
+    try:
+        plugin = _plugin(node, keys, server_key)
+    except PyNNDBError as error:
+        _fail(error)
+        return
     try:
         report = plugin.diff([uuid_a, uuid_b])
     except PyNNDBError as error:
