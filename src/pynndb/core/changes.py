@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pynndb.core.doc import Doc, make_doc
@@ -165,16 +165,20 @@ def decode_entry(seq: int, body: bytes, wanted: frozenset[str] | None = None, sk
     if not isinstance(entry, dict) or not isinstance(entry.get("ops"), list):
         raise MalformedEntry(f"journal entry {seq} is not an object with 'ops'")
     origin = str(entry.get("o", ""))
+    chosen = [
+        (index, op)
+        for index, op in enumerate(entry["ops"])
+        if index > skip
+        and isinstance(op, list)
+        and len(op) >= 2
+        and op[0] in OPS
+        and (wanted is None or op[1] in wanted)
+    ]
     found: list[Change] = []
-    for index, op in enumerate(entry["ops"]):
-        if index <= skip or not isinstance(op, list) or len(op) < 2 or op[0] not in OPS:
-            continue
-        kind, table = op[0], op[1]
-        if wanted is not None and table not in wanted:
-            continue
-        key = op[2] if kind in ("put", "delete") else None
+    final = len(chosen) - 1
+    for position, (index, op) in enumerate(chosen):
+        kind = op[0]
+        key = op[2] if kind == "put" or kind == "delete" else None
         doc = make_doc(op[3], key.encode()) if kind == "put" else None
-        found.append(Change(seq, table, kind, key, doc, origin, index, False))
-    if found:
-        found[-1] = replace(found[-1], last=True)
+        found.append(Change(seq, op[1], kind, key, doc, origin, index, position == final))
     return found
