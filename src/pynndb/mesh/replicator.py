@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from pynndb.core import registry
 from pynndb.core.database import Database
-from pynndb.errors import CommandError, MalformedEntry, PyNNDBError
+from pynndb.errors import CommandError, MalformedEntry, MeshError, PyNNDBError
 from pynndb.mesh.commands import BAD_PARAMS, NOT_FOUND, param
+from pynndb.mesh.divergence import DivergenceDetector
 from pynndb.mesh.watch import Waker
-from pynndb.replication.digest import summary, table_content
+from pynndb.replication.digest import sequenced_summary, table_content
 from pynndb.replication.messages import Entries, Message, Request, decode, encode
 from pynndb.replication.replica import Replica, registrations, unregister
 from pynndb.replication.source import Publisher
@@ -57,8 +58,8 @@ class Hosted:
 
 
 class ReplicationService:
-    """Attach to a Controller: adds REGISTER, UNREGISTER, REPLICATE, UNREPLICATE, STOP, START, DIGEST, DUMP
-    and per-database figures in STATUS."""
+    """Attach to a Controller: adds REGISTER, UNREGISTER, REPLICATE, UNREPLICATE, STOP, START, DIGEST, DUMP,
+    VERIFY, RESYNC and per-database figures in STATUS."""
 
     def __init__(self, node: Controller, poll_interval: float = POLL_IDLE) -> None:
         self.node = node
@@ -77,6 +78,7 @@ class ReplicationService:
         self._woken = False
         self._all_watched = True  # every served database has a doorbell (else poll the journals)
         self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0, "found_by_polling": 0}
+        self.divergence = DivergenceDetector(self)
         self._source_clocks: dict[str, int] = {}  # source uuid -> clock of its latest entry, from announcements
         for name, handler in [
             ("REGISTER", self.cmd_register),
@@ -88,6 +90,8 @@ class ReplicationService:
             ("DIGEST", self.cmd_digest),
             ("DUMP", self.cmd_dump),
             ("DATABASES", self.cmd_databases),
+            ("VERIFY", self.divergence.cmd_verify),
+            ("RESYNC", self.divergence.cmd_resync),
         ]:
             node.register_command(name, handler)
         builtin_status = node.command("STATUS")
@@ -229,6 +233,7 @@ class ReplicationService:
             ):
                 requests = [replica._request()]
             self._queue_requests(requests)
+        self.divergence.step(hosted_list, now)
         if known:
             self._announce()
         self._flush_requests()
@@ -292,6 +297,9 @@ class ReplicationService:
                     else:
                         self.node.send(origin, KIND, frame)
                 self.counters["requests_served"] += 1
+            except MeshError as error:
+                # The requester went away (killed, restarted with a new id): it will ask again when back.
+                log.info("answer to %s for %s dropped: %s", origin, request.source, error)
             except Exception:
                 log.exception("serving a replication request failed")
 
@@ -512,9 +520,11 @@ class ReplicationService:
         raise CommandError(f"database {uuid} is not on this node", NOT_FOUND)
 
     def cmd_digest(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-        """DIGEST {'uuid'}: per table index definitions, record count and content digest of a database here."""
+        """DIGEST {'uuid'}: per table index definitions, record count and content digest of a database here, and
+        the journal sequence they were taken at (one read transaction)."""
         db = self._database(param(params, "uuid", str))
-        return {"uuid": db.replication.uuid, "tables": summary(db)}
+        sequence, tables = sequenced_summary(db)
+        return {"uuid": db.replication.uuid, "sequence": sequence, "tables": tables}
 
     def cmd_dump(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         """DUMP {'uuid', 'table'}: one table's index definitions and documents (for diff)."""
@@ -529,7 +539,7 @@ class ReplicationService:
         """STATUS: node health, links, message counters, and per database: sequence, journal range, replicas."""
         result = dict(self._builtin_status(params, context)) if self._builtin_status else {}
         result["databases"] = self.figures()
-        result["replication"] = dict(self.counters)
+        result["replication"] = {**self.counters, **{f"verify_{k}": v for k, v in self.divergence.counters.items()}}
         return result
 
     def figures(self) -> dict[str, Any]:
@@ -556,6 +566,7 @@ class ReplicationService:
             if entry is not None:
                 status = hosted.replica.status()
                 status["paused"] = hosted.paused
+                status.update(self.divergence.status(hosted.replica))
                 entry["replicas"].append(status)
         return result
 
@@ -564,6 +575,7 @@ class ReplicationService:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=10)
+        self.divergence.stop()
         self._wake.close()
         self._servers.shutdown(wait=True, cancel_futures=True)
         with self._lock:

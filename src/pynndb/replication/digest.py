@@ -13,6 +13,7 @@ import orjson
 from deepdiff import DeepDiff
 
 from pynndb.core.codec import decode_value
+from pynndb.replication.source import consistent_read
 
 if TYPE_CHECKING:
     from pynndb.core.database import Database
@@ -22,9 +23,14 @@ _SORTED = orjson.OPT_SORT_KEYS
 
 def summary(db: Database) -> dict[str, dict[str, Any]]:
     """Per table: index definitions, record count and a digest of the documents (one read transaction)."""
-    db._reload_schema()
+    return sequenced_summary(db)[1]
+
+
+def sequenced_summary(db: Database) -> tuple[int, dict[str, dict[str, Any]]]:
+    """`summary` and the journal sequence it was taken at (0 without a journal), from one read transaction."""
     result: dict[str, dict[str, Any]] = {}
-    with db._env.begin() as txn:
+    with consistent_read(db) as txn:
+        sequence = db.replication.last_sequence(txn) if db.replication.enabled else 0
         for name in sorted(db._tables):
             table = db._tables[name]
             if table._dbi is None:
@@ -40,7 +46,7 @@ def summary(db: Database) -> dict[str, dict[str, Any]]:
                 "records": count,
                 "digest": hasher.hexdigest(),
             }
-    return result
+    return sequence, result
 
 
 def digest(db: Database) -> str:

@@ -97,6 +97,13 @@ class Replica:
             self.counters["partial_resyncs"] += 1  # resuming from a stored mark
         return [self._request(snapshot=self._interrupted)]
 
+    def resync(self) -> list[Request]:
+        """Replace this replica's content by a fresh snapshot of its source (asked again until it arrives)."""
+        self._interrupted = True  # until the snapshot ends, every retry asks for a snapshot again
+        self._snapshot = None
+        self.state = "syncing"
+        return [self._request(snapshot=True)]
+
     def receive(self, message: Message) -> list[Request]:
         """Take one message from the source; return the requests to send back (gap repair, snapshots)."""
         if getattr(message, "source", None) != self.source:
@@ -130,6 +137,8 @@ class Replica:
     # --- entries --------------------------------------------------------------------------------------------
     def _entries(self, message: Entries) -> list[Request]:
         self.source_last = max(self.source_last, message.last, message.last_seq)
+        if not message.entries and self.hwm >= message.last:
+            self._requested_at = None  # the source's answer "nothing new since your mark"
         if message.entries:
             self.source_clock = max(self.source_clock, message.entries[-1][1])
         if self._snapshot is not None:

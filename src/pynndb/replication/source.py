@@ -73,6 +73,9 @@ class Publisher:
             yield from snapshot(self.db)
             return
         start = request.start
+        if start > last:
+            yield Entries(self.uuid, [], last)  # nothing new: says so, so a resuming replica knows it is current
+            return
         while start <= last:
             batch = self.db.replication.entries(start, self.batch_entries, self.batch_bytes)
             if not batch or batch[0][0] != start:
@@ -90,7 +93,7 @@ def snapshot(db: Database, chunk_bytes: int = CHUNK_BYTES, stored: bool = True) 
     """
     replication = db.replication
     source = replication.uuid
-    with _read_transaction(db) as txn:
+    with consistent_read(db) as txn:
         seq = replication.last_sequence(txn)
         tables: dict[str, object] = {}
         cursor = txn.cursor(db=db._meta)
@@ -116,7 +119,7 @@ def snapshot(db: Database, chunk_bytes: int = CHUNK_BYTES, stored: bool = True) 
 
 
 @contextmanager
-def _read_transaction(db: Database) -> Iterator[Any]:
+def consistent_read(db: Database) -> Iterator[Any]:
     """A read transaction in which `db`'s table and index handles match the schema it sees."""
     for _attempt in range(16):
         db._reload_schema()

@@ -1,0 +1,184 @@
+"""Divergence detection: a one-way replica compares a digest of its content with its source's at the same mark.
+
+The source's node digests its database in one read transaction at sequence S (`DIGEST`); the replica's service
+thread digests the replica when its mark is exactly S. A mismatch shows the replica as `diverged` in STATUS until
+`RESYNC` replaces its content by a fresh snapshot. Checks run every `every` seconds and on demand (`VERIFY`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pynndb.errors import PyNNDBError
+from pynndb.mesh.commands import param
+from pynndb.replication.digest import summary
+
+if TYPE_CHECKING:
+    from pynndb.mesh.replicator import Hosted, ReplicationService
+    from pynndb.replication.replica import Replica
+
+VERIFY_EVERY = 30.0  # seconds between periodic checks of one replica (a digest reads every document)
+CATCH_UP_WITHIN = 5.0  # how long a replica may take to reach the source's digest sequence
+RETRY_AFTER = 5.0  # after an inconclusive check (the replica went past S, or the source was unreachable)
+Key = tuple[str, str]  # (replica database uuid, source uuid)
+
+
+@dataclass
+class Check:
+    sequence: int
+    tables: dict[str, Any]
+    deadline: float
+
+
+def key_of(replica: Replica) -> Key:
+    return replica.db.replication.uuid, replica.source
+
+
+class DivergenceDetector:
+    """Owned by a `ReplicationService`: `step` runs on its service thread, digests are fetched on a worker."""
+
+    def __init__(self, service: ReplicationService, every: float = VERIFY_EVERY) -> None:
+        self.service = service
+        self.every = every
+        self.counters = {"checks": 0, "matches": 0, "mismatches": 0, "inconclusive": 0}
+        self._fetcher = ThreadPoolExecutor(1, thread_name_prefix=f"pynndb-{service.node.label}-verify")
+        self._changed = threading.Condition()
+        self._checks: dict[Key, Check] = {}
+        self._fetching: set[Key] = set()
+        self._next: dict[Key, float] = {}
+        self._outcome: dict[Key, tuple[int, str]] = {}  # (generation, last outcome)
+        self._diverged: dict[Key, str] = {}
+        self._verified: dict[Key, float] = {}
+
+    # --- the service thread ---------------------------------------------------------------------------------
+    def step(self, hosted_list: list[Hosted], now: float) -> None:
+        """Start due checks; finish a check whose replica stands at the source's digest sequence."""
+        for hosted in hosted_list:
+            replica = hosted.replica
+            if replica.mode != "one-way" or hosted.paused:
+                continue
+            key = key_of(replica)
+            with self._changed:
+                check = self._checks.get(key)
+                due = now >= self._next.setdefault(key, now + self.every) and key not in self._fetching
+            if check is None:
+                if due and replica.state == "live":
+                    self.request(replica)
+            elif replica.state == "live" and replica.hwm == check.sequence:
+                mine = orjson.loads(orjson.dumps(summary(replica.db)))
+                different = sorted(
+                    name for name in set(mine) | set(check.tables) if mine.get(name) != check.tables.get(name)
+                )
+                if different:
+                    self._finish(
+                        key,
+                        "mismatch",
+                        f"content differs from the source at sequence {check.sequence}: tables {different}",
+                    )
+                else:
+                    self._finish(key, "match")
+            elif replica.hwm > check.sequence or now > check.deadline:
+                self._finish(key, "inconclusive")
+
+    def request(self, replica: Replica) -> int:
+        """Start a check of `replica` now (unless one is under way); returns the generation it will finish."""
+        key = key_of(replica)
+        with self._changed:
+            generation = self._outcome.get(key, (0, ""))[0]
+            if key in self._fetching or key in self._checks:
+                return generation + 1
+            self._fetching.add(key)
+            self._next[key] = time.monotonic() + self.every
+        self._fetcher.submit(self._fetch, key, replica.source)
+        return generation + 1
+
+    def _fetch(self, key: Key, source: str) -> None:
+        try:
+            owner = self.service._source_owners().get(source)
+            if owner is None:
+                raise PyNNDBError(f"source {source} is not registered on any node")
+            if owner == self.service.node.id:
+                reply = self.service.cmd_digest({"uuid": source}, {})
+            else:
+                reply = self.service.node.call("DIGEST", {"uuid": source}, target=owner, timeout=5.0)
+            check = Check(int(reply["sequence"]), dict(reply["tables"]), time.monotonic() + CATCH_UP_WITHIN)
+        except (PyNNDBError, KeyError, TypeError, ValueError) as error:
+            with self._changed:
+                self._fetching.discard(key)
+            self._finish(key, "inconclusive", str(error))
+            return
+        with self._changed:
+            self._fetching.discard(key)
+            self._checks[key] = check
+        self.service._wake.set()
+
+    def _finish(self, key: Key, outcome: str, detail: str = "") -> None:
+        with self._changed:
+            self._checks.pop(key, None)
+            self.counters["checks"] += 1
+            if outcome == "match":
+                self.counters["matches"] += 1
+                self._diverged.pop(key, None)
+                self._verified[key] = time.time()
+                self._next[key] = time.monotonic() + self.every
+            elif outcome == "mismatch":
+                self.counters["mismatches"] += 1
+                self._diverged[key] = detail
+                self._verified.pop(key, None)
+                self._next[key] = time.monotonic() + self.every
+            else:
+                self.counters["inconclusive"] += 1
+                self._next[key] = time.monotonic() + min(self.every, RETRY_AFTER)
+            generation = self._outcome.get(key, (0, ""))[0] + 1
+            self._outcome[key] = (generation, outcome)
+            self._changed.notify_all()
+
+    # --- status and commands --------------------------------------------------------------------------------
+    def status(self, replica: Replica) -> dict[str, Any]:
+        """What to add to (or override in) the replica's STATUS entry."""
+        key = key_of(replica)
+        with self._changed:
+            result: dict[str, Any] = {
+                "verified": self._verified.get(key),
+                "verification": self._outcome.get(key, (0, None))[1],
+            }
+            if key in self._diverged:
+                result["state"] = "diverged"
+                result["reason"] = self._diverged[key]
+        return result
+
+    def cmd_verify(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """VERIFY {'path'?, 'uuid'?}: compare matching one-way replicas with their sources now (waits, bounded)."""
+        timeout = float(param(params, "timeout", (int, float), required=False) or 2 * CATCH_UP_WITHIN)
+        chosen = [hosted for hosted in self.service._select(params) if hosted.replica.mode == "one-way"]
+        waiting = {key_of(hosted.replica): self.request(hosted.replica) for hosted in chosen}
+        self.service._wake.set()
+        with self._changed:
+            self._changed.wait_for(
+                lambda: all(self._outcome.get(key, (0, ""))[0] >= generation for key, generation in waiting.items()),
+                timeout,
+            )
+        return {"replicas": [{**hosted.replica.status(), **self.status(hosted.replica)} for hosted in chosen]}
+
+    def cmd_resync(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """RESYNC {'path', 'uuid'}: replace a replica's content by a fresh snapshot of its source."""
+        param(params, "path", str)
+        param(params, "uuid", str)
+        chosen = self.service._select(params)
+        for hosted in chosen:
+            key = key_of(hosted.replica)
+            with self._changed:
+                self._diverged.pop(key, None)
+                self._checks.pop(key, None)
+            self.service._queue_requests(hosted.replica.resync())
+        self.service._wake.set()
+        return {"resyncing": len(chosen)}
+
+    def stop(self) -> None:
+        self._fetcher.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,200 @@
+"""Faults drawn from a seed: node SIGKILL + restart, SIGSTOP/SIGCONT, link cuts, black holes and delays, writer
+SIGKILL mid-transaction, long outages past journal retention, and a node restarted with a replica wiped.
+
+Each fault is logged with a timestamp; its repair is scheduled on the same clock. A target under one fault is not
+chosen for another until repaired, and `heal_all` runs every pending repair at once.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tests.chaos.cluster import Cluster
+from tests.chaos.monitor import Monitor
+from tests.chaos.proxy import BLACKHOLE, CUT, DELAY, UP
+
+KINDS = {
+    "node_kill": 3,
+    "node_stop": 3,
+    "link_cut": 3,
+    "link_blackhole": 2,
+    "link_delay": 2,
+    "writer_kill": 3,
+    "long_outage": 1,
+    "replica_wipe": 1,
+}
+READY_WITHIN = 40.0
+WIPEABLE = ("a1", "afar", "b3", "c0")  # one-way replicas: nothing is lost by starting them again empty
+
+
+@dataclass
+class Repair:
+    at: float
+    target: str
+    action: Callable[[], None]
+    what: str
+    ready: Callable[[], bool] | None = None  # a condition to wait for (at most READY_WITHIN s past `at`)
+
+
+@dataclass
+class Faults:
+    cluster: Cluster
+    monitor: Monitor
+    rng: random.Random
+    log: list[dict[str, object]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    pending: list[Repair] = field(default_factory=list)
+    down: set[str] = field(default_factory=set)  # node labels that do not answer now (killed or stopped)
+
+    def note(self, kind: str, target: str, detail: str = "") -> None:
+        self.log.append({"time": round(time.time(), 3), "kind": kind, "target": target, "detail": detail})
+
+    @property
+    def busy(self) -> set[str]:
+        return {repair.target for repair in self.pending}
+
+    def inject(self) -> None:
+        """Draw one fault kind and a free target, and inflict it."""
+        kinds = list(KINDS)
+        kind = self.rng.choices(kinds, weights=[KINDS[name] for name in kinds])[0]
+        getattr(self, kind)()
+
+    def due(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for repair in [repair for repair in self.pending if repair.at <= now and self._ready(repair, now)]:
+            self.pending.remove(repair)
+            repair.action()
+            self.note("repair", repair.target, repair.what)
+
+    @staticmethod
+    def _ready(repair: Repair, now: float) -> bool:
+        return repair.ready is None or now > repair.at + READY_WITHIN or repair.ready()
+
+    def heal_all(self) -> None:
+        for repair in sorted(self.pending, key=lambda repair: repair.at):
+            self.pending.remove(repair)
+            repair.action()
+            self.note("repair", repair.target, repair.what)
+        self.cluster.proxy.heal()
+
+    def _free(self, names: list[str]) -> str | None:
+        free = [name for name in names if name not in self.busy]
+        return self.rng.choice(free) if free else None
+
+    def _later(
+        self,
+        seconds: float,
+        target: str,
+        action: Callable[[], None],
+        what: str,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
+        self.pending.append(Repair(time.monotonic() + seconds, target, action, what, ready))
+
+    # --- nodes ------------------------------------------------------------------------------------------------
+    def node_kill(self) -> None:
+        label = self._free(list(self.cluster.nodes))
+        if label is None:
+            return
+        node = self.cluster.nodes[label]
+        pause = self.rng.uniform(0.2, 3.0)
+        node.kill()
+        self.down.add(label)
+        self.counts["node_kill"] += 1
+        self.note("node_kill", label, f"restart in {pause:.2f}s")
+        self._later(pause, label, lambda: self._restart(label), "restarted")
+
+    def _restart(self, label: str) -> None:
+        self.cluster.nodes[label].start(self.cluster.cwd)
+        self.down.discard(label)
+
+    def node_stop(self) -> None:
+        label = self._free(list(self.cluster.nodes))
+        if label is None:
+            return
+        pause = self.rng.uniform(0.5, 5.0)
+        self.cluster.nodes[label].signal(signal.SIGSTOP)
+        self.down.add(label)
+        self.counts["node_stop"] += 1
+        self.note("node_stop", label, f"SIGCONT in {pause:.2f}s")
+
+        def resume() -> None:
+            self.cluster.nodes[label].signal(signal.SIGCONT)
+            self.down.discard(label)
+
+        self._later(pause, label, resume, "SIGCONT")
+
+    # --- links ------------------------------------------------------------------------------------------------
+    def _link(self, kind: str, mode: str, delay: float = 0.0) -> None:
+        name = self._free(list(self.cluster.proxy.links))
+        if name is None:
+            return
+        pause = self.rng.uniform(0.5, 5.0)
+        self.cluster.proxy.set_mode(name, mode, delay)
+        self.counts[kind] += 1
+        self.note(kind, name, f"for {pause:.2f}s" + (f", {delay * 1000:.0f} ms" if delay else ""))
+        self._later(pause, name, lambda: self.cluster.proxy.set_mode(name, UP), "link up")
+
+    def link_cut(self) -> None:
+        self._link("link_cut", CUT)
+
+    def link_blackhole(self) -> None:
+        self._link("link_blackhole", BLACKHOLE)
+
+    def link_delay(self) -> None:
+        self._link("link_delay", DELAY, self.rng.uniform(0.01, 0.3))
+
+    # --- writers ----------------------------------------------------------------------------------------------
+    def writer_kill(self) -> None:
+        name = self._free([f"writer:{name}" for name in self.cluster.writers])
+        if name is None:
+            return
+        writer = self.cluster.writers[name.split(":")[1]]
+        # A random instant: writers hold each transaction open a few ms, so many kills land inside one.
+        time.sleep(self.rng.uniform(0.0, 0.05))
+        writer.kill()
+        pause = self.rng.uniform(0.1, 1.0)
+        self.counts["writer_kill"] += 1
+        self.note("writer_kill", name, f"restart in {pause:.2f}s")
+        self._later(pause, name, lambda: writer.start(self.cluster.cwd), "restarted")
+
+    # --- outages past retention -------------------------------------------------------------------------------
+    def long_outage(self) -> None:
+        """Kill the node of a replica of `a` and let writer a write past the journal's retention meanwhile."""
+        label = self._free(["n1", self.cluster.holders["afar"]])
+        status = self.monitor.status("n0") if "n0" not in self.down else None
+        figures = (status or {}).get("databases", {}).get(self.cluster.paths["a"])
+        if label is None or "writer:a" in self.busy or not figures:
+            return
+        sequence = int(figures["sequence"])
+        self.cluster.nodes[label].kill()
+        self.down.add(label)
+        self.counts["long_outage"] += 1
+        self.note("long_outage", label, f"down until the journal of a no longer holds {sequence + 1}")
+        self.cluster.writers["a"].signal(signal.SIGUSR1)  # a burst of fast transactions
+
+        def trimmed() -> bool:
+            return self.monitor.retained_first.get("a", 0) > sequence + 1
+
+        self._later(1.0, label, lambda: self._restart(label), "restarted", ready=trimmed)
+        self._later(1.0, "writer:a", lambda: None, "burst written", ready=trimmed)
+
+    def replica_wipe(self) -> None:
+        name = self.rng.choice(WIPEABLE)
+        label = self.cluster.holders[name]
+        if label in self.busy:
+            return
+        self.cluster.nodes[label].kill()
+        self.cluster.wipe(name)
+        self.monitor.forced(name)
+        self.counts["replica_wipe"] += 1
+        self.note("replica_wipe", label, f"{name} deleted, node restarted, REPLICATE again")
+        self._restart(label)
+        for replication in self.cluster.replications:
+            if replication.target == name:
+                self.cluster.replicate(replication)

@@ -1,0 +1,115 @@
+"""Watches a chaos run through STATUS: lag, stalls, and every full resync with whether an outage forced it.
+
+Counters live in node processes and start again at zero when a node restarts, so the monitor keeps what it saw
+per node incarnation. A full resync is expected when the replica's last seen mark + 1 was already trimmed from
+the source's journal (the psync2 invariant), after a RESYNC, or when a snapshot was interrupted by a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynndb.errors import PyNNDBError
+from tests.chaos.cluster import Cluster
+
+
+@dataclass
+class ReplicaView:
+    hwm: int = 0
+    state: str = ""
+    full: int = 0  # counters of the current incarnation
+    partial: int = 0
+    incarnation: int = -1
+    forced: bool = False  # a full resync is due (RESYNC sent, database wiped, snapshot interrupted)
+
+
+@dataclass
+class Monitor:
+    cluster: Cluster
+    replicas: dict[tuple[str, str], ReplicaView] = field(default_factory=dict)  # (target, source name)
+    retained_first: dict[str, int] = field(default_factory=dict)  # source name -> first retained sequence
+    sequence: dict[str, int] = field(default_factory=dict)
+    full_expected: int = 0
+    full_unexpected: list[str] = field(default_factory=list)
+    full_seen: int = 0
+    partial_seen: int = 0
+    max_lag_entries: int = 0
+    max_lag_seconds: float = 0.0
+    polls: int = 0
+
+    def status(self, label: str, timeout: float = 1.0) -> dict[str, Any] | None:
+        node = self.cluster.nodes[label]
+        if not node.alive():
+            return None
+        try:
+            return node.call("STATUS", timeout=timeout)
+        except PyNNDBError:
+            return None
+
+    def poll(self, skip: set[str] = frozenset()) -> dict[str, dict[str, Any]]:  # type: ignore[assignment]
+        """Read STATUS of every node not in `skip`; returns the replica statuses by (target, source name)."""
+        self.polls += 1
+        names = {uuid: name for name, uuid in self.cluster.uuids.items()}
+        statuses = {label: self.status(label) for label in self.cluster.nodes if label not in skip}
+        for status in statuses.values():
+            for figures in (status or {}).get("databases", {}).values():
+                name = names.get(figures["uuid"])
+                if name in self.cluster.writers:
+                    self.retained_first[name] = max(self.retained_first.get(name, 0), figures["retained"][0])
+                    self.sequence[name] = max(self.sequence.get(name, 0), figures["sequence"])
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for label, status in statuses.items():
+            for figures in (status or {}).get("databases", {}).values():
+                target = names.get(figures["uuid"])
+                for replica in figures["replicas"]:
+                    source = names.get(replica["source"])
+                    if target is None or source is None:
+                        continue
+                    found[(target, source)] = replica
+                    self._observe(label, target, source, replica)
+        return found
+
+    def _observe(self, label: str, target: str, source: str, replica: dict[str, Any]) -> None:
+        view = self.replicas.setdefault((target, source), ReplicaView())
+        incarnation = self.cluster.nodes[label].starts
+        if incarnation != view.incarnation:
+            view.full = view.partial = 0
+            view.incarnation = incarnation
+        full, partial = replica["full_resyncs"], replica["partial_resyncs"]
+        if full > view.full:
+            first = self.retained_first.get(source, 0)
+            for _ in range(full - view.full):
+                self.full_seen += 1
+                if view.forced or view.hwm + 1 < first or view.state == "snapshot":
+                    self.full_expected += 1
+                    view.forced = False
+                else:
+                    self.full_unexpected.append(
+                        f"{time.time():.3f} {target}<-{source}: full resync at mark {view.hwm}, journal from {first}"
+                    )
+        self.partial_seen += max(0, partial - view.partial)
+        view.full, view.partial = full, partial
+        view.hwm, view.state = replica["hwm"], replica["state"]
+        # The replica's own figure, or the gap to the source's sequence as its node last reported it.
+        behind = self.sequence.get(source, 0) - replica["hwm"]
+        self.max_lag_entries = max(self.max_lag_entries, replica["lag_entries"], behind)
+        self.max_lag_seconds = max(self.max_lag_seconds, replica["lag_seconds"])
+
+    def forced(self, target: str) -> None:
+        """A full resync of every replication into `target` is now due (wiped, or RESYNC sent)."""
+        for source in self.cluster.source_of(target):
+            view = self.replicas.setdefault((target, source), ReplicaView())
+            view.forced = True
+            if target not in self.cluster.writers:
+                view.hwm = 0
+
+    def converged(self) -> tuple[bool, dict[tuple[str, str], dict[str, Any]]]:
+        """Every replica live with its mark at its source's sequence (as the source's node reports it now)."""
+        found = self.poll()
+        expected = {(r.target, source) for r in self.cluster.replications for source in r.sources}
+        done = expected <= set(found) and all(
+            found[key]["state"] == "live" and found[key]["hwm"] >= self.sequence.get(key[1], 0) for key in expected
+        )
+        return done, found

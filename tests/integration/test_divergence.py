@@ -1,0 +1,79 @@
+"""The divergence detector with `pynndb node` processes: a replica changed behind its node's back (with the raw
+LMDB library while the node was stopped) is found `diverged` by VERIFY, and RESYNC repairs it by a snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pynndb import Doc, Manager
+from pynndb.replication import diff
+from tests.chaos.cluster import Node, create_database
+from tests.chaos.harness import corrupt
+from tests.helpers import wait_until
+from tests.mesh.conftest import free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[list[Node]]:
+    started: list[Node] = []
+    try:
+        yield started
+    finally:
+        for node in started:
+            node.close_plugin()
+            if node.alive():
+                node.terminate()
+
+
+def verify(node: Node, params: dict[str, Any]) -> dict[str, Any]:
+    replicas = node.call("VERIFY", params, timeout=15)["replicas"]
+    assert len(replicas) == 1, replicas
+    return dict(replicas[0])
+
+
+def test_corrupted_replica_is_detected_and_resync_repairs_it(nodes: list[Node], tmp_path: Path) -> None:
+    source, replica = str(tmp_path / "source"), str(tmp_path / "replica")
+    source_uuid = create_database(source)
+    create_database(replica)
+    with Manager() as manager:
+        docs = manager.database(source, config={"replication": True}).table("docs")
+        for number in range(50):
+            docs.append(Doc({"n": number, "x": number * 7}, oid=f"k{number:03d}"))
+    cwd = str(Path(__file__).resolve().parents[2])
+    nodea = Node("a", tmp_path / "a.log", ports=(free_port(), free_port(), free_port()), databases=[source])
+    nodes.append(nodea)
+    nodea.start(cwd)
+    nodeb = Node("b", tmp_path / "b.log", ports=(free_port(), free_port(), free_port()), databases=[replica])
+    nodeb.connect = [f"tcp://127.0.0.1:{nodea.ports[0]}"]
+    nodes.append(nodeb)
+    nodeb.start(cwd)
+    params = {"path": replica, "uuid": source_uuid}
+    nodeb.call("REPLICATE", {**params, "mode": "one-way"}, timeout=10)
+    first = wait_until(lambda: (status := verify(nodeb, params))["verification"] == "match" and status, timeout=30)
+    assert first["state"] == "live" and first["verified"]
+
+    nodeb.terminate()
+    changed = corrupt(replica)
+    assert changed == "k000"
+    nodeb.start(cwd)
+    found = wait_until(lambda: (status := verify(nodeb, params))["state"] == "diverged" and status, timeout=30)
+    assert "docs" in found["reason"], found
+    assert found["verification"] == "mismatch"
+    assert nodeb.call("STATUS")["replication"]["verify_mismatches"] >= 1
+
+    assert nodeb.call("RESYNC", params)["resyncing"] == 1
+    repaired = wait_until(
+        lambda: (status := verify(nodeb, params))["verification"] == "match" and status["state"] == "live" and status,
+        timeout=30,
+    )
+    assert repaired["full_resyncs"] == 1, repaired
+    nodeb.terminate()
+    nodea.terminate()
+    with Manager() as manager:
+        assert diff(manager.database("s", source), manager.database("r", replica)) == {}

@@ -1,0 +1,53 @@
+"""Regressions found by the chaos harness (tests/chaos), each named after the fault that exposed it."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from pynndb import Database
+from pynndb.replication import Publisher, Replica, Request
+from tests.helpers import wait_until
+from tests.mesh.conftest import Mesh
+from tests.replication.conftest import serve
+
+
+def test_node_restart_with_an_idle_source_leaves_the_replica_live(open_db: Callable[..., Database]) -> None:
+    """A replica's node restarted while its source is idle and already applied: the source's answer is "nothing
+    new", which must settle the replica as live (it stayed `syncing` for ever, and the divergence check with it)."""
+    source, target = open_db("source"), open_db("target")
+    docs = source.table("docs")
+    for number in range(10):
+        docs.append({"n": number})
+    publisher = Publisher(source)
+    replica = Replica(target, source.replication.uuid)
+    serve(publisher, replica, replica.start())
+    assert replica.state == "live" and replica.hwm == source.replication.sequence
+
+    restarted = Replica(target, source.replication.uuid)  # the node's new process: same database, same mark
+    assert restarted.state == "syncing"
+    requests = restarted.start()
+    serve(publisher, restarted, requests)
+    assert restarted.state == "live"
+    assert restarted.tick() == []  # and it asks for nothing more
+    assert restarted.counters["full_resyncs"] == 0
+
+
+def test_node_kill_while_a_request_from_it_is_served(
+    mesh: Mesh, open_db: Callable[..., Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica's node killed (and forgotten by the mesh) while its source's node answers its request: the answer
+    is dropped quietly, not logged as a failure with a traceback (the requester asks again when it is back)."""
+    source = open_db("source")
+    source.table("docs").append({"n": 1})
+    node = mesh.node("a")
+    node.call("REGISTER", {"path": source.path})
+    assert node.replication is not None
+    gone = "0" * 32  # a node id the mesh does not know (any more)
+    with caplog.at_level(logging.INFO, logger="pynndb.replication"):
+        node.replication._serve(Request(source.replication.uuid, str(uuid.uuid4()), 1), gone)
+        wait_until(lambda: any("dropped" in record.getMessage() for record in caplog.records), timeout=10)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
