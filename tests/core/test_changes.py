@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from pynndb.core.changes import Change
 from pynndb.errors import JournalGap, JournalTrimmed, ReplicationNotEnabled
 from pynndb.replication import LocalReplicator
 from tests.helpers import wait_until
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture
@@ -256,3 +259,15 @@ def test_a_killed_and_resumed_consumer_sees_every_change_once_in_order(tmp_path:
     assert len(expected) == 900
     assert seen == expected  # every change exactly once, in sequence order
     assert os.listdir(os.path.join(path, ".bell")) == ["generation"]  # killed consumers' FIFOs were cleaned up
+
+
+def test_the_readme_consumer_resumes_where_it_stopped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    block = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "changes(since" in b)
+    code = block.replace('"/tmp/orders"', repr(str(tmp_path / "orders")))
+    code = code.replace('"/tmp/orders-consumer.seq"', repr(str(tmp_path / "seq")))
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102
+    first = capsys.readouterr().out.splitlines()
+    assert len(first) == 1 and "put" in first[0] and "tea" in first[0]
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102  (run again: only the new order is printed)
+    second = capsys.readouterr().out.splitlines()
+    assert len(second) == 1 and int(second[0].split()[0]) > int(first[0].split()[0])
