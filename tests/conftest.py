@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -66,16 +67,27 @@ def _children() -> set[int]:
     return found
 
 
-def _our_temp_dirs() -> set[str]:
-    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("pynndb-")}
-
-
 @pytest.fixture(autouse=True, scope="session")
-def nothing_left_behind() -> Iterator[None]:
-    """The whole suite leaves no child process running and no pynndb-* temporary directory behind."""
-    children, directories = _children(), _our_temp_dirs()
-    yield
+def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The whole suite leaves no child process running and no temporary directory behind.
+
+    Tests and the processes they start get a private temporary directory (TMPDIR), which must be empty at the end;
+    other programs on the machine cannot disturb the check."""
+    children = _children()
+    tmp_path_factory.getbasetemp()  # pytest's own tmp_path directories stay where pytest keeps them
+    private = tempfile.mkdtemp(prefix="pynndb-tests-")
+    saved_environ, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = private
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved_tempdir
+        if saved_environ is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_environ
+        stray = sorted(os.listdir(private))
+        shutil.rmtree(private, ignore_errors=True)
     left = _children() - children
     assert not left, f"child processes left running: {sorted(left)}"
-    stray = _our_temp_dirs() - directories
-    assert not stray, f"temporary directories left behind: {sorted(stray)}"
+    assert not stray, f"temporary files or directories left behind: {stray}"
