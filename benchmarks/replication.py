@@ -4,7 +4,10 @@ Everything runs on 127.0.0.1 and is started and stopped here: `pynndb node` proc
 4-node chain for 3 hops) fed by this process acting as the application, and `redis-server` (skipped with a clear
 line when it is not installed). Figures: write-to-readable lag p50/p99, sustained replicated ingest with batched
 writes and the replica's tail, full sync of a new replica; medians where repeated.
-Run: ``python benchmarks/replication.py [--docs N] [--samples N] [--runs K] [--quick] [--py-spy DIR]``.
+Lag is measured for the write patterns applications have: back-to-back dependent writes (write, wait until readable
+on the replica, write again at once), spaced writes, bursts, and one write after an idle spell.
+Run: ``python benchmarks/replication.py [--docs N] [--samples N] [--runs K] [--quick] [--lag-only]
+[--patterns back-to-back,spaced,burst,idle] [--idle-samples N] [--py-spy DIR]``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ BATCH = 1000  # documents per transaction (per pipeline for Redis) in the sustai
 FULL_SYNC_COMMITS = 2000  # the full-sync source is loaded in this many transactions: its journal (max 1000
 # entries, trimmed every 512 commits) then no longer starts at 1, so a new replica needs a snapshot
 LAG_TIMEOUT = 1.0  # a lag sample that takes longer counts as lost
-PAUSE = (0.001, 0.003)  # random pause between lag samples, so writes do not lock onto a poll period
+PAUSE = (0.001, 0.003)  # the "spaced" pattern: a random pause between dependent writes
+BURST = 100  # the "burst" pattern: this many commits back to back, then each is waited for
+IDLE = 5.0  # the "idle" pattern: one write after this long without any
 SETTLE_TIMEOUT = 120.0  # bound on any "wait until the replica has everything"
 
 
@@ -51,36 +56,66 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval:
         time.sleep(interval)
 
 
-def measure_lag(write: Callable[[int], Any], visible: Callable[[Any], bool], samples: int) -> tuple[list[float], int]:
-    """Write one item, poll the replica (yielding the CPU) until readable; `samples` times. Returns (seconds, lost)."""
-    warm_up = min(50, samples)
+PATTERNS = ("back-to-back", "spaced", "burst", "idle")
+
+
+def measure_lag(
+    write: Callable[[int], Any], visible: Callable[[Any], bool], samples: int, pattern: str, idle_samples: int
+) -> tuple[list[float], int]:
+    """Write-to-readable lag of the application's pattern of writes. Returns (seconds per sample, lost samples).
+
+    - back-to-back: write, poll the replica until readable, write the next at once (a read-your-write loop);
+    - spaced: the same with a random 1-3 ms pause between samples;
+    - burst: BURST single-document commits back to back, then each one's lag (commit to seen on the replica);
+    - idle: one write after IDLE seconds without any, `idle_samples` times.
+    No warm-up: the first sample counts like every other one.
+    """
     lags: list[float] = []
     lost = 0
     clock = time.perf_counter
-    # The harness holds large document lists; a cyclic GC pass in this process would be timed as lag.
-    gc.collect()
-    gc.freeze()
-    os.sync()  # earlier phases leave hundreds of MB of dirty pages; their writeback must not be timed as lag
-    for i in range(warm_up + samples):
-        start = clock()
-        token = write(i)
+
+    def wait_visible(token: Any, start: float) -> bool:
         deadline = start + LAG_TIMEOUT
         while not visible(token):
             # Poll as fast as possible but give the CPU away between polls: on 2 cores a pure spin would starve
             # the very processes being measured (the same for both systems).
             os.sched_yield()
             if clock() > deadline:
-                lost += i >= warm_up
-                break
-        else:
-            if i >= warm_up:
+                return False
+        return True
+
+    # The harness holds large document lists; a cyclic GC pass in this process would be timed as lag.
+    gc.collect()
+    gc.freeze()
+    try:
+        if pattern == "burst":
+            for first in range(0, samples, BURST):
+                written = []
+                for i in range(first, min(first + BURST, samples)):
+                    written.append((write(i), clock()))
+                for token, committed in written:
+                    if wait_visible(token, committed):
+                        lags.append(clock() - committed)
+                    else:
+                        lost += 1
+            return lags, lost
+        count = idle_samples if pattern == "idle" else samples
+        for i in range(count):
+            if pattern == "idle":
+                time.sleep(IDLE)
+            start = clock()
+            token = write(i)
+            if wait_visible(token, start):
                 lags.append(clock() - start)
-        time.sleep(random.uniform(*PAUSE))
-    gc.unfreeze()
-    return lags, lost
+            else:
+                lost += 1
+            if pattern == "spaced":
+                time.sleep(random.uniform(*PAUSE))
+        return lags, lost
+    finally:
+        gc.unfreeze()
 
 
-# --- pynndb node processes ---------------------------------------------------------------------------------------
 class NodeProcess:
     """One `python -m pynndb node` process; its stderr goes to a log file in the work directory."""
 
@@ -270,20 +305,27 @@ class Pair:
         self.manager.close(f"{self.name}-replica")
 
 
-def pynndb_lag(mesh: Mesh, manager: Manager, workdir: str, name: str, hops: int, samples: int) -> dict[str, Any]:
+def pynndb_lag(
+    mesh: Mesh, manager: Manager, workdir: str, name: str, hops: int, samples: int, patterns: list[str], idle: int
+) -> dict[str, Any]:
+    """Lag per write pattern through `hops` node processes; the application writes with `append` (its own commit)."""
     pair = Pair(mesh, manager, workdir, name, "n0", f"n{hops}")
     try:
         pair.replicate()
         replica = pair.replica_table()
-        documents = make_documents(samples + 100)
-        source, table = pair.source, pair.table
+        documents = make_documents(samples * len(patterns) + idle)
+        table = pair.table
+        results = {}
+        for number, pattern in enumerate(patterns):
+            offset = number * samples
 
-        def write(i: int) -> bytes:
-            with source.write_transaction() as txn:
-                return table.append(documents[i], txn=txn).oid
+            def write(i: int, offset: int = offset) -> bytes:
+                return table.append(documents[offset + i]).oid
 
-        lags, lost = measure_lag(write, lambda oid: replica.get(oid) is not None, samples)
-        return {"lags": lags, "lost": lost}
+            lags, lost = measure_lag(write, lambda oid: replica.get(oid) is not None, samples, pattern, idle)
+            results[pattern] = {"lags": lags, "lost": lost}
+            print(f"  {hops}-hop lag, {pattern}: p50/p99 {fmt_lag(results[pattern])}", flush=True)
+        return results
     finally:
         pair.close()
 
@@ -413,17 +455,24 @@ class RedisServer:
                 self.process.wait(5)
 
 
-def redis_lag(master: RedisServer, replica: RedisServer, samples: int) -> dict[str, Any]:
-    documents = [orjson.dumps(doc) for doc in make_documents(samples + 100)]
+def redis_lag(
+    master: RedisServer, replica: RedisServer, samples: int, patterns: list[str], idle: int
+) -> dict[str, Any]:
+    documents = [orjson.dumps(doc) for doc in make_documents(samples * len(patterns) + idle)]
     set_, get = master.client.set, replica.client.get
+    results = {}
+    for number, pattern in enumerate(patterns):
+        offset = number * samples
 
-    def write(i: int) -> bytes:
-        key = b"lag:%d" % i
-        set_(key, documents[i])
-        return key
+        def write(i: int, offset: int = offset) -> bytes:
+            key = b"lag:%d" % (offset + i)
+            set_(key, documents[offset + i])
+            return key
 
-    lags, lost = measure_lag(write, lambda key: get(key) is not None, samples)
-    return {"lags": lags, "lost": lost}
+        lags, lost = measure_lag(write, lambda key: get(key) is not None, samples, pattern, idle)
+        results[pattern] = {"lags": lags, "lost": lost}
+        print(f"  lag, {pattern}: p50/p99 {fmt_lag(results[pattern])}", flush=True)
+    return results
 
 
 def redis_ingest(master: RedisServer, replica: RedisServer, documents: list[dict[str, Any]]) -> dict[str, Any]:
@@ -466,42 +515,57 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def ingest_and_full_sync(
+    options: argparse.Namespace,
+    results: dict[str, Any],
+    mesh: Mesh,
+    manager: Manager,
+    workdir: str,
+    documents: list[dict[str, Any]],
+    profiler: Profiler,
+) -> None:
+    runs = []
+    for run in range(options.runs):
+        with profiler.phase(f"sustained{run}", mesh.nodes):
+            runs.append(pynndb_sustained(mesh, manager, workdir, f"sustained{run}", documents))
+        print(f"  sustained run {run}: {fmt_run(runs[-1])}", flush=True)
+    results["sustained"] = {key: median([run[key] for run in runs]) for key in runs[0]}
+    syncs = []
+    for run in range(options.runs):
+        with profiler.phase(f"fullsync{run}", mesh.nodes):
+            syncs.append(pynndb_full_sync(mesh, manager, workdir, f"full{run}", documents))
+        print(
+            f"  full sync run {run}: {syncs[-1]['seconds'] * 1000:.0f} ms ({syncs[-1]['full_resyncs']} snapshot)",
+            flush=True,
+        )
+    results["full_sync"] = median([sync["seconds"] for sync in syncs])
+    results["full_resyncs"] = [sync["full_resyncs"] for sync in syncs]
+
+
 def run_pynndb(options: argparse.Namespace, workdir: str, profiler: Profiler) -> dict[str, Any]:
     results: dict[str, Any] = {}
     documents = make_documents(options.docs)
     manager = Manager()
     try:
-        results["local"] = median([local_append(workdir, f"local{run}", documents) for run in range(options.runs)])
-        print(f"  local append: {results['local']:,.0f} docs/s", flush=True)
+        if not options.lag_only:
+            results["local"] = median([local_append(workdir, f"local{run}", documents) for run in range(options.runs)])
+            print(f"  local append: {results['local']:,.0f} docs/s", flush=True)
         mesh = Mesh(2, workdir)
         try:
             with profiler.phase("lag1", mesh.nodes):
-                results["lag1"] = pynndb_lag(mesh, manager, workdir, "lag1", 1, options.samples)
-            print(f"  1-hop lag: p50/p99 {fmt_lag(results['lag1'])}", flush=True)
-            runs = []
-            for run in range(options.runs):
-                with profiler.phase(f"sustained{run}", mesh.nodes):
-                    runs.append(pynndb_sustained(mesh, manager, workdir, f"sustained{run}", documents))
-                print(f"  sustained run {run}: {fmt_run(runs[-1])}", flush=True)
-            results["sustained"] = {key: median([run[key] for run in runs]) for key in runs[0]}
-            syncs = []
-            for run in range(options.runs):
-                with profiler.phase(f"fullsync{run}", mesh.nodes):
-                    syncs.append(pynndb_full_sync(mesh, manager, workdir, f"full{run}", documents))
-                print(
-                    f"  full sync run {run}: {syncs[-1]['seconds'] * 1000:.0f} ms "
-                    f"({syncs[-1]['full_resyncs']} snapshot)",
-                    flush=True,
+                results["lag1"] = pynndb_lag(
+                    mesh, manager, workdir, "lag1", 1, options.samples, options.patterns, options.idle_samples
                 )
-            results["full_sync"] = median([sync["seconds"] for sync in syncs])
-            results["full_resyncs"] = [sync["full_resyncs"] for sync in syncs]
+            if not options.lag_only:
+                ingest_and_full_sync(options, results, mesh, manager, workdir, documents, profiler)
         finally:
             mesh.stop()
         mesh = Mesh(4, workdir)
         try:
             with profiler.phase("lag3", mesh.nodes):
-                results["lag3"] = pynndb_lag(mesh, manager, workdir, "lag3", 3, options.samples)
-            print(f"  3-hop lag: p50/p99 {fmt_lag(results['lag3'])}", flush=True)
+                results["lag3"] = pynndb_lag(
+                    mesh, manager, workdir, "lag3", 3, options.samples, options.patterns, options.idle_samples
+                )
         finally:
             mesh.stop()
     finally:
@@ -525,8 +589,9 @@ def run_redis(options: argparse.Namespace, workdir: str) -> dict[str, Any] | Non
         master = RedisServer(workdir, "redis-master")
         replica = RedisServer(workdir, "redis-replica", replica_of=master.port)
         wait_for(replica.link_up, 20, "redis replica link", 0.01)
-        results["lag1"] = redis_lag(master, replica, options.samples)
-        print(f"  lag: p50/p99 {fmt_lag(results['lag1'])}", flush=True)
+        results["lag1"] = redis_lag(master, replica, options.samples, options.patterns, options.idle_samples)
+        if options.lag_only:
+            return results
         runs = []
         for run in range(options.runs):
             runs.append(redis_ingest(master, replica, documents))
@@ -574,20 +639,25 @@ def table_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[tupl
         verdict = ok if isinstance(ok, str) else "info" if ok is None else "PASS" if ok else "MISS"
         rows.append((metric, show(value), show(other), ratio, target, verdict))
 
-    redis_p50 = lag(theirs and theirs["lag1"], 0)
-    redis_p99 = lag(theirs and theirs["lag1"], 1)
-    for hops, key in ((1, "lag1"), (3, "lag3")):
-        p50, p99 = lag(ours[key], 0), lag(ours[key], 1)
-        assert p50 is not None and p99 is not None
-        if hops == 1:
-            ok = "no Redis" if redis_p50 is None else p50 <= 2 * redis_p50
-            add(f"lag p50, {hops} hop", p50, redis_p50, "ms", "<= 2x Redis", ok)
-        else:
-            add(f"lag p50, {hops} hops", p50, redis_p50, "ms", "(vs Redis 1 hop)", None)
-        add(f"lag p99, {hops} hop{'s' if hops > 1 else ''}", p99, redis_p99, "ms", "<= 10 ms", p99 <= 10.0)
-    lost = ours["lag1"]["lost"] + ours["lag3"]["lost"]
-    if lost:
-        rows.append(("lag samples lost (> 1 s)", str(lost), "-", "-", "0", "MISS"))
+    for pattern in ours["lag1"]:
+        redis_result = theirs["lag1"].get(pattern) if theirs else None
+        redis_p50, redis_p99 = lag(redis_result, 0), lag(redis_result, 1)
+        for hops, key in ((1, "lag1"), (3, "lag3")):
+            p50, p99 = lag(ours[key][pattern], 0), lag(ours[key][pattern], 1)
+            assert p50 is not None and p99 is not None
+            where = f"{pattern}, {hops} hop{'s' if hops > 1 else ''}"
+            if hops == 1:
+                ok = "no Redis" if redis_p50 is None else p50 <= 2 * redis_p50
+                add(f"lag p50, {where}", p50, redis_p50, "ms", "<= 2x Redis", ok)
+                add(f"lag p99, {where}", p99, redis_p99, "ms", "<= 5 ms", p99 <= 5.0)
+            else:
+                add(f"lag p50, {where}", p50, redis_p50, "ms", "(vs Redis 1 hop)", None)
+                add(f"lag p99, {where}", p99, redis_p99, "ms", "<= 5 ms", p99 <= 5.0)
+            lost = ours[key][pattern]["lost"]
+            if lost:
+                rows.append((f"  samples lost (> 1 s), {where}", str(lost), "-", "-", "0", "MISS"))
+    if "sustained" not in ours:
+        return rows
     sustained = ours["sustained"]["rate"]
     other_rate = theirs["sustained"]["rate"] if theirs else None
     add("sustained replicated rate", sustained, other_rate, "docs/s", ">= 300k docs/s", sustained >= 300_000)
@@ -627,10 +697,20 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000, help="lag samples per path")
     parser.add_argument("--runs", type=int, default=5, help="repetitions of ingest and full sync (median)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 20k docs, 200 samples, 1 run")
+    parser.add_argument("--lag-only", action="store_true", help="only the lag patterns (no ingest, no full sync)")
+    parser.add_argument(
+        "--patterns", default=",".join(PATTERNS), help=f"lag patterns, comma-separated from {', '.join(PATTERNS)}"
+    )
+    parser.add_argument("--idle-samples", type=int, default=5, help=f"writes after {IDLE:g} s idle, per path")
     parser.add_argument("--py-spy", dest="py_spy", metavar="DIR", help="sample node processes with py-spy into DIR")
     options = parser.parse_args()
     if options.quick:
         options.docs, options.samples, options.runs = min(options.docs, 20_000), min(options.samples, 200), 1
+        options.idle_samples = min(options.idle_samples, 2)
+    options.patterns = [pattern.strip() for pattern in options.patterns.split(",") if pattern.strip()]
+    unknown = set(options.patterns) - set(PATTERNS)
+    if unknown or not options.patterns:
+        parser.error(f"--patterns: choose from {', '.join(PATTERNS)}")
     if options.docs < FULL_SYNC_COMMITS:
         parser.error(f"--docs must be at least {FULL_SYNC_COMMITS} (the full-sync journal must be trimmed)")
     if options.py_spy and py_spy_executable() is None:
