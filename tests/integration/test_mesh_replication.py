@@ -297,7 +297,7 @@ def test_status_shows_live_once_a_replica_that_joined_under_writes_caught_up(
         events.append({"serial": number})
     wait_until(lambda: identical(cmd, source, target), timeout=10)
     assert replica_status(cmd, b, target)["hwm"] == source.replication.sequence
-    wait_until(lambda: replica_status(cmd, b, target)["state"] == "live", timeout=3)
+    wait_until(lambda: replica_status(cmd, b, target)["state"] == "live", timeout=10)
 
 
 def test_status_shows_the_lag_of_a_paused_replica(mesh: Mesh, manager: Manager, tmp_path: Path) -> None:

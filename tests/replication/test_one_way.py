@@ -55,14 +55,16 @@ def test_replica_refuses_application_writes(pair) -> None:
         lambda: people.empty(),
         lambda: people.ensure("by_age", "{age}", duplicates=True),
         lambda: people.drop("by_name"),
-        lambda: target.table("other"),
+        lambda: target.table("other").append(person(2)),  # a table that has not arrived: readable, not writable
+        lambda: target.table("other").ensure("by_age", "{age}"),
         lambda: target.drop("people"),
         lambda: target.write_transaction(),
     ):
         with pytest.raises(ReadOnlyDatabase):
             write()
     assert documents(target, "people") == before
-    assert target.tables() == ["people"]
+    assert target.tables() == ["people"]  # asking for "other" created nothing
+    assert target.table("other").records() == 0
     assert target.replication.read_only is True
     assert source.replication.read_only is False
 
