@@ -29,6 +29,7 @@ KINDS = {
     "replica_wipe": 1,
 }
 READY_WITHIN = 40.0
+MAX_ATTEMPTS = 5
 WIPEABLE = ("a1", "afar", "b3", "c0")  # one-way replicas: nothing is lost by starting them again empty
 
 
@@ -39,6 +40,7 @@ class Repair:
     action: Callable[[], None]
     what: str
     ready: Callable[[], bool] | None = None  # a condition to wait for (at most READY_WITHIN s past `at`)
+    attempts: int = 0
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Faults:
     counts: Counter[str] = field(default_factory=Counter)
     pending: list[Repair] = field(default_factory=list)
     down: set[str] = field(default_factory=set)  # node labels that do not answer now (killed or stopped)
+    problems: list[str] = field(default_factory=list)  # faults or repairs the harness could not carry out
 
     def note(self, kind: str, target: str, detail: str = "") -> None:
         self.log.append({"time": round(time.time(), 3), "kind": kind, "target": target, "detail": detail})
@@ -62,24 +65,39 @@ class Faults:
         """Draw one fault kind and a free target, and inflict it."""
         kinds = list(KINDS)
         kind = self.rng.choices(kinds, weights=[KINDS[name] for name in kinds])[0]
-        getattr(self, kind)()
+        try:
+            getattr(self, kind)()
+        except Exception as error:  # noted as a finding; the run goes on
+            self.problems.append(f"{time.time():.3f} {kind} failed: {error!r}")
+            self.note("fault_failed", kind, repr(error))
 
     def due(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         for repair in [repair for repair in self.pending if repair.at <= now and self._ready(repair, now)]:
-            self.pending.remove(repair)
+            self._repair(repair)
+
+    def _repair(self, repair: Repair) -> None:
+        self.pending.remove(repair)
+        try:
             repair.action()
-            self.note("repair", repair.target, repair.what)
+        except Exception as error:  # noted as a finding; retried a few times so the run can go on
+            self.problems.append(f"{time.time():.3f} repair {repair.what} of {repair.target} failed: {error!r}")
+            self.note("repair_failed", repair.target, repr(error))
+            repair.attempts += 1
+            if repair.attempts < MAX_ATTEMPTS:
+                repair.at, repair.ready = time.monotonic() + 1.0, None
+                self.pending.append(repair)
+            return
+        self.note("repair", repair.target, repair.what)
 
     @staticmethod
     def _ready(repair: Repair, now: float) -> bool:
         return repair.ready is None or now > repair.at + READY_WITHIN or repair.ready()
 
     def heal_all(self) -> None:
-        for repair in sorted(self.pending, key=lambda repair: repair.at):
-            self.pending.remove(repair)
-            repair.action()
-            self.note("repair", repair.target, repair.what)
+        for _round in range(MAX_ATTEMPTS):
+            for repair in sorted(self.pending, key=lambda repair: repair.at):
+                self._repair(repair)
         self.cluster.proxy.heal()
 
     def _free(self, names: list[str]) -> str | None:
@@ -197,4 +215,6 @@ class Faults:
         self._restart(label)
         for replication in self.cluster.replications:
             if replication.target == name:
-                self.cluster.replicate(replication)
+                self._later(
+                    0.0, label, lambda replication=replication: self.cluster.replicate(replication), "REPLICATE"
+                )

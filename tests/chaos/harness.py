@@ -14,6 +14,8 @@ import os
 import random
 import re
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -69,9 +71,15 @@ def run(settings: Settings) -> dict[str, Any]:
         healed = time.monotonic()
         converged = wait_converged(monitor, cluster, settings.converge_within, problems)
         result["converge_seconds"] = round(time.monotonic() - healed, 2) if converged else None
-        result["divergence_detector"] = detect_and_repair(cluster, monitor, faults) if settings.corrupt else "skipped"
+        try:
+            result["divergence_detector"] = (
+                detect_and_repair(cluster, monitor, faults) if settings.corrupt else "skipped"
+            )
+        except PyNNDBError as error:
+            result["divergence_detector"] = f"error: {error!r}"
         if result["divergence_detector"] not in ("repaired", "skipped"):
             problems.append(f"divergence detector: {result['divergence_detector']}")
+        wait_converged(monitor, cluster, settings.converge_within, problems)  # again, after n1's restart
         _done, final = monitor.converged()
         result["stalled_replicas"] = sorted(f"{t}<-{s}" for (t, s), st in final.items() if st["state"] != "live")
     finally:
@@ -100,11 +108,20 @@ def run(settings: Settings) -> dict[str, Any]:
     result["max_lag_entries"] = monitor.max_lag_entries
     result["max_lag_seconds"] = monitor.max_lag_seconds
     result["proxied_connections"] = {name: link.connections for name, link in cluster.proxy.links.items()}
-    result["problems"] = problems
+    result["problems"] = problems + faults.problems
     result["fault_log"] = faults.log
     result["ok"] = ok(result)
     (workdir / "report.json").write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+def export(revision: str, directory: Path) -> str:
+    """Extract `src/` of a git revision into `directory`; returns the path to put on PYTHONPATH."""
+    root = Path(__file__).resolve().parents[2]
+    directory.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", revision, "src"], cwd=root, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    return str(directory / "src")
 
 
 def holds(cluster: Cluster) -> dict[str, list[str]]:
@@ -150,7 +167,10 @@ def reap(cluster: Cluster, faults: Faults, problems: list[str]) -> None:
         child.exits.append(code)
         problems.append(f"{child.name} died by itself with {code}")
         faults.note("unexpected_death", child.name, str(code))
-        child.start(cluster.cwd)  # type: ignore[attr-defined]
+        try:
+            child.start(cluster.cwd)  # type: ignore[attr-defined]
+        except RuntimeError as error:
+            problems.append(f"{child.name} could not be restarted: {error}")
 
 
 def wait_converged(monitor: Monitor, cluster: Cluster, timeout: float, problems: list[str]) -> bool:
@@ -239,7 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--rate", type=float, default=10.0, help="transactions per second per writer")
     parser.add_argument("--workdir", type=Path, help="where databases, logs and report.json go (default: a temp dir)")
+    parser.add_argument("--tree", help="run nodes and writers on this git revision's src/ (e.g. HEAD)")
     args = parser.parse_args(argv)
+    if args.tree and not os.environ.get("PYNNDB_CHAOS_TREE"):
+        # Harness, nodes and writers all run that revision's package (one protocol), whatever is being edited.
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"pynndb-chaos-{args.seed}-"))
+        package = export(args.tree, workdir / "tree")
+        env = {**os.environ, "PYNNDB_CHAOS_TREE": args.tree, "PYTHONPATH": package}
+        arguments = [*(argv if argv is not None else sys.argv[1:]), "--workdir", str(workdir)]
+        os.execve(sys.executable, [sys.executable, "-m", "tests.chaos.harness", *arguments], env)
     settings = Settings(args.seed, args.minutes * 60, args.nodes, args.rate, workdir=args.workdir)
     result = run(settings)
     print(report.table(result))
