@@ -121,6 +121,33 @@ class ConfigError(PyNNDBError):
     code = "config_error"
 
 
+class NotEnoughRecords(PyNNDBError, ValueError):
+    """Training a compression dictionary needs more records than the table holds."""
+
+    code = "not_enough_records"
+
+
+# --- arguments (also the builtin ValueError / TypeError, which callers may catch) -----------------------------
+class InvalidArgument(PyNNDBError, ValueError):
+    """An argument (or a command's parameter) is malformed, missing or out of range."""
+
+    code = "bad_params"
+
+
+class InvalidArgumentType(PyNNDBError, TypeError):
+    """An argument (or a command's parameter) has the wrong type."""
+
+    code = "bad_params"
+
+
+class InvalidAddress(InvalidArgument):
+    """A node address is not ``tcp://host:port``."""
+
+
+class InvalidKeys(InvalidArgument):
+    """Key material is incomplete: a secret key without its pair, keys without a server key, no allow-list."""
+
+
 # --- replication ---------------------------------------------------------------------------------------------
 class ReplicationError(PyNNDBError):
     """Replication could not proceed."""
@@ -135,7 +162,7 @@ class ReplicationNotEnabled(ReplicationError):
 
 
 class JournalGap(ReplicationError):
-    """The entries asked for are no longer in the source's journal (a snapshot is needed)."""
+    """The entries asked for are no longer in the journal (raised as its subclass `JournalTrimmed`)."""
 
     code = "journal_gap"
 
@@ -149,6 +176,19 @@ class JournalTrimmed(JournalGap):
     def __init__(self, message: str, oldest: int | None = None) -> None:
         super().__init__(message)
         self.oldest = oldest
+
+
+class InvalidReplication(ReplicationError, InvalidArgument):
+    """A replication cannot be set up as asked: unknown mode, a source that is not a UUID, a database replicating
+    itself."""
+
+    code = "bad_params"
+
+
+class NotCaughtUp(ReplicationError, RuntimeError):
+    """Replicas did not catch up with their sources within the time allowed."""
+
+    code = "not_caught_up"
 
 
 class MalformedEntry(ReplicationError):
@@ -182,6 +222,12 @@ class NodeUnreachable(MeshError):
     """Nothing answers at a node's command address."""
 
     code = "unreachable"
+
+
+class NodeDidNotStart(MeshError, RuntimeError):
+    """A node process did not report READY within the time allowed."""
+
+    code = "node_did_not_start"
 
 
 class MalformedMessage(MeshError):

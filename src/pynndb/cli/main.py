@@ -312,6 +312,11 @@ for _command in _data.COMMANDS + _ops.COMMANDS:
     main.add_command(_command)
 main.add_command(_changes.changes)
 
+from pynndb.cli import verbs as _verbs  # noqa: E402  (verbs made from the command specs)
+
+for _command in _verbs.commands(set(main.commands)):
+    main.add_command(_command)
+
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,7 @@
-"""The command registry and the built-in commands; each built-in's docstring is its help text.
+"""The command runner and the built-in commands' handlers (their specs: `pynndb.mesh.command_specs.mesh`).
 
-A handler takes ``(params, context)`` and returns a result dict; errors become replies with a stable code.
+A handler takes ``(params, context)``, params already validated against the command's spec, and returns a result
+dict; errors become replies with a stable code.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pynndb.errors import CommandError, CommandTimeout, PyNNDBError
+from pynndb.mesh.command_specs import SPECS, Spec
 
 if TYPE_CHECKING:
     from pynndb.mesh.controller import Controller
@@ -61,6 +63,9 @@ def run(command: Command | None, name: str, params: Any, context: dict[str, Any]
     if not isinstance(params, dict):
         return error_reply(BAD_PARAMS, "params must be an object")
     try:
+        spec = SPECS.get(command.name)
+        if spec is not None:
+            params = spec.validate(params)
         result = command.handler(params, context)
     except PyNNDBError as error:
         return error_reply(str(error.code), str(error))
@@ -97,14 +102,14 @@ def _node(context: dict[str, Any]) -> Controller:
 
 
 def ping(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """PING: answer with this node's id, label and clock; proves the route and the node are alive."""
+    """PING: this node's id, label and clock."""
     node = _node(context)
     return {"pong": True, "peer": node.id, "label": node.label, "time": time.time()}
 
 
 def lookup(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """LOOKUP {'name': label or id}: the directory entry of a node, its id under 'peer'."""
-    name = param(params, "name", str)
+    """LOOKUP: the directory entry of a node, its id under 'peer'."""
+    name = params["name"]
     entry = _node(context).lookup(name)
     if entry is None:
         raise CommandError(f"no node named {name!r}", NOT_FOUND)
@@ -122,34 +127,38 @@ def status(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
 
 
 def connect(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """CONNECT {'address': 'tcp://host:port1', 'timeout'?: seconds}: link this node to another one."""
-    address = param(params, "address", str)
-    timeout = param(params, "timeout", (int, float), required=False) or 5.0
-    peer = _node(context).connect(address, timeout=float(timeout))
+    """CONNECT: link this node to another one."""
+    peer = _node(context).connect(params["address"], timeout=params["timeout"])
     return {"peer": peer}
 
 
 def disconnect(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """DISCONNECT {'address': 'tcp://host:port1'} or {'peer': id or label}: remove a link."""
-    address = param(params, "address", str, required=False)
-    peer = param(params, "peer", str, required=False)
-    if (address is None) == (peer is None):
-        raise CommandError("give exactly one of 'address' or 'peer'", BAD_PARAMS)
-    removed = _node(context).disconnect(address if address is not None else peer)
+    """DISCONNECT: remove a link."""
+    address, peer = params.get("address"), params.get("peer")  # exactly one of them (the spec checks)
+    removed = _node(context).disconnect(str(address if address is not None else peer))
     if not removed:
         raise CommandError(f"no link to {address or peer!r}", NOT_FOUND)
     return {"disconnected": True}
 
 
 def help_command(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """HELP {'command'?: name}: the help text of one command, or of every command."""
-    name = param(params, "command", str, required=False)
-    texts = _node(context).commands_help()
+    """HELP: the help text of one command, or of every command."""
+    name = params.get("command")
+    texts = {
+        command: help_text(SPECS[command]) if command in SPECS else text
+        for command, text in _node(context).commands_help().items()
+    }
     if name is not None:
         if name.upper() not in texts:
             raise CommandError(f"unknown command {name!r}", UNKNOWN_COMMAND)
         return {"commands": {name.upper(): texts[name.upper()]}}
     return {"commands": texts}
+
+
+def help_text(spec: Spec) -> str:
+    """``NAME {'param', 'optional'?}: help`` for a command with a spec."""
+    names = ", ".join(repr(param.name) + ("" if param.required else "?") for param in spec.params)
+    return f"{spec.name}{' {' + names + '}' if names else ''}: {spec.help}"
 
 
 def builtins() -> list[Command]:

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from pynndb.errors import CommandTimeout, MalformedMessage, MeshError, NodeUnreachable
+from pynndb.errors import CommandTimeout, InvalidArgument, InvalidKeys, MalformedMessage, MeshError, NodeUnreachable
 from pynndb.mesh import commands, security, wire
 from pynndb.mesh.links import configure, split_address
 from pynndb.mesh.security import KeyPair
+from pynndb.mesh.verbs import CommandVerbs
 
 if TYPE_CHECKING:
     from pynndb.mesh.controller import Controller
@@ -44,8 +45,8 @@ def _context() -> zmq.Context:
         return _shared_context
 
 
-class Plugin:
-    """A client of one node's command port; ``target`` in ``call`` reaches any node of the mesh."""
+class Plugin(CommandVerbs):
+    """A client of one node's command port; ``target`` in ``call`` (and every verb) reaches any node of the mesh."""
 
     def __init__(
         self,
@@ -66,7 +67,7 @@ class Plugin:
             # In the same process as the node, its own key pair is a natural (and always allowed) identity.
             self.keys = security.as_key_pair(keys) or node.keys
         if (self.server_key is None) != (self.keys is None):
-            raise ValueError("a secure node needs both keys and server_key; a plaintext node needs neither")
+            raise InvalidKeys("a secure node needs both keys and server_key; a plaintext node needs neither")
         self._socket: zmq.Socket | None = None
         self._finalizer: weakref.finalize | None = None
         self._lock = threading.Lock()
@@ -121,7 +122,7 @@ class Plugin:
     ) -> dict[str, Any]:
         """Run ``command`` on ``target`` (a node id or label; default: the connected node) and return its result."""
         if not timeout > 0:
-            raise ValueError("timeout must be positive")
+            raise InvalidArgument("timeout must be positive")
         with self._lock:
             socket = self._socket
             if socket is None:
