@@ -25,7 +25,9 @@ class DatabaseConfig:
       survive a process crash, and the OS writes them to disk shortly after.
     - ``replication``: keep a change journal (persisted: later opens keep it on). None leaves it as stored.
     - ``map_size``: LMDB's address-space reservation; grown automatically when a write needs more.
-    - ``writemap``: LMDB's MDB_WRITEMAP (faster commits; the file shows as map_size long, sparse).
+    - ``writemap``: LMDB's MDB_WRITEMAP, default True: commits write through the map (2-3x more commits per second
+      than pwrite-ing each dirty page); the same crash contract (see ``durable``); the file shows as map_size long
+      (sparse). Commit wake-ups do not depend on it (core/doorbell.py).
     - ``trust_functions``: import stored function-index functions by name when opening (runs their code).
     - ``journal``: retention of the change journal, {'max_entries', 'max_bytes', 'max_age' (seconds)}.
     - ``readonly``: open an existing database for reading only (LMDB ``readonly``): no write lock is ever taken,
@@ -37,7 +39,7 @@ class DatabaseConfig:
     map_size: int = 1 << 40
     max_dbs: int = 1024
     max_readers: int = 256
-    writemap: bool = False
+    writemap: bool = True
     trust_functions: bool = False
     journal: JournalRetention = field(default_factory=JournalRetention)
     readonly: bool = False
