@@ -55,7 +55,7 @@ class DigestResult(TypedDict):
 
 class DumpResult(TypedDict):
     indexes: dict[str, Any]
-    documents: list[Any]
+    documents: dict[str, Any]  # key -> fields
 
 
 class VerifyResult(TypedDict):
