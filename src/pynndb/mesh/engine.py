@@ -21,12 +21,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import zmq
 
 from pynndb.errors import MalformedMessage
 from pynndb.mesh import wire
-from pynndb.mesh.directory import GONE_AFTER_HEARTBEATS, Directory, Entry, validate_entry
+from pynndb.mesh.directory import Directory, Entry, validate_entry
+from pynndb.mesh.gossip import Gossip
 from pynndb.mesh.links import Channel, configure, make_ports
 from pynndb.mesh.requests import Requests
 from pynndb.mesh.routing import SeenCache, target_next_hops, topic_next_hops
@@ -42,6 +42,7 @@ BATCH_BYTES = 1 << 20  # a PUBLISH frame closes at about 1 MB...
 BATCH_ITEMS = 20_000  # ...or at this many payloads
 MAX_INBOUND_LINKS = 1024
 FINE_TIMER = 0.02
+LINK_SILENT_PERIODS = 3.5  # a link that carried nothing (not even probes) for this many periods is down
 
 
 class Engine:
@@ -99,6 +100,7 @@ class Engine:
         self.delivery = WorkerPool(f"pynndb-{node.label}-callbacks", 1)
         self.handlers = WorkerPool(f"pynndb-{node.label}-commands", node.command_workers)
         self.requests = Requests(self)
+        self.gossip = Gossip(self)
         self.thread = threading.Thread(target=self.run, name=f"pynndb-{node.label}-loop", daemon=True)
 
     # --- sockets -------------------------------------------------------------------------------------------
@@ -215,12 +217,17 @@ class Engine:
             self.flush_outbox()
             now = time.monotonic()
             if now >= next_fine:
-                next_fine = now + FINE_TIMER
+                next_fine = now + self.node.heartbeat
                 self.fine_tick(now)
-            if self.heartbeat_due or now >= next_tick:
-                next_tick = now + self.node.heartbeat
+            if self.heartbeat_due:
                 self.heartbeat_due = False
+                self.gossip.announce()
+            if now >= next_tick:
+                next_tick = now + self.node.heartbeat
                 self.heartbeat()
+            if next_fine > now + FINE_TIMER and self.needs_fine_timer():
+                # Idle nodes wake once a period; hellos, requests and probes in flight need finer deadlines.
+                next_fine = now + FINE_TIMER
             if self.touched:
                 self.recheck_touched()
         self.farewell()
@@ -351,6 +358,7 @@ class Engine:
             raise MalformedMessage(f"type {kind:#x} not valid here")
 
     def handshake_body(self) -> dict[str, Any]:
+        self.gossip.announce()  # the entry handed over must be the one announced under its seq
         with self.lock:
             return {"entry": self.own_entry(), "directory": self.directory.alive_entries()}
 
@@ -476,6 +484,8 @@ class Engine:
         origin = header.origin
         came_from = channel.peer
         self.directory.touch(origin)
+        if self.gossip.membership.targets:
+            self.gossip.act(self.gossip.membership.heard(origin))
         if kind == wire.PUBLISH:
             self.counters["publish_frames_in"] += 1
             topic = wire.decode_topic_name(frame, header.body_offset)
@@ -488,14 +498,9 @@ class Engine:
                         lambda: deliver_batch(self.counters, callback, frame, header.body_offset, origin)
                     )
             self.forward(frame, self.topic_hops(topic), came_from)
-        elif kind == wire.HEARTBEAT:
-            entry = validate_entry(wire.decode_json_body(frame, header.body_offset))
-            if entry["id"] != origin:
-                raise MalformedMessage("heartbeat entry does not match its origin")
-            with self.lock:
-                changes = self.directory.merge(entry)
-            self.notify(changes)
-            self.forward(frame, self.neighbors(), came_from)
+        elif kind in (wire.HEARTBEAT, wire.SUSPECT, wire.DEAD):
+            if self.gossip.on_fact(kind, origin, frame, header.body_offset):
+                self.forward(frame, self.neighbors(), came_from)  # news only: the neighbors heard the rest already
         elif kind == wire.LEAVE:
             with self.lock:
                 changes = self.directory.mark_gone(origin)
@@ -510,6 +515,9 @@ class Engine:
         elif kind == wire.SEND:
             message = wire.decode_send_body(frame, header.body_offset)
             self.deliver_message(message.kind, message.payload, origin)
+        else:
+            body = wire.require_dict(wire.decode_json_body(frame, header.body_offset), "membership message")
+            self.gossip.on_message(kind, origin, body)
 
     def forward(self, frame: bytes, peers: Any, came_from: str | None) -> None:
         neighbors = self.neighbors()
@@ -645,14 +653,10 @@ class Engine:
         )
 
     def heartbeat(self) -> None:
-        self.seq += 1
-        with self.lock:
-            entry = self.own_entry()
-            self.directory.merge(entry)
-            changes = self.directory.expire(self.node.heartbeat)
-        self.notify(changes)
-        self.originate(wire.HEARTBEAT, orjson.dumps(entry))
-        limit = GONE_AFTER_HEARTBEATS * self.node.heartbeat
+        """Once a probe period: settle suspicions, probe, forget long-gone nodes, and drop links gone silent."""
+        self.gossip.settle()
+        self.gossip.tick()
+        limit = LINK_SILENT_PERIODS * self.node.heartbeat
         now = time.monotonic()
         for key, channel in list(self.channels.items()):
             if key[0] != "address" and channel.up and now - channel.last_rx > limit:
@@ -660,6 +664,12 @@ class Engine:
                     self.channel_down(channel)
                 else:
                     self.remove_channel(channel)
+
+    def needs_fine_timer(self) -> bool:
+        """True while something has a deadline finer than the period: requests, probes, suspicions, hellos."""
+        if self.requests.pending or self.gossip.busy():
+            return True
+        return any(key[0] == "out" and not channel.up for key, channel in self.channels.items())
 
     def fine_tick(self, now: float) -> None:
         for key, channel in list(self.channels.items()):
@@ -669,6 +679,8 @@ class Engine:
                 channel.next_hello = now + delay
                 self.send_link(channel, wire.encode_control(wire.HELLO, self.handshake_body()))
         self.requests.expire(now)
+        if self.gossip.busy():
+            self.gossip.tick()
 
     def farewell(self) -> None:
         """Tell the mesh this node is leaving, so it is marked gone at once rather than after a timeout."""
