@@ -81,22 +81,6 @@ def run(command: Command | None, name: str, params: Any, context: dict[str, Any]
     return ok_reply(result)
 
 
-def param(params: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
-    """Fetch a parameter, raising a ``bad_params`` CommandError if it is missing or of the wrong type."""
-    if name not in params:
-        if required:
-            raise CommandError(f"missing parameter {name!r}", BAD_PARAMS)
-        return None
-    value = params[name]
-    if not isinstance(value, kind) or isinstance(value, bool) and bool not in _as_tuple(kind):
-        raise CommandError(f"parameter {name!r} has the wrong type", BAD_PARAMS)
-    return value
-
-
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
 def _node(context: dict[str, Any]) -> Controller:
     return context["node"]
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pynndb.core import registry
 from pynndb.core.database import Database
 from pynndb.errors import CommandError, MalformedEntry, MeshError, PyNNDBError
-from pynndb.mesh.commands import BAD_PARAMS, NOT_FOUND, param
+from pynndb.mesh.commands import BAD_PARAMS, NOT_FOUND
 from pynndb.mesh.divergence import DivergenceDetector
 from pynndb.mesh.watch import Waker
 from pynndb.replication.digest import sequenced_summary, table_content
@@ -399,10 +399,10 @@ class ReplicationService:
                     hosted.last_progress = 0.0  # let the catch-up check ask at once
             self._wake.set()
 
-    # --- commands -------------------------------------------------------------------------------------------
+    # --- commands (params validated against pynndb.mesh.command_specs.replication before a handler runs) ----------
     def cmd_register(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         """REGISTER {'path'}: serve this database (opened with replication on) as a source to the mesh."""
-        db = self.open(param(params, "path", str))
+        db = self.open(params["path"])
         if not db.replication.enabled:
             raise CommandError(
                 f"{db.path} does not keep a journal: open it with config={{'replication': True}}", BAD_PARAMS
@@ -412,7 +412,7 @@ class ReplicationService:
 
     def cmd_unregister(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         """UNREGISTER {'path'}: stop serving this database as a source (replicas keep what they have)."""
-        db = self.open(param(params, "path", str))
+        db = self.open(params["path"])
         with self._lock:
             removed = self._sources.pop(db.replication.uuid, None)
         if removed is None:
@@ -425,18 +425,8 @@ class ReplicationService:
 
         mode: 'one-way' (read-only copy), 'two-way' (a writable pair), or 'auto' (default: two-way when the
         source already replicates this database, which also turns that side into two-way)."""
-        path = param(params, "path", str)
-        source = param(params, "uuid", str)
-        mode = param(params, "mode", str, required=False) or "auto"
-        if mode not in ("auto", "one-way", "two-way"):
-            raise CommandError("mode must be 'auto', 'one-way' or 'two-way'", BAD_PARAMS)
-        db = self.open(path)
-        try:
-            import uuid as uuid_module
-
-            uuid_module.UUID(source)
-        except ValueError:
-            raise CommandError(f"{source!r} is not a database UUID", BAD_PARAMS) from None
+        source, mode = params["uuid"], params.get("mode", "auto")
+        db = self.open(params["path"])
         if source == db.replication.uuid:
             raise CommandError("a database cannot replicate itself", BAD_PARAMS)
         reverse = self._replicates(source, db.replication.uuid)
@@ -468,8 +458,8 @@ class ReplicationService:
 
     def cmd_unreplicate(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         """UNREPLICATE {'path', 'uuid'}: stop replicating database uuid into path (its data stays)."""
-        db = self.open(param(params, "path", str))
-        source = param(params, "uuid", str)
+        db = self.open(params["path"])
+        source = params["uuid"]
         with self._lock:
             hosted = self._replicas.pop((db.replication.uuid, source), None)
             still_used = any(other == source for (_target, other) in self._replicas)
@@ -482,8 +472,7 @@ class ReplicationService:
         return {"path": db.path, "source": source, "unreplicated": True}
 
     def _select(self, params: dict[str, Any]) -> list[Hosted]:
-        path = param(params, "path", str, required=False)
-        source = param(params, "uuid", str, required=False)
+        path, source = params.get("path"), params.get("uuid")
         with self._lock:
             chosen = [
                 hosted
@@ -522,14 +511,14 @@ class ReplicationService:
     def cmd_digest(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         """DIGEST {'uuid'}: per table index definitions, record count and content digest of a database here, and
         the journal sequence they were taken at (one read transaction)."""
-        db = self._database(param(params, "uuid", str))
+        db = self._database(params["uuid"])
         sequence, tables = sequenced_summary(db)
         return {"uuid": db.replication.uuid, "sequence": sequence, "tables": tables}
 
     def cmd_dump(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         """DUMP {'uuid', 'table'}: one table's index definitions and documents (for diff)."""
-        db = self._database(param(params, "uuid", str))
-        return table_content(db, param(params, "table", str))
+        db = self._database(params["uuid"])
+        return table_content(db, params["table"])
 
     def cmd_databases(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         """DATABASES: the databases this node serves and replicates, with their figures."""
