@@ -42,6 +42,26 @@ BATCH_BYTES = 1 << 20  # a PUBLISH frame closes at about 1 MB...
 BATCH_ITEMS = 20_000  # ...or at this many payloads
 MAX_INBOUND_LINKS = 1024
 FINE_TIMER = 0.02
+COUNTERS = [
+    "frames_in",
+    "frames_out",
+    "bytes_in",
+    "bytes_out",
+    "relayed",
+    "duplicates",
+    "malformed",
+    "dropped",
+    "published",
+    "publish_frames_in",
+    "delivered",
+    "sent",
+    "commands",
+    "requests",
+    "peers_up",
+    "peers_down",
+    "suspicions",
+    "syncs",
+]
 LINK_SILENT_PERIODS = 3.5  # a link that carried nothing (not even probes) for this many periods is down
 
 
@@ -55,23 +75,7 @@ class Engine:
         self.seen = SeenCache()
         self.channels: dict[tuple[str, Any], Channel] = {}
         self.inbound: dict[bytes, Channel] = {}
-        self.counters = dict.fromkeys(
-            (
-                "frames_in",
-                "frames_out",
-                "relayed",
-                "duplicates",
-                "malformed",
-                "dropped",
-                "published",
-                "publish_frames_in",
-                "delivered",
-                "sent",
-                "commands",
-                "requests",
-            ),
-            0,
-        )
+        self.counters = dict.fromkeys(COUNTERS, 0)
         self.message_ids = itertools.count(1)
         self.channel_ids = itertools.count(1)
         self.ops: deque[Callable[[], None]] = deque()
@@ -258,6 +262,7 @@ class Engine:
                 self.touched.discard(socket)  # EAGAIN processed its signals: its ZMQ_FD will fire again
                 return
             self.counters["frames_in"] += 1
+            self.counters["bytes_in"] += len(frames[-1])
             if len(frames) != 2:
                 self.counters["malformed"] += 1
                 continue
@@ -280,6 +285,7 @@ class Engine:
                 self.touched.discard(socket)  # EAGAIN processed its signals: its ZMQ_FD will fire again
                 return
             self.counters["frames_in"] += 1
+            self.counters["bytes_in"] += len(frames[-1])
             if len(frames) != 1:
                 self.counters["malformed"] += 1
                 continue
@@ -307,6 +313,7 @@ class Engine:
     def send_link(self, channel: Channel, frame: bytes) -> bool:
         """Send one frame over a link (either direction); False if it could not be queued."""
         self.touched.add(channel.socket if channel.socket is not None else self.link_router)
+        self.counters["bytes_out"] += len(frame)
         return channel.send(self.link_router, frame)
 
     def send_router(self, socket: zmq.Socket, identity: bytes, frame: bytes) -> None:
@@ -631,6 +638,7 @@ class Engine:
 
     def notify(self, changes: list[tuple[str, str]]) -> None:
         for node_id, state in changes:
+            self.counters["peers_" + state] += 1
             if state == "down":
                 self.requests.node_gone(node_id)
             for callback in list(self.node.peer_callbacks):

@@ -109,7 +109,7 @@ class Gossip:
                     seq = entry["seq"] if entry is not None else 0
                     news = entry is not None and engine.directory.suspect(action.peer, seq, self.period, mine=True)
                 if news:
-                    engine.counters["suspicions"] = engine.counters.get("suspicions", 0) + 1
+                    engine.counters["suspicions"] += 1
                     engine.originate(wire.SUSPECT, orjson.dumps({"id": action.peer, "seq": seq}))
 
     # --- messages -------------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ class Gossip:
                 "gone": engine.directory.gone_facts(),
                 "reply": reply,
             }
-        engine.counters["syncs"] = engine.counters.get("syncs", 0) + 1
+        engine.counters["syncs"] += 1
         engine.originate(wire.SYNC, orjson.dumps(body), target=peer)
 
     def on_sync(self, origin: str, body: dict[str, Any]) -> None:
