@@ -25,6 +25,7 @@ from rich.console import Console, Group
 from rich.live import Live
 
 from pynndb.cli import render
+from pynndb.errors import NodeDidNotStart, NotCaughtUp
 
 NODES = ("a", "b", "c")
 SALES = {"sales_east": "a", "sales_west": "b", "sales_north": "c"}
@@ -83,7 +84,7 @@ class NodeProcess:
 
         threading.Thread(target=wait_ready, daemon=True).start()
         if not ready.wait(timeout):
-            raise RuntimeError(f"node {self.name} did not start within {timeout}s (see its log)")
+            raise NodeDidNotStart(f"node {self.name} did not start within {timeout}s (see its log)")
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -221,7 +222,7 @@ def _wait(predicate: Any, timeout: float) -> None:
         except Exception:  # a node restarting answers nothing for a moment
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"not caught up within {timeout}s")
+    raise NotCaughtUp(f"not caught up within {timeout}s")
 
 
 def _caught_up(call: Any, target: str) -> bool:

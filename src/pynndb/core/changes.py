@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pynndb.core.doc import Doc, make_doc
 from pynndb.core.doorbell import Doorbell
 from pynndb.core.journal import KEY, SEQ, decode_body
-from pynndb.errors import DatabaseClosed, JournalTrimmed, MalformedEntry
+from pynndb.errors import DatabaseClosed, InvalidArgument, JournalTrimmed, MalformedEntry
 
 if TYPE_CHECKING:
     from pynndb.core.database import Database
@@ -61,7 +61,7 @@ def follow(
     db.replication._require()
     wanted = _tables(tables)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
-        raise ValueError("timeout must be a number of seconds >= 0, or None to wait for ever")
+        raise InvalidArgument("timeout must be a number of seconds >= 0, or None to wait for ever")
     bell = Doorbell(db.path)  # listening before the start is read: nothing committed after this call is missed
     try:
         if since is None:
@@ -84,7 +84,7 @@ def _tables(tables: Iterable[str] | None) -> frozenset[str] | None:
         return frozenset([tables])
     chosen = frozenset(tables)
     if not all(isinstance(name, str) for name in chosen):
-        raise ValueError("tables must be table names (str)")
+        raise InvalidArgument("tables must be table names (str)")
     return chosen
 
 
@@ -94,7 +94,7 @@ def _resume_point(since: Any) -> tuple[int, int]:
         return since[0], since[1]
     if _natural(since):
         return since + 1, -1
-    raise ValueError(f"since must be None, a sequence number >= 0 or a Change.position, not {since!r}")
+    raise InvalidArgument(f"since must be None, a sequence number >= 0 or a Change.position, not {since!r}")
 
 
 def _natural(value: Any) -> bool:

@@ -275,9 +275,6 @@ class Replication:
     def set_mark(self, txn: lmdb.Transaction, source: str, seq: int) -> None:
         txn.put(b"hwm:" + source.encode(), SEQ.pack(seq), db=self._meta)
 
-    def forget_mark(self, txn: lmdb.Transaction, source: str) -> None:
-        txn.delete(b"hwm:" + source.encode(), db=self._meta)
-
     def meta_get(self, txn: lmdb.Transaction, key: bytes) -> bytes | None:
         return txn.get(key, db=self._meta)
 

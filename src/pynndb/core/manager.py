@@ -9,7 +9,7 @@ from typing import Any
 
 from pynndb.core import registry
 from pynndb.core.database import Database
-from pynndb.errors import NoSuchDatabase
+from pynndb.errors import InvalidArgumentType, NoSuchDatabase
 
 _managers: weakref.WeakSet[Manager] = weakref.WeakSet()
 
@@ -25,7 +25,7 @@ class Manager:
     def database(self, name: str, path: str | None = None, config: dict[str, Any] | None = None) -> Database:
         """Open or create database `name` in directory `path` (default: `name`)."""
         if not isinstance(name, str) or not name:
-            raise TypeError("a database name must be a non-empty str")
+            raise InvalidArgumentType("a database name must be a non-empty str")
         with self._lock:
             db = self._databases.get(name)
             if db is not None and not db.closed:

@@ -17,7 +17,7 @@ from pynndb.core.doc import Doc, _new_doc
 from pynndb.core.ids import normalise_key
 from pynndb.core.scan import walk, walk_all
 from pynndb.core.transaction import Transaction
-from pynndb.errors import InvalidDocument, InvalidIndexKey
+from pynndb.errors import InvalidArgument, InvalidArgumentType, InvalidDocument, InvalidIndexKey
 
 if TYPE_CHECKING:
     from pynndb.core.database import Database
@@ -138,9 +138,9 @@ class TableReads:
         caller's transaction or in a read transaction held only while the walk runs."""
         dbi = self._dbi if self._dbi is not None else self._readable()
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-            raise ValueError("limit must be a non-negative int or None")
+            raise InvalidArgument("limit must be a non-negative int or None")
         if expression is not None and not callable(expression):
-            raise TypeError("expression must be a callable taking a Doc")
+            raise InvalidArgumentType("expression must be a callable taking a Doc")
         raw_txn = None if txn is None else self._db._check(txn, False).txn
         compressor = self._compressor
         simple = index is None and lower is None and upper is None and after is None and not reverse
@@ -262,9 +262,9 @@ class TableReads:
             return iter(())
         index = None if index_name is None else self._index(index_name)
         if not isinstance(page_size, int) or page_size < 0:
-            raise ValueError("page_size must be a non-negative int (0: no paging)")
+            raise InvalidArgument("page_size must be a non-negative int (0: no paging)")
         if context is not None and not isinstance(context, FilterResult):
-            raise TypeError("context must be a FilterResult from a previous page")
+            raise InvalidArgumentType("context must be a FilterResult from a previous page")
         after = None if context is None else (context.key, context.doc._oid or b"")
         start = 0 if context is None else context.count
         walker = self._query(

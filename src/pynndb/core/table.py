@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import gc
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import lmdb
@@ -26,10 +26,12 @@ from pynndb.errors import (
     DocumentDoesNotExist,
     DuplicateKey,
     IndexDefinitionError,
+    InvalidArgument,
     InvalidDocument,
     InvalidName,
     NoSuchIndex,
     NoSuchTable,
+    NotEnoughRecords,
 )
 
 if TYPE_CHECKING:
@@ -510,13 +512,13 @@ class Table(TableReads):
         on up to `samples` existing records (worth it: single small documents barely compress without one).
         Existing records are rewritten."""
         if level is not None and (not isinstance(level, int) or not 1 <= level <= 22):
-            raise ValueError("level must be an int from 1 to 22, or None for no compression")
+            raise InvalidArgument("level must be an int from 1 to 22, or None for no compression")
         dictionary = None
         if train and level is not None:
             with self._env.begin() as raw:
                 sample = [raw_json(v, self._compressor) for _k, v in walk_all(raw, self._live())][:samples]
             if len(sample) < 8:
-                raise ValueError("training a dictionary needs at least 8 records in the table")
+                raise NotEnoughRecords("training a dictionary needs at least 8 records in the table")
             dictionary = train_dictionary(sample, dictionary_size)
         self._db._run(txn, True, self._set_compression, level, dictionary)
 
@@ -547,8 +549,3 @@ class Table(TableReads):
 
     def __repr__(self) -> str:
         return f"<Table {self.name!r} of {self._db.path}>"
-
-
-def as_mapping(doc: Any) -> Mapping[str, Any]:
-    """The fields of a Doc or dict."""
-    return Table._unwrap(doc)[0]

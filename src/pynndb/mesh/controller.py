@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from pynndb.errors import CommandTimeout, MeshError
+from pynndb.errors import CommandTimeout, InvalidArgument, InvalidArgumentType, InvalidKeys, MeshError
 from pynndb.mesh import commands, security, wire
 from pynndb.mesh.commands import Command
 from pynndb.mesh.engine import Engine
@@ -61,15 +61,15 @@ class Controller:
         command_workers: int = 4,
     ) -> None:
         if not isinstance(label, str) or not 0 < len(label) <= 256:
-            raise ValueError("label must be a non-empty string of at most 256 characters")
+            raise InvalidArgument("label must be a non-empty string of at most 256 characters")
         if not heartbeat > 0:
-            raise ValueError("heartbeat must be positive")
+            raise InvalidArgument("heartbeat must be positive")
         self.port1, self.port2, self.port3 = port1, port2, port3
         self.label = label
         self.host = host
         self.keys = security.as_key_pair(keys)
         if self.keys is not None and self.keys.secret is None:
-            raise ValueError("keys must include the secret key (load the .key_secret file)")
+            raise InvalidKeys("keys must include the secret key (load the .key_secret file)")
         self.allowed: frozenset[bytes] = security.load_allow_list(allow) if allow is not None else frozenset()
         if self.keys is not None:
             # A node always trusts its own key: in-process Plugins and nodes sharing a mesh key use it.
@@ -278,7 +278,7 @@ class Controller:
     ) -> None:
         """Add (or replace) a command; ``handler(params, context)`` runs on a worker thread, never the loop."""
         if not isinstance(name, str) or not name or len(name) > 64:
-            raise ValueError("command name must be a non-empty string of at most 64 characters")
+            raise InvalidArgument("command name must be a non-empty string of at most 64 characters")
         text = help if help is not None else (handler.__doc__ or "").strip()
         self._commands[name.upper()] = Command(name.upper(), handler, text)
 
@@ -291,9 +291,9 @@ class Controller:
     def publish(self, topic: str, payload: bytes) -> None:
         """Send a payload to every node in the mesh that subscribed to ``topic`` (not to this node)."""
         if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise TypeError("payload must be bytes")
+            raise InvalidArgumentType("payload must be bytes")
         if len(topic.encode()) > wire.MAX_TOPIC_BYTES:
-            raise ValueError("topic too long")
+            raise InvalidArgument("topic too long")
         self._running_engine().publish(topic, bytes(payload))
 
     def subscribe(self, topic: str, callback: Callable[[str, bytes, str], None], inline: bool = False) -> None:
@@ -302,7 +302,7 @@ class Controller:
         ``inline=True`` runs the callback on the socket loop itself (one thread hand-off less): it must only
         queue work and return, never block."""
         if len(topic.encode()) > wire.MAX_TOPIC_BYTES:
-            raise ValueError("topic too long")
+            raise InvalidArgument("topic too long")
         (self.inline_topics.add if inline else self.inline_topics.discard)(topic)
         self._change_entry(lambda: self.subscriptions.__setitem__(topic, callback))
 
@@ -336,7 +336,7 @@ class Controller:
         """Route a payload of a named kind to one node (id or label); it arrives through its ``on_message``."""
         engine = self._running_engine()
         if len(kind.encode()) > wire.MAX_KIND_BYTES:
-            raise ValueError("kind too long")
+            raise InvalidArgument("kind too long")
         entry = self.lookup(target)
         if entry is None:
             raise MeshError(f"unknown target {target!r}")

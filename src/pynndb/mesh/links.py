@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import zmq
 
-from pynndb.errors import MalformedMessage, MeshError
+from pynndb.errors import InvalidAddress, MalformedMessage, MeshError
 from pynndb.mesh import wire
 from pynndb.mesh.security import make_server
 
@@ -37,7 +37,7 @@ def split_address(address: str) -> tuple[str, int]:
     """Split 'tcp://host:port' into host and port, refusing anything else."""
     parsed = urlparse(address)
     if parsed.scheme != "tcp" or not parsed.hostname or parsed.port is None:
-        raise ValueError(f"not a tcp://host:port address: {address!r}")
+        raise InvalidAddress(f"not a tcp://host:port address: {address!r}")
     return parsed.hostname, parsed.port
 
 

@@ -17,6 +17,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from pynndb.errors import InvalidKeys
+
 log = logging.getLogger("pynndb.mesh.security")
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -55,7 +57,7 @@ def load_allow_list(source: PathLike | Iterable[bytes | str]) -> frozenset[bytes
     """Read the allowed public keys from a directory of ``.key`` files, or take them from an iterable."""
     if isinstance(source, (str, os.PathLike)):
         if not Path(source).is_dir():
-            raise ValueError(f"allow-list directory not found: {source}")
+            raise InvalidKeys(f"allow-list directory not found: {source}")
         return frozenset(zmq.auth.load_certificates(source))
     return frozenset(key.encode() if isinstance(key, str) else bytes(key) for key in source)
 

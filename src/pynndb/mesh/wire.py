@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from pynndb.errors import MalformedMessage
+from pynndb.errors import InvalidArgument, MalformedMessage
 
 VERSION = 2  # 2: SWIM membership (PROBE/ACK/PROBE_REQ/SUSPECT/DEAD/SYNC); HEARTBEAT only on change
 
@@ -152,7 +152,7 @@ def encode_routed(kind: int, origin: bytes, message_id: int, body: bytes = b"", 
     head = _ROUTED.pack(VERSION, kind, origin, message_id)
     if kind in TARGETED_TYPES:
         if target is None or len(target) != 16:
-            raise ValueError("targeted message needs a 16-byte target")
+            raise InvalidArgument("targeted message needs a 16-byte target")
         return b"".join((head, target, body))
     return head + body
 
@@ -179,7 +179,7 @@ def encode_topic_body(topic: str, payloads: Sequence[bytes]) -> bytes:
     """Encode the body of a PUBLISH message: topic, count, then length-prefixed payloads."""
     raw_topic = topic.encode()
     if len(raw_topic) > MAX_TOPIC_BYTES:
-        raise ValueError(f"topic longer than {MAX_TOPIC_BYTES} bytes")
+        raise InvalidArgument(f"topic longer than {MAX_TOPIC_BYTES} bytes")
     parts = [_TOPIC_HEAD.pack(len(raw_topic), len(payloads)), raw_topic]
     pack = _ITEM_LEN.pack
     for payload in payloads:
@@ -229,7 +229,7 @@ def encode_send_body(kind: str, payload: bytes) -> bytes:
     """Encode the body of a SEND message: kind name then the payload."""
     raw_kind = kind.encode()
     if len(raw_kind) > MAX_KIND_BYTES:
-        raise ValueError(f"kind longer than {MAX_KIND_BYTES} bytes")
+        raise InvalidArgument(f"kind longer than {MAX_KIND_BYTES} bytes")
     return b"".join((_KIND_LEN.pack(len(raw_kind)), raw_kind, payload))
 
 

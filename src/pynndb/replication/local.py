@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from pynndb.errors import InvalidReplication
 from pynndb.replication.messages import Entries, Message, Request
 from pynndb.replication.replica import Replica
 from pynndb.replication.source import Publisher
@@ -59,7 +60,7 @@ class LocalReplicator:
 
     def __init__(self, source: Database, target: Database, two_way: bool = False, poll_interval: float = 0.005):
         if source is target:
-            raise ValueError("source and target must be different databases")
+            raise InvalidReplication("source and target must be different databases")
         self.source = source
         self.target = target
         self.two_way = two_way

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from pynndb.errors import MalformedEntry
+from pynndb.errors import InvalidArgument, InvalidArgumentType, MalformedEntry
 
 VERSION = 1
 STORED_FORMAT = 1  # layout of a `stored` payload (header field "format")
@@ -144,7 +144,7 @@ def encode(message: Message) -> bytes:
     elif isinstance(message, SnapshotEnd):
         body = {"type": "end", **message.__dict__}
     else:
-        raise TypeError(f"not a replication message: {message!r}")
+        raise InvalidArgumentType(f"not a replication message: {message!r}")
     return orjson.dumps({"v": VERSION, **body}) + b"\n"
 
 
@@ -236,7 +236,7 @@ def _encode_stored(message: SnapshotChunk, stored: StoredPairs) -> bytes:
     keys, values, versions = stored.keys, stored.values, stored.versions
     count = len(keys)
     if len(values) != count or (versions is not None and len(versions) != count):
-        raise ValueError("stored pairs need as many values (and versions) as keys")
+        raise InvalidArgument("stored pairs need as many values (and versions) as keys")
     key_lengths = list(map(len, keys))
     value_lengths = list(map(len, values))
     key_size = key_lengths[0] if count and key_lengths.count(key_lengths[0]) == count else None

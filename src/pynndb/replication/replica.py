@@ -19,7 +19,7 @@ import orjson
 from pynndb.core.index import IndexDefinition
 from pynndb.core.journal import SEQ, decode_body
 from pynndb.core.table import Table
-from pynndb.errors import MalformedEntry, PyNNDBError
+from pynndb.errors import InvalidReplication, MalformedEntry, PyNNDBError
 from pynndb.replication import fast_snapshot
 from pynndb.replication.messages import Entries, Message, Request, SnapshotBegin, SnapshotChunk, SnapshotEnd
 
@@ -49,13 +49,13 @@ class Replica:
         max_pending: int = 100_000,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+            raise InvalidReplication(f"mode must be one of {MODES}, not {mode!r}")
         try:
             self.source_bytes = uuid_module.UUID(source).bytes
         except (ValueError, AttributeError, TypeError):
-            raise ValueError(f"source must be a database UUID, not {source!r}") from None
+            raise InvalidReplication(f"source must be a database UUID, not {source!r}") from None
         if source == db.replication.uuid:
-            raise ValueError("a database cannot replicate itself")
+            raise InvalidReplication("a database cannot replicate itself")
         self.db = db
         self.source = source
         self.two_way = mode == "two-way"
