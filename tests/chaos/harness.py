@@ -104,6 +104,7 @@ def run(settings: Settings) -> dict[str, Any]:
     result["full_resyncs_expected"] = monitor.full_expected
     result["full_resyncs_seen"] = monitor.full_seen
     result["full_resyncs_unexpected"] = monitor.full_unexpected
+    result["full_resyncs_why"] = dict(monitor.full_reasons)
     result["partial_resyncs_seen"] = monitor.partial_seen
     result["max_lag_entries"] = monitor.max_lag_entries
     result["max_lag_seconds"] = monitor.max_lag_seconds

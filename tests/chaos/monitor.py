@@ -8,6 +8,7 @@ the source's journal (the psync2 invariant), after a RESYNC, or when a snapshot 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ class Monitor:
     full_expected: int = 0
     full_unexpected: list[str] = field(default_factory=list)
     full_seen: int = 0
+    full_reasons: Counter[str] = field(default_factory=Counter)
     partial_seen: int = 0
     max_lag_entries: int = 0
     max_lag_seconds: float = 0.0
@@ -82,8 +84,18 @@ class Monitor:
             first = self.retained_first.get(source, 0)
             for _ in range(full - view.full):
                 self.full_seen += 1
-                if view.forced or view.hwm + 1 < first or view.state == "snapshot":
+                reason = (
+                    "wiped or RESYNC"
+                    if view.forced
+                    else "journal trimmed past the mark"
+                    if view.hwm + 1 < first
+                    else "snapshot interrupted"
+                    if view.state == "snapshot"
+                    else None
+                )
+                if reason is not None:
                     self.full_expected += 1
+                    self.full_reasons[reason] += 1
                     view.forced = False
                 else:
                     self.full_unexpected.append(
@@ -92,10 +104,11 @@ class Monitor:
         self.partial_seen += max(0, partial - view.partial)
         view.full, view.partial = full, partial
         view.hwm, view.state = replica["hwm"], replica["state"]
-        # The replica's own figure, or the gap to the source's sequence as its node last reported it.
-        behind = self.sequence.get(source, 0) - replica["hwm"]
-        self.max_lag_entries = max(self.max_lag_entries, replica["lag_entries"], behind)
-        self.max_lag_seconds = max(self.max_lag_seconds, replica["lag_seconds"])
+        if not view.forced:  # a wiped replica (starting again from nothing) is not lagging
+            # The replica's own figure, or the gap to the source's sequence as its node last reported it.
+            behind = self.sequence.get(source, 0) - replica["hwm"]
+            self.max_lag_entries = max(self.max_lag_entries, replica["lag_entries"], behind)
+            self.max_lag_seconds = max(self.max_lag_seconds, replica["lag_seconds"])
 
     def forced(self, target: str) -> None:
         """A full resync of every replication into `target` is now due (wiped, or RESYNC sent)."""

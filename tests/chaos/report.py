@@ -19,6 +19,7 @@ ROWS = [
     ("diverged pairs", "diverged_pairs"),
     ("stalled replicas", "stalled_replicas"),
     ("full resyncs expected / seen", ("full_resyncs_expected", "full_resyncs_seen")),
+    ("why the expected full resyncs", "full_resyncs_why"),
     ("unexpected full resyncs", "full_resyncs_unexpected"),
     ("partial resyncs seen", "partial_resyncs_seen"),
     ("max lag during faults (entries)", "max_lag_entries"),
