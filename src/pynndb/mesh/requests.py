@@ -31,7 +31,6 @@ class Requests:
         self.pending: dict[int, tuple[OnReply, float, str]] = {}  # reply callback, deadline, target node id
         self.request_ids = itertools.count(1)
         self.results: dict[tuple[str, str], int] = {}  # (command, 'ok' or error code) -> count, for metrics
-        self.results: dict[tuple[str, str], int] = {}  # (command, 'ok' or error code) -> count, for metrics
 
     def on_client_request(self, identity: bytes, frame: bytes) -> None:
         kind, body = wire.decode_control(frame)
@@ -91,21 +90,10 @@ class Requests:
         command = self.engine.node.command(name.upper())
         context = {"origin": origin, "node": self.engine.node}
         on_reply = self._counted(command.name if command is not None else "unknown", on_reply)
-        on_reply = self._counted(command.name if command is not None else "unknown", on_reply)
         if command is not None and command.inline:
             on_reply(commands.run(command, name, params, context))
         elif not self.engine.handlers.submit(lambda: on_reply(commands.run(command, name, params, context))):
             on_reply(commands.error_reply(commands.BUSY, "command queue full"))
-
-    def _counted(self, name: str, on_reply: OnReply) -> OnReply:
-        def counted(reply: Reply) -> None:
-            error = reply.get("error")
-            code = "ok" if reply.get("ok") else str(error.get("code", "error") if isinstance(error, dict) else "error")
-            key = (name, code)
-            self.results[key] = self.results.get(key, 0) + 1  # (a lost increment under a race only blurs a figure)
-            on_reply(reply)
-
-        return counted
 
     def _counted(self, name: str, on_reply: OnReply) -> OnReply:
         def counted(reply: Reply) -> None:
