@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from pynndb import Database, Manager
+from pynndb.core.journal import decode_body
 from pynndb.replication import Publisher, Replica, Request
 from pynndb.replication.messages import Message
 
@@ -39,7 +39,7 @@ def documents(db: Database, table: str) -> dict[str, dict[str, Any]]:
 
 def ops_of(db: Database, start: int = 1) -> list[list[Any]]:
     """The ops of every retained journal entry from `start`, one list per entry."""
-    return [orjson.loads(body)["ops"] for _seq, _clock, body in db.replication.entries(start, 1_000_000)]
+    return [decode_body(body).ops for _seq, _clock, body in db.replication.entries(start, 1_000_000)]
 
 
 def deliver(replica: Replica, messages: Iterable[Message]) -> list[Request]:

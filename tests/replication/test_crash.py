@@ -11,9 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
-
 from pynndb import Manager
+from pynndb.core.journal import decode_body
 from pynndb.replication import LocalReplicator, diff
 from tests.helpers import person
 
@@ -96,8 +95,8 @@ def test_killed_applier_resumes_without_loss_or_double_apply(tmp_path: Path) -> 
         assert diff(source, target) == {}
         assert target.replication.marks()[source.replication.uuid] == total
         assert len(target["people"]) == 20_000
-        source_versions = [orjson.loads(body)["v"] for _s, _c, body in source.replication.entries(1, 100_000)]
-        target_versions = [orjson.loads(body)["v"] for _s, _c, body in target.replication.entries(1, 100_000)]
+        source_versions = [decode_body(body).version for _s, _c, body in source.replication.entries(1, 100_000)]
+        target_versions = [decode_body(body).version for _s, _c, body in target.replication.entries(1, 100_000)]
         assert target_versions == source_versions, "each source entry applied exactly once, in order"
 
 

@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import orjson
 import pytest
 
 from pynndb import Manager
+from pynndb.core.journal import decode_body
 from pynndb.errors import DuplicateKey
 from tests.helpers import person
 from tests.replication.conftest import ops_of
@@ -104,9 +104,9 @@ def test_entries_carry_origin_and_version(open_db) -> None:
     db = open_db("db")
     db.table("people").append(person(1))
     for seq, clock, body in db.replication.entries(1):
-        entry = orjson.loads(body)
-        assert entry["o"] == db.replication.uuid
-        assert entry["v"] == clock, f"entry {seq}: a local change's version is its clock"
+        entry = decode_body(body)
+        assert entry.origin == db.replication.uuid
+        assert entry.version == clock, f"entry {seq}: a local change's version is its clock"
 
 
 def test_database_without_replication_has_no_journal(open_db) -> None:

@@ -12,9 +12,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from pynndb.core.doc import Doc, make_doc
 from pynndb.core.doorbell import Doorbell
-from pynndb.core.journal import KEY, SEQ, decode_body
+from pynndb.core.journal import KEY, SEQ, read_entry
 from pynndb.errors import DatabaseClosed, InvalidArgument, JournalTrimmed, MalformedEntry
 
 if TYPE_CHECKING:
@@ -161,13 +163,14 @@ def _feed(
 
 def decode_entry(seq: int, body: bytes, wanted: frozenset[str] | None = None, skip: int = -1) -> list[Change]:
     """The document changes of one journal entry (after index `skip`, of the `wanted` tables)."""
-    entry = decode_body(body)
-    if not isinstance(entry, dict) or not isinstance(entry.get("ops"), list):
-        raise MalformedEntry(f"journal entry {seq} is not an object with 'ops'")
-    origin = str(entry.get("o", ""))
+    try:
+        entry = read_entry(body)
+    except MalformedEntry as error:
+        raise MalformedEntry(f"journal entry {seq}: {error}") from None
+    origin = entry.origin
     chosen = [
         (index, op)
-        for index, op in enumerate(entry["ops"])
+        for index, op in enumerate(entry.ops)
         if index > skip
         and isinstance(op, list)
         and len(op) >= 2
@@ -179,6 +182,6 @@ def decode_entry(seq: int, body: bytes, wanted: frozenset[str] | None = None, sk
     for position, (index, op) in enumerate(chosen):
         kind = op[0]
         key = op[2] if kind == "put" or kind == "delete" else None
-        doc = make_doc(op[3], key.encode()) if kind == "put" else None
+        doc = make_doc(orjson.loads(op[3]), key.encode()) if kind == "put" else None
         found.append(Change(seq, op[1], kind, key, doc, origin, index, position == final))
     return found

@@ -1,11 +1,13 @@
 """The change journal of a replicated database, written in the same LMDB transaction as the data.
 
 Each committed write transaction appends one entry: key = gapless sequence number then the database clock (8 bytes
-each, big-endian; the clock is a hybrid logical clock: milliseconds << 16 | counter), value = a JSON body
-``{"o": origin uuid, "v": version, "ops": [...]}``. Ops are serialised as they happen, so a transaction's pending
-ops are plain bytes (cheap to hold, invisible to the garbage collector). Per-document versions (clock, origin,
-tombstone flag, source)
-live in ``__versions__`` so that two writable copies resolve conflicts the same way.
+each, big-endian; the clock is a hybrid logical clock: milliseconds << 16 | counter), value = the body (format 2):
+a version byte, the length of a JSON header ``{"o": origin uuid, "v": version, "ops": [...]}`` (u32 little-endian),
+the header, then the stored bytes of every ``put`` op's document back to back (the op carries the length), so a
+replica writes documents as they are, never re-encoding them. Format 1 bodies (the JSON header alone, documents
+inline) are still read. Ops are serialised as they happen, so a transaction's pending ops are plain bytes (cheap to
+hold, invisible to the garbage collector). Per-document versions (clock, origin, tombstone flag, source) live in
+``__versions__`` so that two writable copies resolve conflicts the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import lmdb
 import orjson
 
-from pynndb.errors import DatabaseError, ReplicationNotEnabled
+from pynndb.errors import DatabaseError, MalformedEntry, ReplicationNotEnabled
 
 if TYPE_CHECKING:
     from pynndb.core.database import Database
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 SEQ = struct.Struct(">Q")
 KEY = struct.Struct(">QQ")  # sequence, clock
 VERSION = struct.Struct(">Q16sB16s")  # clock, origin uuid, tombstone flag, source uuid
+HEADER_LENGTH = struct.Struct("<I")
+FORMAT = 2  # the first byte of an entry body; a format 1 body is JSON (its first byte is '{')
+FORMAT_BYTE = bytes([FORMAT])
 TRIM_EVERY = 512
 TRIM_BATCH = 5000
 
@@ -91,15 +96,19 @@ class Replication:
         if version >= t.hlc:
             t.hlc = version + 1  # hybrid logical clock: never behind a clock we have seen
         ops = t.ops or ()
-        body = b'{"o":"%s","v":%d,"ops":[%s]}' % (
+        header = b'{"o":"%s","v":%d,"ops":[%s]}' % (
             self._uuid_ascii if origin is None else origin.encode(),
             version or t.hlc,
             b",".join(ops),
         )
+        documents = t.documents
+        documents.insert(0, FORMAT_BYTE + HEADER_LENGTH.pack(len(header)) + header)
+        body = b"".join(documents)
         seq = t.seq
         # Positional (key, value, dupdata, overwrite, append, db): the per-transaction path, kept lean.
         t.txn.put(KEY.pack(seq, t.hlc), body, True, True, True, self._journal)
         t.ops = []
+        t.documents = []
         t.seq += 1
         t.hlc += 1
         if seq % self._trim_every == 0:
@@ -285,6 +294,73 @@ class Replication:
             txn.put(key, value, db=self._meta)
 
 
-def decode_body(body: bytes) -> dict[str, Any]:
-    """Decode a journal entry's body: {"o": origin, "v": version, "ops": [...]}."""
-    return orjson.loads(body)
+class Entry(NamedTuple):
+    """A journal entry as read back: origin database UUID, version, and ops. A ``put`` op's last item is the
+    document's stored JSON bytes (`read_entry`) or its decoded fields (`decode_body`)."""
+
+    origin: str
+    version: int
+    ops: list[Any]
+
+
+def read_entry(body: bytes) -> Entry:
+    """An entry body (format 2, or format 1) with each put op's document as its stored bytes, or MalformedEntry."""
+    if body[:1] == FORMAT_BYTE:
+        return _read_v2(body)
+    try:
+        entry = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise MalformedEntry(f"journal entry of unknown format (first byte {body[:1]!r})") from None
+    checked = _checked(entry)
+    for op in checked.ops:
+        if type(op) is list and len(op) == 4 and op[0] == "put" and type(op[3]) is dict:
+            op[3] = orjson.dumps(op[3])  # format 1: documents inline; the same bytes an encoder would store
+    return checked
+
+
+def decode_body(body: bytes) -> Entry:
+    """An entry body with each put op's document decoded to its fields (change feeds, tests)."""
+    entry = read_entry(body)
+    loads = orjson.loads
+    for op in entry.ops:
+        if type(op) is list and len(op) == 4 and op[0] == "put":
+            op[3] = loads(op[3])
+    return entry
+
+
+def _checked(entry: Any) -> Entry:
+    if not isinstance(entry, dict) or not isinstance(entry.get("ops"), list):
+        raise MalformedEntry("journal entry must be an object with 'ops'")
+    origin = entry.get("o")
+    version = entry.get("v")
+    if not isinstance(origin, str) or type(version) is not int:
+        raise MalformedEntry("journal entry lacks origin or version")
+    return Entry(origin, version, entry["ops"])
+
+
+def _read_v2(body: bytes) -> Entry:
+    if len(body) < 1 + HEADER_LENGTH.size:
+        raise MalformedEntry("journal entry truncated")
+    start = 1 + HEADER_LENGTH.size
+    end = start + HEADER_LENGTH.unpack_from(body, 1)[0]
+    if end > len(body):
+        raise MalformedEntry("journal entry header truncated")
+    try:
+        entry = _checked(orjson.loads(body[start:end]))
+    except orjson.JSONDecodeError:
+        raise MalformedEntry("journal entry header is not JSON") from None
+    offset = end
+    for op in entry.ops:
+        if type(op) is list and len(op) == 4 and op[0] == "put":
+            length = op[3]
+            if type(length) is not int or length < 2:
+                raise MalformedEntry("a put op must carry its document's length")
+            document = body[offset : offset + length]
+            # Every document is a JSON object: a cheap check that the lengths and the bytes line up.
+            if document[:1] != b"{" or document[-1:] != b"}":
+                raise MalformedEntry("a put op's document is not a JSON object (or lengths do not add up)")
+            op[3] = document
+            offset += length
+    if offset != len(body):
+        raise MalformedEntry("journal entry documents do not add up to the body")
+    return entry

@@ -221,6 +221,7 @@ class Table(TableReads):
         journaled = t.ops is not None or t.origin is not None
         # Without per-document versions, a journaled insert is one pre-formatted op: append it inline.
         ops = t.ops if journaled and not self._db.replication.versioned else None
+        documents = t.documents
         name_json = self._name_json
         additions: list[tuple[Index, list[bytes]]] = []
         for oid, new in records:
@@ -245,7 +246,40 @@ class Table(TableReads):
                         if not put(key, oid, True, overwrite, False, index.dbi):
                             self._undo_insert(txn, oid, additions, index, key)
             if ops is not None:
-                ops.append(b'["put",%b,"%b",%b]' % (name_json, oid, raw))
+                ops.append(b'["put",%b,"%b",%d]' % (name_json, oid, len(raw)))
+                documents.append(raw)
+            elif journaled:
+                self._journal_write(t, oid, raw)
+
+    def _insert_stored(self, t: Transaction, records: Iterable[tuple[bytes, bytes, dict[str, Any]]]) -> None:
+        """New records (key, stored JSON bytes, the same decoded): `_insert` for a replica applying a source's
+        documents, which writes (and journals) the bytes as they are, never encoding a document again."""
+        txn = t.txn
+        put = txn.put
+        dbi = self._dbi
+        indexes = self._index_list
+        compress = None if self._compressor is None else self._compressor.compress
+        journaled = t.ops is not None or t.origin is not None
+        ops = t.ops if journaled and not self._db.replication.versioned else None
+        documents = t.documents
+        name_json = self._name_json
+        additions: list[tuple[Index, list[bytes]]] = []
+        for oid, raw, new in records:
+            if indexes:
+                additions = []
+                for index in indexes:
+                    additions.append((index, index.keys(new)))
+            if not put(oid, raw if compress is None else compress(raw), True, False, False, dbi):
+                raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
+            if indexes:
+                for index, keys in additions:
+                    overwrite = index.duplicates
+                    for key in keys:
+                        if not put(key, oid, True, overwrite, False, index.dbi):
+                            self._undo_insert(txn, oid, additions, index, key)
+            if ops is not None:
+                ops.append(b'["put",%b,"%b",%d]' % (name_json, oid, len(raw)))
+                documents.append(raw)
             elif journaled:
                 self._journal_write(t, oid, raw)
 
@@ -271,7 +305,8 @@ class Table(TableReads):
         elif raw is None:
             t.ops.append(b'["delete",%b,"%b"]' % (self._name_json, oid))
         else:
-            t.ops.append(b'["put",%b,"%b",%b]' % (self._name_json, oid, raw))
+            t.ops.append(b'["put",%b,"%b",%d]' % (self._name_json, oid, len(raw)))
+            t.documents.append(raw)
         self._db.replication.record_version(t, self.name, oid, raw is None)
 
     def _read(self, txn: lmdb.Transaction, oid: bytes) -> dict[str, Any] | None:

@@ -4,8 +4,8 @@ The source walks, in its snapshot's read transaction, each table's records (comp
 tombstones (versioned sources) and every index's entries, and ships them in bounded chunks of `StoredPairs`, in key
 order. A one-way replica, whose tables were dropped and re-created with the snapshot's definitions when it began,
 appends them with `putmulti(append=True)`: no JSON decoding, no re-encoding, no index key computed. It still
-journals a ``put`` op per record (built from the stored bytes) when it keeps a journal, so its own replicas stay
-exact, and records versions when it keeps them, exactly as the document-by-document path would. Two-way and
+journals a ``put`` op per record (with the stored JSON bytes as its document) when it keeps a journal, so its own
+replicas stay exact, and records versions when it keeps them, as the document-by-document path would. Two-way and
 aggregating replicas turn the pairs back into documents and keep their rules (last writer wins; a source's
 snapshot replaces only that source's documents).
 """
@@ -254,10 +254,13 @@ def write_stored(t: Transaction, table: Table, stored: StoredPairs, source: byte
         written = texts if target is None else [target.compress(text) for text in texts]
     _append(txn, table._dbi, keys, written, False)
     if t.ops is not None:
-        # '["put",<table>,"<key>",<json>]' for each record, joined in one go (write_entry joins ops with ',').
+        # '["put",<table>,"<key>",<length>]' for each record, joined in one go (write_entry joins ops with ','),
+        # and the records' JSON as the entry's documents.
         head = b'["put",' + table._name_json + b',"'
-        ops = b"".join(chain.from_iterable(zip(repeat(head), keys, repeat(b'",'), texts, repeat(b"],"))))
+        lengths = map(b"%d".__mod__, map(len, texts))
+        ops = b"".join(chain.from_iterable(zip(repeat(head), keys, repeat(b'",'), lengths, repeat(b"],"))))
         t.ops.append(ops[:-1])
+        t.documents += texts
     if replication.versioned:
         live = b"\x00" + source
         unknown = VERSION.pack(0, source, False, source)

@@ -1,0 +1,126 @@
+"""Journal entry format 2 (version byte, JSON header, documents as stored): replicas write the bytes as they are;
+format 1 entries (all JSON) are still read; malformed bodies raise MalformedEntry and stall a replica cleanly."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from pynndb.core import table as table_module
+from pynndb.core.journal import FORMAT, HEADER_LENGTH, KEY, decode_body, read_entry
+from pynndb.errors import MalformedEntry
+from pynndb.replication import Entries, Publisher, Replica, diff
+from tests.helpers import person
+from tests.replication.conftest import deliver, documents, serve
+
+UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+def v2_body(header: dict, documents: list[bytes]) -> bytes:
+    raw = orjson.dumps(header)
+    return bytes([FORMAT]) + HEADER_LENGTH.pack(len(raw)) + raw + b"".join(documents)
+
+
+def test_an_entry_carries_the_stored_bytes_of_its_documents(open_db) -> None:
+    db = open_db("db")
+    people = db.table("people")
+    people.ensure("by_name", "{name}", duplicates=True)
+    added = people.append_many([person(number) for number in range(3)])
+    body = db.replication.entries(db.replication.sequence)[0][2]
+    assert body[0] == FORMAT
+    entry = read_entry(body)
+    assert entry.origin == db.replication.uuid
+    with db._env.begin() as txn:
+        stored = [txn.get(doc.oid, db=people._dbi) for doc in added]
+    assert [op[3] for op in entry.ops] == stored
+    assert [op[:3] for op in entry.ops] == [["put", "people", doc.key] for doc in added]
+    assert [op[3] for op in decode_body(body).ops] == [person(number) for number in range(3)]
+
+
+def test_a_replica_writes_documents_without_encoding_them_again(open_db, monkeypatch) -> None:
+    source = open_db("source")
+    people = source.table("people")
+    people.ensure("by_name", "{name}", duplicates=True)
+    people.append_many([person(number) for number in range(50)])
+    people.append(person(50))
+    target = open_db("target")
+    replica = Replica(target, source.replication.uuid)
+    encoded: list[object] = []
+
+    def refuse(value: object, *args: object) -> bytes:
+        encoded.append(value)
+        raise AssertionError("a replica re-encoded a document")
+
+    monkeypatch.setattr(table_module, "_dumps", refuse)
+    serve(Publisher(source), replica, replica.start())
+    monkeypatch.undo()
+    assert encoded == []
+    assert replica.status()["state"] == "live"
+    assert diff(source, target) == {}
+    assert [doc.key for doc in target["people"].find("by_name")] == [doc.key for doc in people.find("by_name")]
+    # The replica's own journal (it keeps one) carries the same bytes onwards.
+    assert read_entry(target.replication.entries(target.replication.sequence)[0][2]).ops[0][3].startswith(b"{")
+
+
+def test_format_1_entries_are_still_read(open_db) -> None:
+    key = "5f1d7c3e0000000000000001"
+    body = orjson.dumps(
+        {"o": UUID, "v": 7 << 16, "ops": [["create", "people"], ["put", "people", key, {"name": "Ann", "age": 3}]]}
+    )
+    assert body[:1] == b"{"
+    entry = read_entry(body)
+    assert (entry.origin, entry.version) == (UUID, 7 << 16)
+    assert orjson.loads(entry.ops[1][3]) == {"name": "Ann", "age": 3}
+    assert decode_body(body).ops[1][3] == {"name": "Ann", "age": 3}
+    # A replica applies it, and a change feed reads it from a journal that holds it.
+    target = open_db("target")
+    replica = Replica(target, UUID)
+    deliver(replica, [Entries(UUID, [(1, 7 << 16, body)], 1)])
+    assert replica.status()["state"] == "live"
+    assert documents(target, "people") == {key: {"name": "Ann", "age": 3}}
+    old = open_db("old")
+    old.table("people")
+    start = old.replication.sequence + 1
+    with old._env.begin(write=True) as txn:  # a journal written by a release that wrote format 1
+        txn.put(
+            KEY.pack(start, 8 << 16),
+            body.replace(UUID.encode(), old.replication.uuid.encode()),
+            db=old.replication._journal,
+        )
+    changes = list(old.changes(since=start - 1, timeout=0))
+    assert [(change.op, change.key, change.doc.doc if change.doc else None) for change in changes] == [
+        ("put", key, {"name": "Ann", "age": 3})
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x03whatever",
+        b"\x02\x01",
+        b"\x02" + HEADER_LENGTH.pack(100) + b"{}",
+        b"\x02" + HEADER_LENGTH.pack(3) + b"abc",
+        v2_body({"o": UUID, "v": 1, "ops": [["put", "people", "k", 5]]}, [b'{"a":'])[:-1],
+        v2_body({"o": UUID, "v": 1, "ops": [["put", "people", "k", 7]]}, [b'{"a":1}', b"extra"]),
+        v2_body({"o": UUID, "v": 1, "ops": [["put", "people", "k", "7"]]}, [b'{"a":1}']),
+        v2_body({"o": UUID, "v": 1, "ops": [["put", "people", "k", 3]]}, [b"[1]"]),
+        v2_body({"o": 5, "v": 1, "ops": []}, []),
+    ],
+)
+def test_malformed_bodies_raise(body: bytes) -> None:
+    with pytest.raises(MalformedEntry):
+        read_entry(body)
+
+
+def test_a_malformed_document_stalls_the_replica_and_changes_nothing(open_db) -> None:
+    target = open_db("target")
+    replica = Replica(target, UUID)
+    good = v2_body({"o": UUID, "v": 1 << 16, "ops": [["put", "people", "k1", 7]]}, [b'{"a":1}'])
+    bad = v2_body({"o": UUID, "v": 2 << 16, "ops": [["put", "people", "k2", 7]]}, [b'{"a":!}'])
+    deliver(replica, [Entries(UUID, [(1, 1 << 16, good), (2, 2 << 16, bad)], 2)])
+    assert replica.status()["state"] == "stalled"
+    assert documents(target, "people") == {}
+    assert replica.hwm == 0
+    deliver(replica, [Entries(UUID, [(1, 1 << 16, good)], 1)])
+    assert replica.hwm == 1
+    assert documents(target, "people") == {"k1": {"a": 1}}
