@@ -185,6 +185,12 @@ class InvalidReplication(ReplicationError, InvalidArgument):
     code = "bad_params"
 
 
+class FilterConflict(ReplicationError):
+    """A replica is already registered with another table filter: UNREPLICATE it first, then REPLICATE anew."""
+
+    code = "filter_conflict"
+
+
 class NotCaughtUp(ReplicationError, RuntimeError):
     """Replicas did not catch up with their sources within the time allowed."""
 

@@ -108,7 +108,7 @@ def test_help_shows_the_spec_help(pair: tuple[Controller, Controller, Plugin]) -
     _, _, plugin = pair
     texts = plugin.help()
     assert set(SPECS) <= set(texts)
-    assert texts["REPLICATE"].startswith("REPLICATE {'path', 'uuid', 'mode'?}: Make the database")
+    assert texts["REPLICATE"].startswith("REPLICATE {'path', 'uuid', 'mode'?, 'tables'?}: Make the database")
     assert plugin.help("ping") == {"PING": texts["PING"]}
 
 
@@ -144,7 +144,7 @@ def test_replication_verbs(pair: tuple[Controller, Controller, Plugin], manager:
     uuid = source.replication.uuid
     replicated = plugin.replicate(copy.path, uuid, mode="one-way", target="b")
     assert replicated == {"path": os.path.realpath(copy.path), "uuid": copy.replication.uuid, "source": uuid,
-                          "mode": "one-way"}  # fmt: skip
+                          "mode": "one-way", "tables": None}  # fmt: skip
     wait_until(lambda: "people" in copy.tables() and copy.table("people").records() == 1, timeout=15)
     assert plugin.digest(uuid)["tables"]["people"]["records"] == 1
     assert [doc["name"] for doc in plugin.dump(uuid, "people")["documents"].values()] == ["Ann"]

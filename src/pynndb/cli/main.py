@@ -256,8 +256,17 @@ def call(
 @main.command()
 @click.argument("uuid_a")
 @click.argument("uuid_b")
+@click.option("--table", "tables", multiple=True, help="Compare only this table (repeatable; default: every table).")
 @_client_options
-def diff(uuid_a: str, uuid_b: str, node: str, keys: str | None, server_key: str | None, as_json: bool) -> None:
+def diff(
+    uuid_a: str,
+    uuid_b: str,
+    tables: tuple[str, ...],
+    node: str,
+    keys: str | None,
+    server_key: str | None,
+    as_json: bool,
+) -> None:
     """Compare two databases anywhere in the mesh; exit status 0 when identical, 2 when they differ."""
     try:
         plugin = _plugin(node, keys, server_key)
@@ -265,7 +274,7 @@ def diff(uuid_a: str, uuid_b: str, node: str, keys: str | None, server_key: str 
         _fail(error)
         return
     try:
-        report = plugin.diff([uuid_a, uuid_b])
+        report = plugin.diff([uuid_a, uuid_b], tables=list(tables) or None)
     except PyNNDBError as error:
         _fail(error)
         return

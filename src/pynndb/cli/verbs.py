@@ -26,6 +26,13 @@ def _click_type(param: Param) -> Any:
 
 
 def _decorate(function: Any, param: Param) -> Any:
+    if list in param.kinds:
+        # A list param is a repeatable option (``--tables a --tables b``, or ``--table``); none given: absent.
+        singular = param.name[:-1] if param.name.endswith("s") else param.name
+        names = [f"--{param.name.replace('_', '-')}", f"--{singular.replace('_', '-')}"]
+        return click.option(*dict.fromkeys(names), param.name, multiple=True, help=param.help + " (repeatable)")(
+            function
+        )
     if param.positional:
         return click.argument(param.name, required=param.required, type=_click_type(param))(function)
     default = None if param.required else param.default
@@ -51,6 +58,7 @@ def make_command(spec: Spec) -> click.Command:
         except PyNNDBError as error:
             _fail(error)
             return
+        params = {name: (list(value) or None) if isinstance(value, tuple) else value for name, value in params.items()}
         try:
             result = getattr(plugin, verb)(**params, target=target)
         except PyNNDBError as error:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pynndb.errors import CommandError, CommandTimeout
 from pynndb.mesh.commands import BAD_PARAMS, NOT_FOUND
-from pynndb.replication.digest import compare
+from pynndb.replication.digest import compare, only
 
 Call = Callable[..., dict[str, Any]]
 LOCATE_WAIT = 3.0
@@ -34,10 +34,15 @@ def locate(nodes: dict[str, dict[str, Any]], uuid: str) -> str | None:
     return found[0] if found else None
 
 
-def remote_diff(call: Call, uuids: list[str], timeout: float = 30.0) -> dict[str, Any]:
-    """{} when the two databases hold the same content, a deepdiff report otherwise."""
+def remote_diff(
+    call: Call, uuids: list[str], timeout: float = 30.0, tables: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """{} when the two databases hold the same content (of `tables` only, when given), a deepdiff report otherwise."""
     if not isinstance(uuids, (list, tuple)) or len(uuids) != 2 or not all(isinstance(u, str) for u in uuids):
         raise CommandError("diff needs a list of two database UUIDs", BAD_PARAMS)
+    chosen = None if tables is None else list(tables)
+    if chosen is not None and (not chosen or not all(isinstance(name, str) for name in chosen)):
+        raise CommandError("diff's tables must be a non-empty list of table names", BAD_PARAMS)
     # The directory is spread by heartbeats: a database registered a moment ago may not be listed yet.
     deadline = time.monotonic() + min(timeout, LOCATE_WAIT)
     while True:
@@ -53,7 +58,7 @@ def remote_diff(call: Call, uuids: list[str], timeout: float = 30.0) -> dict[str
     def content(side: int, table: str) -> dict[str, Any]:
         return call("DUMP", {"uuid": uuids[side], "table": table}, target=answers[side][1], timeout=timeout)
 
-    return compare(answers[0][0], answers[1][0], content)
+    return compare(only(answers[0][0], chosen), only(answers[1][0], chosen), content)
 
 
 def _digest(call: Call, candidates: list[str], uuid: str, timeout: float) -> tuple[dict[str, Any], str]:

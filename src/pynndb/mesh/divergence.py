@@ -17,6 +17,7 @@ import orjson
 
 from pynndb.errors import PyNNDBError
 from pynndb.replication.digest import summary
+from pynndb.replication.table_filter import has_table
 
 if TYPE_CHECKING:
     from pynndb.mesh.replicator import Hosted, ReplicationService
@@ -72,7 +73,9 @@ class DivergenceDetector:
             elif replica.state == "live" and replica.hwm == check.sequence:
                 mine = orjson.loads(orjson.dumps(summary(replica.db)))
                 different = sorted(
-                    name for name in set(mine) | set(check.tables) if mine.get(name) != check.tables.get(name)
+                    name
+                    for name in set(mine) | set(check.tables)
+                    if mine.get(name) != check.tables.get(name) and has_table(replica.tables, name)
                 )
                 if different:
                     self._finish(

@@ -161,8 +161,9 @@ class Plugin(CommandVerbs):
             return None
         return body
 
-    def diff(self, uuids: list[str], timeout: float = 30.0) -> dict[str, Any]:
-        """Compare two databases wherever they are in the mesh: {} when identical, a deepdiff report otherwise."""
+    def diff(self, uuids: list[str], timeout: float = 30.0, tables: list[str] | None = None) -> dict[str, Any]:
+        """Compare two databases wherever they are in the mesh (only `tables`, when given): {} when identical, a
+        deepdiff report otherwise."""
         from pynndb.mesh.dbdiff import remote_diff
 
-        return remote_diff(self.call, uuids, timeout)
+        return remote_diff(self.call, uuids, timeout, tables)

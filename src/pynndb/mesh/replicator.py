@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from pynndb.core import registry
 from pynndb.core.database import Database
-from pynndb.errors import CommandError, MalformedEntry, MeshError, PyNNDBError
+from pynndb.errors import CommandError, FilterConflict, MalformedEntry, MeshError, PyNNDBError
 from pynndb.mesh.commands import BAD_PARAMS, NOT_FOUND
 from pynndb.mesh.divergence import DivergenceDetector
 from pynndb.mesh.watch import Waker
 from pynndb.replication.digest import sequenced_summary, table_content
 from pynndb.replication.messages import Entries, Message, Request, decode, encode
-from pynndb.replication.replica import Replica, registrations, unregister
+from pynndb.replication.replica import Replica, filters, registrations, unregister
 from pynndb.replication.source import Publisher
+from pynndb.replication.table_filter import listed, tables_of
 
 if TYPE_CHECKING:
     from pynndb.mesh.controller import Controller
@@ -123,8 +124,9 @@ class ReplicationService:
         result: dict[str, Any] = {"uuid": db.replication.uuid, "replicas": []}
         if db.replication.enabled:
             self.register(db)
+        chosen = filters(db)
         for source, mode in registrations(db).items():
-            self.replicate(db, source, "two-way" if mode == "two-way" else "one-way")
+            self.replicate(db, source, "two-way" if mode == "two-way" else "one-way", listed(chosen.get(source)))
             result["replicas"].append(source)
         return result
 
@@ -137,13 +139,18 @@ class ReplicationService:
             self._all_watched = self._all_watched and watched
         self._announce()
 
-    def replicate(self, db: Database, source: str, mode: str) -> Replica:
+    def replicate(self, db: Database, source: str, mode: str, tables: list[str] | None = None) -> Replica:
         key = (db.replication.uuid, source)
         with self._lock:
             hosted = self._replicas.get(key)
+            if hosted is not None and hosted.replica.tables != tables_of(tables):
+                raise FilterConflict(
+                    f"{db.path} already replicates {source} with tables {listed(hosted.replica.tables)}, not "
+                    f"{listed(tables_of(tables))}: UNREPLICATE it first, then REPLICATE with the new filter"
+                )
             if hosted is not None and hosted.replica.mode == mode or hosted is not None and mode == "one-way":
                 return hosted.replica
-            replica = Replica(db, source, mode)
+            replica = Replica(db, source, mode, tables=tables)
             self._replicas[key] = Hosted(replica)
             self._subscribe(source)
             self._queue_requests(replica.start())
@@ -421,11 +428,12 @@ class ReplicationService:
         return {"uuid": db.replication.uuid, "unregistered": True}
 
     def cmd_replicate(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-        """REPLICATE {'path', 'uuid', 'mode'?}: make the database at path a replica of database uuid.
+        """REPLICATE {'path', 'uuid', 'mode'?, 'tables'?}: make the database at path a replica of database uuid.
 
         mode: 'one-way' (read-only copy), 'two-way' (a writable pair), or 'auto' (default: two-way when the
-        source already replicates this database, which also turns that side into two-way)."""
-        source, mode = params["uuid"], params.get("mode", "auto")
+        source already replicates this database, which also turns that side into two-way, with the same tables).
+        tables: only these tables; another filter for a registered replica is refused (filter_conflict)."""
+        source, mode, tables = params["uuid"], params.get("mode", "auto"), params.get("tables")
         db = self.open(params["path"])
         if source == db.replication.uuid:
             raise CommandError("a database cannot replicate itself", BAD_PARAMS)
@@ -437,11 +445,13 @@ class ReplicationService:
                 db.replication.enable(True)
             if reverse is not None:
                 node_id, other_path = reverse
-                self.node.call(
-                    "REPLICATE", {"path": other_path, "uuid": db.replication.uuid, "mode": "two-way"}, target=node_id
-                )
-        replica = self.replicate(db, source, mode)
-        return {"path": db.path, "uuid": db.replication.uuid, "source": source, "mode": replica.mode}
+                other = {"path": other_path, "uuid": db.replication.uuid, "mode": "two-way"}
+                if tables is not None:
+                    other["tables"] = tables
+                self.node.call("REPLICATE", other, target=node_id)
+        replica = self.replicate(db, source, mode, tables)
+        result = {"path": db.path, "uuid": db.replication.uuid, "source": source, "mode": replica.mode}
+        return {**result, "tables": listed(replica.tables)}
 
     def _replicates(self, target: str, source: str) -> tuple[str, str] | None:
         """(node id, path) of database `target` if it replicates `source` somewhere in the mesh."""

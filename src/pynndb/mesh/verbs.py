@@ -77,12 +77,18 @@ class CommandVerbs:
         return cast(UnregisterResult, self._run("UNREGISTER", {"path": path}, target, timeout))
 
     def replicate(
-        self, path: str, uuid: str, mode: Mode | None = None, target: str | None = None, timeout: float = 10.0
+        self,
+        path: str,
+        uuid: str,
+        mode: Mode | None = None,
+        tables: list[str] | None = None,
+        target: str | None = None,
+        timeout: float = 10.0,
     ) -> ReplicateResult:
-        """Make the database at `path` a replica of database `uuid` (mode: auto, one-way or two-way)."""
-        return cast(
-            ReplicateResult, self._run("REPLICATE", {"path": path, "uuid": uuid, "mode": mode}, target, timeout)
-        )
+        """Make the database at `path` a replica of database `uuid` (mode: auto, one-way or two-way), of only
+        `tables` when given."""
+        params = {"path": path, "uuid": uuid, "mode": mode, "tables": None if tables is None else list(tables)}
+        return cast(ReplicateResult, self._run("REPLICATE", params, target, timeout))
 
     def unreplicate(self, path: str, uuid: str, target: str | None = None, timeout: float = 10.0) -> UnreplicateResult:
         """Stop replicating database `uuid` into `path` (its data stays)."""

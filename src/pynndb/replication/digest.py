@@ -7,6 +7,7 @@ versions, tombstones) and compression settings are not content.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -65,6 +66,14 @@ def table_content(db: Database, name: str) -> dict[str, Any]:
     return {"indexes": indexes, "documents": documents}
 
 
+def only(summary_of_tables: dict[str, Any], tables: Iterable[str] | None) -> dict[str, Any]:
+    """A summary restricted to `tables` (all of it when None)."""
+    if tables is None:
+        return summary_of_tables
+    chosen = set(tables)
+    return {name: value for name, value in summary_of_tables.items() if name in chosen}
+
+
 def compare(summary_a: dict[str, Any], summary_b: dict[str, Any], content: Any) -> dict[str, Any]:
     """Diff two summaries; `content(side, table)` fetches a table's content where digests differ."""
     if summary_a == summary_b:
@@ -80,7 +89,10 @@ def compare(summary_a: dict[str, Any], summary_b: dict[str, Any], content: Any) 
     return orjson.loads(report.to_json()) if report else {}
 
 
-def diff(db_a: Database, db_b: Database) -> dict[str, Any]:
-    """{} when both databases hold the same content; a deepdiff report (as plain data) otherwise."""
+def diff(db_a: Database, db_b: Database, tables: Iterable[str] | None = None) -> dict[str, Any]:
+    """{} when both databases hold the same content (of `tables` only, when given: a table missing on one side
+    differs); a deepdiff report (as plain data) otherwise."""
     databases = (db_a, db_b)
-    return compare(summary(db_a), summary(db_b), lambda side, name: table_content(databases[side], name))
+    chosen = None if tables is None else list(tables)
+    summaries = only(summary(db_a), chosen), only(summary(db_b), chosen)
+    return compare(*summaries, lambda side, name: table_content(databases[side], name))

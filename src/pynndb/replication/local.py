@@ -8,6 +8,7 @@ makes and polls briefly for commits made by other processes.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from pynndb.errors import InvalidReplication
@@ -24,9 +25,10 @@ MAX_ROUNDS = 10_000
 class _Direction:
     """One direction of replication: a publisher on the source, a replica on the target."""
 
-    def __init__(self, source: Database, target: Database, two_way: bool) -> None:
+    def __init__(self, source: Database, target: Database, two_way: bool, tables: Iterable[str] | None) -> None:
         self.publisher = Publisher(source)
-        self.replica = Replica(target, source.replication.uuid, "two-way" if two_way else "one-way")
+        mode = "two-way" if two_way else "one-way"
+        self.replica = Replica(target, source.replication.uuid, mode, tables=tables)
         self.requests: list[Request] = self.replica.start()
 
     def step(self) -> int:
@@ -55,19 +57,28 @@ class _Direction:
 class LocalReplicator:
     """Keep `target` a replica of `source` (one-way, read-only) or a writable pair with it (`two_way=True`).
 
-    Several replicators into one target make a many-to-one aggregation.
+    Several replicators into one target make a many-to-one aggregation. `tables`: replicate only these tables
+    (both ways for a pair).
     """
 
-    def __init__(self, source: Database, target: Database, two_way: bool = False, poll_interval: float = 0.005):
+    def __init__(
+        self,
+        source: Database,
+        target: Database,
+        two_way: bool = False,
+        poll_interval: float = 0.005,
+        tables: Iterable[str] | None = None,
+    ):
         if source is target:
             raise InvalidReplication("source and target must be different databases")
         self.source = source
         self.target = target
         self.two_way = two_way
         self.poll_interval = poll_interval
-        self._directions = [_Direction(source, target, two_way)]
+        chosen = None if tables is None else list(tables)
+        self._directions = [_Direction(source, target, two_way, chosen)]
         if two_way:
-            self._directions.append(_Direction(target, source, True))
+            self._directions.append(_Direction(target, source, True, chosen))
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()

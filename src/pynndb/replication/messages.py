@@ -47,12 +47,16 @@ class Entries:
 
 @dataclass(frozen=True)
 class Request:
-    """A replica asks source `source` for entries from `start` on (a snapshot if `snapshot` or if they are gone)."""
+    """A replica asks source `source` for entries from `start` on (a snapshot if `snapshot` or if they are gone).
+
+    `tables`: a filtered replica's tables, so that a snapshot carries only those (None: every table).
+    """
 
     source: str
     replica: str
     start: int
     snapshot: bool = False
+    tables: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,8 @@ def encode(message: Message) -> bytes:
         return orjson.dumps(header) + b"\n" + payload
     if isinstance(message, Request):
         body: dict[str, Any] = {"type": "request", **message.__dict__}
+        if message.tables is None:
+            del body["tables"]  # the frame of an unfiltered replica is the same as before filters existed
     elif isinstance(message, SnapshotBegin):
         body = {"type": "begin", **message.__dict__}
     elif isinstance(message, SnapshotEnd):
@@ -188,7 +194,12 @@ def decode(frame: bytes) -> Message:
         snapshot = header.get("snapshot", False)
         if not isinstance(snapshot, bool):
             raise MalformedEntry("field 'snapshot' must be a bool")
-        return Request(source, _field(header, "replica", str), _field(header, "start", int), snapshot)
+        tables = header.get("tables")
+        if tables is not None and not (
+            isinstance(tables, list) and tables and all(isinstance(name, str) and name for name in tables)
+        ):
+            raise MalformedEntry("field 'tables' must be null or a non-empty list of table names")
+        return Request(source, _field(header, "replica", str), _field(header, "start", int), snapshot, tables)
     if kind == "begin":
         dictionaries = header.get("dictionaries", {})
         if not isinstance(dictionaries, dict) or not all(isinstance(value, str) for value in dictionaries.values()):

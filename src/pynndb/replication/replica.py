@@ -11,7 +11,7 @@ import base64
 import gc
 import time
 import uuid as uuid_module
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -19,9 +19,10 @@ import orjson
 from pynndb.core.index import IndexDefinition
 from pynndb.core.journal import SEQ, Entry, read_entry
 from pynndb.core.table import Table
-from pynndb.errors import InvalidReplication, MalformedEntry, PyNNDBError
+from pynndb.errors import FilterConflict, InvalidReplication, MalformedEntry, PyNNDBError
 from pynndb.replication import fast_snapshot
 from pynndb.replication.messages import Entries, Message, Request, SnapshotBegin, SnapshotChunk, SnapshotEnd
+from pynndb.replication.table_filter import Tables, filter_ops, has_table, listed, tables_of
 
 if TYPE_CHECKING:
     from pynndb.core.database import Database
@@ -37,6 +38,7 @@ class Replica:
 
     `mode`: 'one-way' (read-only copy), 'two-way' (both sides write; last writer wins by version, ties by origin),
     'aggregate' (read-only, fed by several sources; each source's snapshot replaces only its own documents).
+    `tables`: replicate only these tables (None: every table); see `table_filter`.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class Replica:
         clock: Callable[[], float] = time.monotonic,
         request_timeout: float = 2.0,
         max_pending: int = 100_000,
+        tables: Iterable[str] | None = None,
     ) -> None:
         if mode not in MODES:
             raise InvalidReplication(f"mode must be one of {MODES}, not {mode!r}")
@@ -59,7 +62,8 @@ class Replica:
         self.db = db
         self.source = source
         self.two_way = mode == "two-way"
-        register(db, source, self.two_way)
+        self.tables: Tables = tables_of(tables)
+        register(db, source, self.two_way, self.tables)
         self.mode = self._current_mode()
         self.clock = clock
         self.request_timeout = request_timeout
@@ -220,6 +224,7 @@ class Replica:
         origin, version, ops = entry
         if origin == self.db.replication.uuid:
             return  # our own change coming back through a two-way pair: never re-apply it
+        ops = filter_ops(self.tables, ops)  # ops of other tables are skipped; the mark still passes the entry
         self.counters["applied_documents"] += sum(1 for op in ops if op and op[0] in ("put", "delete"))
         t.origin = uuid_module.UUID(origin).bytes
         t.version = version
@@ -394,13 +399,15 @@ class Replica:
             t.version = 0
             db.replication.meta_put(t.txn, self._snapshot_key, SEQ.pack(message.seq))
             for name in list(db._tables):
-                if db._tables[name]._dbi is None:
-                    continue
+                if db._tables[name]._dbi is None or not has_table(self.tables, name):
+                    continue  # a filtered replica's other tables are not the source's to replace
                 if self.mode == "one-way":
                     db._drop_table(t, name)
                 elif self.mode == "aggregate":
                     self._remove_source_documents(t, name)
             for name, definition in message.tables.items():
+                if not has_table(self.tables, name):
+                    continue
                 table = self._table(t, name)
                 fast_snapshot.set_compression(t, table, message)
                 for index_name, stored in definition.get("indexes", {}).items():
@@ -414,6 +421,8 @@ class Replica:
 
     def _snapshot_chunk(self, message: SnapshotChunk) -> list[Request]:
         if self._snapshot is None or message.seq != self._snapshot.seq:
+            return []
+        if not has_table(self.tables, message.table):
             return []
         stored = message.stored
         documents: list[Any] = []
@@ -490,7 +499,7 @@ class Replica:
     # --- bookkeeping ----------------------------------------------------------------------------------------
     def _request(self, snapshot: bool = False) -> Request:
         self._requested_at = self.clock()
-        return Request(self.source, self.db.replication.uuid, self.hwm + 1, snapshot)
+        return Request(self.source, self.db.replication.uuid, self.hwm + 1, snapshot, listed(self.tables))
 
     def _stall(self, reason: str) -> None:
         self.state = "stalled"
@@ -513,6 +522,7 @@ class Replica:
         return {
             "source": self.source,
             "mode": self._current_mode(),
+            "tables": listed(self.tables),
             "hwm": self.hwm,
             "source_sequence": self.source_last,
             "lag_entries": lag_entries,
@@ -546,21 +556,43 @@ def registrations(db: Database) -> dict[str, str]:
     return found
 
 
-def register(db: Database, source: str, two_way: bool) -> None:
+def filters(db: Database) -> dict[str, Tables]:
+    """Source UUID -> the tables `db` replicates of it (None: every table), for every source it replicates."""
+    found: dict[str, Tables] = {}
+    with db._env.begin() as txn:
+        cursor = txn.cursor(db=db._meta)
+        if cursor.set_range(REGISTRATION):
+            for key, value in cursor:
+                if not key.startswith(REGISTRATION):
+                    break
+                found[key[len(REGISTRATION) :].decode()] = tables_of(orjson.loads(value).get("tables"))
+    return found
+
+
+def register(db: Database, source: str, two_way: bool, tables: Tables = None) -> None:
     """Record that `db` replicates `source` (idempotent) and set the flags that mode needs.
 
     A read-only replica refuses application writes. A second read-only source turns the database into an
     aggregation, which must know each document's source: documents already there are attributed to the first.
+    A registration keeps its table filter: another one raises FilterConflict (unregister first).
     """
     mode = "two-way" if two_way else "read-only"
     existing = registrations(db)
+    if source in existing and filters(db).get(source) != tables:
+        raise FilterConflict(
+            f"{db.path} already replicates {source} with tables {listed(filters(db).get(source))}, not "
+            f"{listed(tables)}: UNREPLICATE it first, then REPLICATE with the new filter"
+        )
     replication = db.replication
     others = [other for other, kind in existing.items() if kind == "read-only" and other != source]
     if not two_way and others and not replication.versioned:
         _attribute_documents(db, others[0])
     if existing.get(source) != mode:
+        registration: dict[str, Any] = {"mode": mode}
+        if tables is not None:
+            registration["tables"] = listed(tables)  # absent: every table (registrations made before filters)
         with db._env.begin(write=True) as txn:
-            txn.put(REGISTRATION + source.encode(), orjson.dumps({"mode": mode}), db=db._meta)
+            txn.put(REGISTRATION + source.encode(), orjson.dumps(registration), db=db._meta)
     read_only = any(kind == "read-only" for kind in {**existing, source: mode}.values())
     if read_only != replication.read_only:
         replication.set_read_only(read_only)

@@ -70,7 +70,7 @@ class Publisher:
         """Answer a replica: the entries from `request.start` up to now, or a snapshot when they are gone."""
         first, last = self.db.replication.retained
         if request.snapshot or request.start < first or request.start > last + 1:
-            yield from snapshot(self.db)
+            yield from snapshot(self.db, tables=request.tables)
             return
         start = request.start
         if start > last:
@@ -79,37 +79,42 @@ class Publisher:
         while start <= last:
             batch = self.db.replication.entries(start, self.batch_entries, self.batch_bytes)
             if not batch or batch[0][0] != start:
-                yield from snapshot(self.db)  # trimmed while we were sending
+                yield from snapshot(self.db, tables=request.tables)  # trimmed while we were sending
                 return
             yield Entries(self.uuid, batch, last)
             start = batch[-1][0] + 1
 
 
-def snapshot(db: Database, chunk_bytes: int = CHUNK_BYTES, stored: bool = True) -> Iterator[Message]:
+def snapshot(
+    db: Database, chunk_bytes: int = CHUNK_BYTES, stored: bool = True, tables: list[str] | None = None
+) -> Iterator[Message]:
     """A consistent snapshot of `db`: definitions, then each table's content in bounded chunks, then the end.
 
     With `stored` (the default) chunks carry the stored key/value pairs of records, tombstones and index entries
     (see fast_snapshot); otherwise documents as JSON `[key, fields or null, version or null]` (the older form).
+    With `tables`, only those tables (for a filtered replica).
     """
     replication = db.replication
     source = replication.uuid
     with consistent_read(db) as txn:
         seq = replication.last_sequence(txn)
-        tables: dict[str, object] = {}
+        definitions: dict[str, object] = {}
         cursor = txn.cursor(db=db._meta)
         if cursor.set_range(TABLE_PREFIX):
             for key, value in cursor:
                 if not key.startswith(TABLE_PREFIX):
                     break
-                tables[key[len(TABLE_PREFIX) :].decode()] = orjson.loads(value)
+                name = key[len(TABLE_PREFIX) :].decode()
+                if tables is None or name in tables:
+                    definitions[name] = orjson.loads(value)
         # The handles as of this transaction (the schema token matched): index definitions and entries agree.
         handles = {
             name: (table, table._dbi, {index.name: index.dbi for index in table._index_list})
-            for name in tables
+            for name in definitions
             if (table := db._tables.get(name)) is not None and table._dbi is not None
         }
         documents = sum(txn.stat(dbi)["entries"] for _table, dbi, _indexes in handles.values())
-        yield SnapshotBegin(source, seq, tables, documents, fast_snapshot.dictionaries(txn, db._meta, tables))
+        yield SnapshotBegin(source, seq, definitions, documents, fast_snapshot.dictionaries(txn, db._meta, definitions))
         for name, (table, dbi, indexes) in handles.items():
             if stored:
                 yield from fast_snapshot.table_chunks(txn, replication, name, dbi, indexes, source, seq, chunk_bytes)

@@ -95,7 +95,8 @@ class Spec:
 
 
 def _kinds(hint: Any) -> tuple[tuple[type, ...], tuple[str, ...] | None]:
-    """Accepted runtime types and allowed values of a field's type hint (str, int, float, bool, Literal, X | None)."""
+    """Accepted runtime types and allowed values of a field's type hint (str, int, float, bool, Literal, list[...],
+    X | None)."""
     options = [arg for arg in typing.get_args(hint) if arg is not type(None)] if _is_union(hint) else [hint]
     kinds: list[type] = []
     choices: list[str] = []
@@ -105,6 +106,8 @@ def _kinds(hint: Any) -> tuple[tuple[type, ...], tuple[str, ...] | None]:
             kinds.append(str)
         elif option is float:
             kinds.extend([float, int])
+        elif typing.get_origin(option) is list:
+            kinds.append(list)  # its items are checked by the request's `check`
         elif isinstance(option, type):
             kinds.append(option)
         else:

@@ -10,6 +10,7 @@ from typing import Any, Literal, TypedDict
 
 from pynndb.errors import InvalidReplication
 from pynndb.mesh.command_specs.base import command, describe, specs_of
+from pynndb.replication.table_filter import tables_of
 
 GROUP = "replication"
 Mode = Literal["auto", "one-way", "two-way"]
@@ -31,6 +32,7 @@ class ReplicateResult(TypedDict):
     uuid: str
     source: str
     mode: str
+    tables: list[str] | None
 
 
 class UnreplicateResult(TypedDict):
@@ -88,22 +90,25 @@ class Unregister:
     path: str = describe(PATH, positional=True)
 
 
-@command("REPLICATE", GROUP, "`{path, uuid, source, mode}`", verb="replicate")
+@command("REPLICATE", GROUP, "`{path, uuid, source, mode, tables}`", verb="replicate")
 class Replicate:
     """Make the database at path a replica of database uuid.
 
     mode: 'one-way' (read-only copy), 'two-way' (a writable pair), or 'auto' (default: two-way when the source
-    already replicates this database, which also turns that side into two-way)."""
+    already replicates this database, which also turns that side into two-way). tables: replicate only these
+    tables (default: every table); another filter for the same replica is refused (filter_conflict)."""
 
     path: str = describe(PATH)
     uuid: str = describe(SOURCE)
     mode: Mode = describe("auto, one-way or two-way", default="auto")
+    tables: list[str] | None = describe("only these tables (a non-empty list of names; default: all)", default=None)
 
     def check(self) -> None:
         try:
             uuid_module.UUID(self.uuid)
         except ValueError:
             raise InvalidReplication(f"{self.uuid!r} is not a database UUID") from None
+        tables_of(self.tables)
 
 
 @command("UNREPLICATE", GROUP, "`{path, source, unreplicated}`", verb="unreplicate")
