@@ -295,3 +295,117 @@ def test_a_command_to_a_node_that_is_gone_fails_fast(deployment: Deployment, tmp
         cmd.call("PING", target=gone, timeout=5)
     assert failure.value.code == "node_gone"
     assert "gone" in str(failure.value)
+
+
+# --- filtered replication (issue 12) ---------------------------------------------------------------------------------
+def identical_tables(cmd: Plugin, a: Database, b: Database, tables: list[str]) -> bool:
+    """diff(tables=...) == {} through the mesh; False while a holder is unknown or unreachable."""
+    try:
+        return cmd.diff([a.replication.uuid, b.replication.uuid], timeout=5, tables=tables) == {}
+    except PyNNDBError:
+        return False
+
+
+def write_tables(db: Database, names: tuple[str, ...], count: int, tag: str) -> None:
+    for name in names:
+        db.table(name).append_many([{"n": number, "tag": tag, "table": name} for number in range(count)])
+
+
+def test_filtered_one_way_replica_through_writes_restart_and_snapshot(
+    deployment: Deployment, manager: Manager, tmp_path: Path
+) -> None:
+    source = open_db(manager, tmp_path, "source", journal={"max_entries": 50})
+    target = open_db(manager, tmp_path, "target")
+    write_tables(source, ("a", "b", "c"), 30, "before")
+    source.table("a").ensure("by_n", "{n:04}{tag}")
+    a = deployment.node("a", [source.path])
+    b = deployment.node("b", [target.path], connect=[a])
+    cmd = deployment.plugin(a)
+    wait_until(lambda: peer_of(cmd, "b") == b.id, timeout=10)
+    params = {"path": target.path, "uuid": source.replication.uuid}
+    for bad in ([], "a", ["a", 3], [""], ["__reserved"]):
+        with pytest.raises(CommandError) as refused:
+            cmd.call("REPLICATE", {**params, "tables": bad}, target="b")
+        assert refused.value.code == "bad_params"
+    assert cmd.call("REPLICATE", {**params, "tables": ["b", "a"]}, target="b")["tables"] == ["a", "b"]
+    assert cmd.replicate(target.path, source.replication.uuid, tables=["a", "b"], target="b")["tables"] == ["a", "b"]
+    with pytest.raises(CommandError) as conflict:
+        cmd.call("REPLICATE", {**params, "tables": ["a"]}, target="b")
+    assert conflict.value.code == "filter_conflict" and "UNREPLICATE" in str(conflict.value)
+    with pytest.raises(CommandError) as conflict:
+        cmd.call("REPLICATE", params, target="b")  # no filter is another filter too
+    assert conflict.value.code == "filter_conflict"
+
+    def holds_exactly_a_and_b() -> bool:
+        return sorted(target.tables()) == ["a", "b"] and identical_tables(cmd, source, target, ["a", "b"])
+
+    wait_until(holds_exactly_a_and_b, timeout=15)
+    write_tables(source, ("a", "b", "c", "d"), 10, "live")
+    source.table("b").delete(next(iter(source.table("b").find())).key)
+    source.table("c").empty()
+    wait_until(holds_exactly_a_and_b, timeout=15)
+    assert not identical(cmd, source, target)  # c and d are not replicated
+    status = replicas(cmd, b, target)[0]
+    assert status["tables"] == ["a", "b"] and status["hwm"] == source.replication.sequence
+
+    deployment.kill(b)
+    for round_number in range(40):  # far past the journal's 50 entries: the restarted replica needs a snapshot
+        write_tables(source, ("a", "b", "c"), 2, f"down {round_number}")
+    source.drop("b")
+    write_tables(source, ("b",), 5, "re-created")
+    deployment.restart(b)
+    wait_until(lambda: peer_of(cmd, "b") == b.id, timeout=10)
+    wait_until(holds_exactly_a_and_b, timeout=20)
+    wait_until(lambda: replicas(cmd, b, target)[0]["hwm"] == source.replication.sequence, timeout=10)
+    status = replicas(cmd, b, target)[0]
+    assert status["tables"] == ["a", "b"] and status["full_resyncs"] >= 1  # the filter came back from the database
+    assert target.table("b").records() == 5 and target.table("a").indexes() == ["by_n"]
+    with pytest.raises(CommandError) as conflict:
+        cmd.call("REPLICATE", {**params, "tables": ["c"]}, target="b")
+    assert conflict.value.code == "filter_conflict"
+
+
+def test_filtered_two_way_pair_through_writes_restart_and_snapshot(
+    deployment: Deployment, manager: Manager, tmp_path: Path
+) -> None:
+    journal = {"max_entries": 50}
+    left = open_db(manager, tmp_path, "left", journal=journal)
+    right = open_db(manager, tmp_path, "right", journal=journal)
+    write_tables(left, ("shared", "left_only"), 20, "left")
+    write_tables(right, ("right_only",), 20, "right")
+    a = deployment.node("a", [left.path])
+    b = deployment.node("b", [right.path], connect=[a])
+    cmd = deployment.plugin(a)
+    wait_until(lambda: peer_of(cmd, "b") == b.id, timeout=10)
+    chosen = ["shared"]
+    first = {"path": right.path, "uuid": left.replication.uuid, "tables": chosen}
+    assert cmd.call("REPLICATE", first, target="b")["mode"] == "one-way"
+
+    def a_knows_right_replicates_left() -> bool:
+        info = cmd.call("LOOKUP", {"name": "b"}).get("services", {}).get("replication", {})
+        return left.replication.uuid in info.get("replicas", {}).get(right.replication.uuid, {}).get("sources", {})
+
+    wait_until(a_knows_right_replicates_left, timeout=10)
+    second = {"path": left.path, "uuid": right.replication.uuid, "tables": chosen}
+    assert cmd.call("REPLICATE", second, target="a")["mode"] == "two-way"  # auto: the other side becomes two-way too
+    wait_until(lambda: [entry["mode"] for entry in replicas(cmd, b, right)] == ["two-way"], timeout=10)
+    wait_until(lambda: writable(right), timeout=10)
+    assert [entry["tables"] for entry in replicas(cmd, a, left) + replicas(cmd, b, right)] == [chosen, chosen]
+
+    write_tables(left, ("shared", "left_only"), 10, "left live")
+    write_tables(right, ("shared", "right_only"), 10, "right live")
+    wait_until(lambda: identical_tables(cmd, left, right, chosen), timeout=15)
+    assert left.table("shared").records() == 40
+    assert "right_only" not in left.tables() and "left_only" not in right.tables()
+
+    deployment.kill(b)
+    for round_number in range(40):  # past the journal's retention: right's replica of left needs a snapshot
+        write_tables(left, ("shared", "left_only"), 1, f"left down {round_number}")
+    write_tables(right, ("shared", "right_only"), 3, "right down")  # the application writes on while its node is down
+    deployment.restart(b)
+    wait_until(lambda: peer_of(cmd, "b") == b.id, timeout=10)
+    wait_until(lambda: identical_tables(cmd, left, right, chosen), timeout=20)
+    assert left.table("shared").records() == 40 + 40 + 3
+    assert "right_only" not in left.tables() and "left_only" not in right.tables()
+    statuses = replicas(cmd, b, right)
+    assert statuses[0]["tables"] == chosen and statuses[0]["full_resyncs"] >= 1
