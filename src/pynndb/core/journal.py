@@ -101,14 +101,12 @@ class Replication:
             version or t.hlc,
             b",".join(ops),
         )
-        documents = t.documents
-        documents.insert(0, FORMAT_BYTE + HEADER_LENGTH.pack(len(header)) + header)
-        body = b"".join(documents)
+        body = b"".join((FORMAT_BYTE, HEADER_LENGTH.pack(len(header)), header, t.documents))
         seq = t.seq
         # Positional (key, value, dupdata, overwrite, append, db): the per-transaction path, kept lean.
         t.txn.put(KEY.pack(seq, t.hlc), body, True, True, True, self._journal)
         t.ops = []
-        t.documents = []
+        t.documents = bytearray()
         t.seq += 1
         t.hlc += 1
         if seq % self._trim_every == 0:

@@ -247,7 +247,7 @@ class Table(TableReads):
                             self._undo_insert(txn, oid, additions, index, key)
             if ops is not None:
                 ops.append(b'["put",%b,"%b",%d]' % (name_json, oid, len(raw)))
-                documents.append(raw)
+                documents += raw
             elif journaled:
                 self._journal_write(t, oid, raw)
 
@@ -259,8 +259,8 @@ class Table(TableReads):
         dbi = self._dbi
         indexes = self._index_list
         compress = None if self._compressor is None else self._compressor.compress
-        journaled = t.ops is not None or t.origin is not None
-        ops = t.ops if journaled and not self._db.replication.versioned else None
+        versioned = self._db.replication.versioned  # then _journal_write records each version (and op)
+        ops = None if versioned else t.ops
         documents = t.documents
         name_json = self._name_json
         additions: list[tuple[Index, list[bytes]]] = []
@@ -279,8 +279,8 @@ class Table(TableReads):
                             self._undo_insert(txn, oid, additions, index, key)
             if ops is not None:
                 ops.append(b'["put",%b,"%b",%d]' % (name_json, oid, len(raw)))
-                documents.append(raw)
-            elif journaled:
+                documents += raw
+            elif versioned:
                 self._journal_write(t, oid, raw)
 
     def _undo_insert(
@@ -306,7 +306,7 @@ class Table(TableReads):
             t.ops.append(b'["delete",%b,"%b"]' % (self._name_json, oid))
         else:
             t.ops.append(b'["put",%b,"%b",%d]' % (self._name_json, oid, len(raw)))
-            t.documents.append(raw)
+            t.documents += raw
         self._db.replication.record_version(t, self.name, oid, raw is None)
 
     def _read(self, txn: lmdb.Transaction, oid: bytes) -> dict[str, Any] | None:

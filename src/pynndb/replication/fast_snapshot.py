@@ -260,7 +260,7 @@ def write_stored(t: Transaction, table: Table, stored: StoredPairs, source: byte
         lengths = map(b"%d".__mod__, map(len, texts))
         ops = b"".join(chain.from_iterable(zip(repeat(head), keys, repeat(b'",'), lengths, repeat(b"],"))))
         t.ops.append(ops[:-1])
-        t.documents += texts
+        t.documents += b"".join(texts)
     if replication.versioned:
         live = b"\x00" + source
         unknown = VERSION.pack(0, source, False, source)
