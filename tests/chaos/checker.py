@@ -29,6 +29,7 @@ class Expected:
     acknowledged: int = 0  # transactions
     operations: int = 0
     doubt: list[list[Any]] | None = None
+    settled: Counter[str] = field(default_factory=Counter)  # attempts in doubt at a kill: recovered / aborted
 
 
 def expected(journal: Path) -> Expected:
@@ -50,6 +51,8 @@ def expected(journal: Path) -> Expected:
                 result.operations += len(ops)
             else:
                 attempts.pop(record["id"], None)
+            if record["t"] in ("recovered", "aborted"):
+                result.settled[record["t"]] += 1
     if attempts:
         result.doubt = attempts[max(attempts)]
     return result
@@ -131,6 +134,7 @@ def check(
         "writes_acknowledged": sum(log.acknowledged for log in logs.values()),
         "operations_acknowledged": sum(log.operations for log in logs.values()),
         "in_doubt_at_end": sum(1 for log in logs.values() if log.doubt),
+        "kills_in_doubt": dict(sum((log.settled for log in logs.values()), Counter())),
         "lost": counts.lost,
         "duplicated": counts.duplicated,
         "phantom": counts.phantom,

@@ -7,12 +7,14 @@ chosen for another until repaired, and `heal_all` runs every pending repair at o
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.chaos.cluster import Cluster
 from tests.chaos.monitor import Monitor
@@ -31,6 +33,17 @@ KINDS = {
 READY_WITHIN = 40.0
 MAX_ATTEMPTS = 5
 WIPEABLE = ("a1", "afar", "b3", "c0")  # one-way replicas: nothing is lost by starting them again empty
+
+
+def in_transaction(journal: Path) -> bool:
+    """Whether a writer's journal ends with an attempt line (its transaction is open, or its commit returning)."""
+    try:
+        with open(journal, "rb") as file:
+            file.seek(max(0, os.path.getsize(journal) - 512))
+            lines = file.read().splitlines()
+    except OSError:
+        return False
+    return bool(lines) and lines[-1].startswith(b'{"t":"try"')
 
 
 @dataclass
@@ -173,8 +186,10 @@ class Faults:
         if name is None:
             return
         writer = self.cluster.writers[name.split(":")[1]]
-        # A random instant: writers hold each transaction open a few ms, so many kills land inside one.
-        time.sleep(self.rng.uniform(0.0, 0.05))
+        # Mid-transaction: the last line of its journal is an attempt not yet acknowledged (bounded wait).
+        deadline = time.monotonic() + 1.0
+        while not in_transaction(writer.journal) and time.monotonic() < deadline:
+            time.sleep(0.0005)
         writer.kill()
         pause = self.rng.uniform(0.1, 1.0)
         self.counts["writer_kill"] += 1

@@ -12,6 +12,7 @@ ROWS = [
     ("faults by kind", "faults"),
     ("transactions acknowledged", "writes_acknowledged"),
     ("operations acknowledged", "operations_acknowledged"),
+    ("writer kills with a transaction in doubt", "kills_in_doubt"),
     ("lost", "lost"),
     ("duplicated", "duplicated"),
     ("phantom", "phantom"),

@@ -10,9 +10,10 @@ import pytest
 
 from pynndb import Database
 from pynndb.replication import Publisher, Replica, Request
+from pynndb.replication.source import snapshot
 from tests.helpers import wait_until
 from tests.mesh.conftest import Mesh
-from tests.replication.conftest import serve
+from tests.replication.conftest import deliver, serve
 
 
 def test_node_restart_with_an_idle_source_leaves_the_replica_live(open_db: Callable[..., Database]) -> None:
@@ -51,3 +52,24 @@ def test_node_kill_while_a_request_from_it_is_served(
         node.replication._serve(Request(source.replication.uuid, str(uuid.uuid4()), 1), gone)
         wait_until(lambda: any("dropped" in record.getMessage() for record in caplog.records), timeout=10)
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_link_delay_during_snapshot_does_not_restart_it(open_db: Callable[..., Database]) -> None:
+    """A snapshot whose chunks arrive slowly (a delayed link, a loaded machine) but steadily must complete: the
+    request timeout measures silence, not the snapshot's length. It used to drop the snapshot after 2 s and ask for
+    another, which took as long: a loop of full resyncs that never finished."""
+    source, target = open_db("source", max_entries=5), open_db("target")
+    docs = source.table("docs")
+    for number in range(200):
+        docs.append({"n": number, "text": "x" * 50})
+    now = [0.0]
+    replica = Replica(target, source.replication.uuid, clock=lambda: now[0], request_timeout=2.0)
+    assert replica.start()[0].start == 1  # the journal no longer holds it: a snapshot follows
+    messages = list(snapshot(source, chunk_bytes=2000))
+    assert len(messages) > 4
+    for message in messages:
+        now[0] += 1.0  # each part a second after the previous one: the whole takes longer than the timeout
+        assert deliver(replica, [message]) == []
+        assert replica.tick() == [], f"gave up on the snapshot at {now[0]}s"
+    assert replica.state == "live" and replica.hwm == source.replication.sequence
+    assert replica.counters["full_resyncs"] == 1

@@ -391,6 +391,7 @@ class Replica:
         self.mode = self._current_mode()
         self.state = "snapshot"
         self._snapshot = message
+        self._requested_at = self.clock()  # answered; a slow snapshot is not a lost one
         self.snapshot_progress = (0, message.documents)
         db = self.db
         t = db._begin(True, applying=True)
@@ -422,6 +423,7 @@ class Replica:
     def _snapshot_chunk(self, message: SnapshotChunk) -> list[Request]:
         if self._snapshot is None or message.seq != self._snapshot.seq:
             return []
+        self._requested_at = self.clock()  # the answer is arriving: the request timeout measures silence
         if not has_table(self.tables, message.table):
             return []
         stored = message.stored
