@@ -118,6 +118,26 @@ def test_diff_exit_status(pair: tuple[Controller, Controller], manager: Manager,
     assert "not_found" in unknown.output
 
 
+def test_replicate_and_diff_with_tables(pair: tuple[Controller, Controller], manager: Manager, tmp_path: Path) -> None:
+    a, b = pair
+    source, replica = open_db(manager, tmp_path, "source"), open_db(manager, tmp_path, "replica")
+    for name in ("people", "places", "things"):
+        source.table(name).append({"name": name})
+    a.call("REGISTER", {"path": source.path})
+    uuid = source.replication.uuid
+    chosen = ["--table", "people", "--table", "places"]
+    replicated = invoke(a, "replicate", "--path", replica.path, "--uuid", uuid, *chosen, "--target", "b", "--json")
+    assert replicated.exit_code == 0, replicated.output
+    assert json.loads(replicated.output)["tables"] == ["people", "places"]
+    uuids = [uuid, replica.replication.uuid]
+    wait_until(lambda: invoke(a, "diff", *uuids, *chosen).exit_code == 0, timeout=10)
+    assert "identical" in invoke(a, "diff", *uuids, *chosen).output
+    assert invoke(a, "diff", *uuids).exit_code == 2  # 'things' is not replicated
+    assert invoke(a, "diff", *uuids, "--table", "things").exit_code == 2
+    other = invoke(a, "replicate", "--path", replica.path, "--uuid", uuid, "--table", "people", "--target", "b")
+    assert other.exit_code == 1 and "filter_conflict" in other.output
+
+
 def commands() -> list[str]:
     return sorted(main.commands)
 
