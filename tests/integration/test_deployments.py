@@ -368,6 +368,15 @@ def test_filtered_one_way_replica_through_writes_restart_and_snapshot(
     with pytest.raises(CommandError) as conflict:
         cmd.call("REPLICATE", {**params, "tables": ["c"]}, target="b")
     assert conflict.value.code == "filter_conflict"
+    # UNREPLICATE, then REPLICATE with a filter that adds c: a snapshot brings c's earlier content too.
+    cmd.unreplicate(target.path, source.replication.uuid, target="b")
+    assert cmd.replicate(target.path, source.replication.uuid, tables=["a", "b", "c"], target="b")["tables"] == [
+        "a",
+        "b",
+        "c",
+    ]
+    wait_until(lambda: "c" in target.tables() and identical_tables(cmd, source, target, ["a", "b", "c"]), timeout=20)
+    assert sorted(target.tables()) == ["a", "b", "c"]
 
 
 def test_filtered_two_way_pair_through_writes_restart_and_snapshot(

@@ -160,6 +160,36 @@ def test_another_filter_for_a_registration_is_refused(open_db) -> None:
     assert filters(target)[uuid] == frozenset({"a"})
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "snapshot"),
+    [(["a", "b"], ["a"], False), (None, ["a"], False), (["a"], ["a", "b"], True), (["a"], None, True)],
+)
+def test_replicating_again_with_a_new_filter_starts_over(open_db, before, after, snapshot) -> None:
+    """After UNREPLICATE, a filter that takes tables the kept mark did not cover starts with a snapshot (their
+    earlier content is not in later entries); a smaller filter resumes from the mark. Tables that left keep their
+    data and stop updating."""
+    source, target = open_db("source"), open_db("target")
+    fill(source, ("a", "b"))
+    uuid = source.replication.uuid
+    LocalReplicator(source, target, tables=before).sync()
+    unregister(target, uuid)
+    source.table("a").append({"n": 900})
+    source.table("b").append({"n": 901})
+    old_b = documents(target, "b")
+    replicator = LocalReplicator(source, target, tables=after)
+    replicator.sync()
+    replica = replicator.replicas[0]
+    assert replica.counters["full_resyncs"] == (1 if snapshot else 0)
+    chosen = ["a", "b"] if after is None else after
+    assert diff(source, target, tables=chosen) == {}
+    if "b" not in chosen:
+        assert documents(target, "b") == old_b  # left the filter: kept, not updated
+    unregister(target, uuid)
+    again = LocalReplicator(source, target, tables=after)  # the same filter again: resumes from the mark
+    again.sync()
+    assert again.replicas[0].counters["full_resyncs"] == 0
+
+
 def test_a_registration_made_before_filters_means_every_table(open_db) -> None:
     source, target = open_db("source"), open_db("target")
     uuid = source.replication.uuid

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 MODES = ("one-way", "two-way", "aggregate")
 REGISTRATION = b"replica:"
+SNAPSHOT = b"snapshot:"  # + source: a snapshot under way (the replica asks for a new one until it ends)
+LEFT_FILTER = b"left-filter:"  # + source: the filter of a registration removed with its mark kept (absent: none)
 APPLY_BATCH = 500  # journal entries per replica transaction
 
 
@@ -92,7 +94,7 @@ class Replica:
 
     @property
     def _snapshot_key(self) -> bytes:
-        return b"snapshot:" + self.source.encode()
+        return SNAPSHOT + self.source.encode()
 
     # --- inputs ---------------------------------------------------------------------------------------------
     def start(self) -> list[Request]:
@@ -585,6 +587,8 @@ def register(db: Database, source: str, two_way: bool, tables: Tables = None) ->
             f"{db.path} already replicates {source} with tables {listed(filters(db).get(source))}, not "
             f"{listed(tables)}: UNREPLICATE it first, then REPLICATE with the new filter"
         )
+    if source not in existing:
+        _start_over_for_new_tables(db, source, tables)
     replication = db.replication
     others = [other for other, kind in existing.items() if kind == "read-only" and other != source]
     if not two_way and others and not replication.versioned:
@@ -602,10 +606,30 @@ def register(db: Database, source: str, two_way: bool, tables: Tables = None) ->
         replication.set_versioned(True)
 
 
+def _start_over_for_new_tables(db: Database, source: str, tables: Tables) -> None:
+    """A registration that takes tables its kept mark did not cover (the filter grew since UNREPLICATE) starts
+    with a snapshot: their earlier content is not in the entries after the mark."""
+    replication = db.replication
+    with db._env.begin(write=True) as txn:
+        raw = replication.meta_get(txn, LEFT_FILTER + source.encode())
+        if raw is None or not replication.mark(txn, source):
+            return
+        covered = frozenset(orjson.loads(raw))
+        if tables is None or not tables <= covered:
+            replication.meta_put(txn, SNAPSHOT + source.encode(), SEQ.pack(0))  # as an interrupted snapshot
+        replication.meta_put(txn, LEFT_FILTER + source.encode(), None)
+
+
 def unregister(db: Database, source: str) -> None:
-    """Forget that `db` replicates `source` (its data and mark stay); the last read-only source makes it writable."""
+    """Forget that `db` replicates `source` (its data and mark stay); the last read-only source makes it writable.
+
+    A filtered registration leaves its filter behind: registering again with more tables starts with a snapshot.
+    """
+    tables = filters(db).get(source)
     with db._env.begin(write=True) as txn:
         txn.delete(REGISTRATION + source.encode(), db=db._meta)
+        left = None if tables is None else orjson.dumps(listed(tables))
+        db.replication.meta_put(txn, LEFT_FILTER + source.encode(), left)
     if not any(mode == "read-only" for mode in registrations(db).values()) and db.replication.read_only:
         db.replication.set_read_only(False)
 
