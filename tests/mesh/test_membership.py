@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from pynndb.mesh.directory import Directory
-from pynndb.mesh.membership import Membership
+from pynndb.mesh.membership import RANDOM_EVERY, Membership
 from tests.mesh.test_directory import Clock, entry
 
 SELF, A, B, C, D = "0" * 32, "a" * 32, "b" * 32, "c" * 32, "d" * 32
@@ -15,21 +15,28 @@ def no_links(_node: str) -> list[str]:
     return []
 
 
-def test_each_period_probes_every_neighbor_and_one_other_member_in_turn() -> None:
+def test_each_period_probes_every_neighbor_and_every_other_period_one_other_member_in_turn() -> None:
     clock = Clock()
     membership = Membership(SELF, 1.0, clock, random.Random(1))
     members = {A, B, C, D}
-    probed = set()
-    for round_number in range(3):
+    probed = []
+    for round_number in range(6):
         clock.now += 1.0 if round_number else 0.0
         actions = membership.tick([A], members, no_links)
-        assert A in {a.peer for a in actions}
-        assert [a.kind for a in actions] == ["probe", "probe"]
+        assert [a.peer for a in actions if a.peer == A] == [A] and all(a.kind == "probe" for a in actions)
         for action in actions:
             membership.answered(action.number)
-        probed |= {a.peer for a in actions if a.peer != A}
-    assert probed == {B, C, D}  # round-robin: every other member once per pass
+        probed += [a.peer for a in actions if a.peer != A]
+    assert len(probed) == -(-6 // RANDOM_EVERY)  # one every RANDOM_EVERY periods
+    assert len(set(probed[:3])) == len(probed[:3])  # round-robin: no member twice in one pass
     assert membership.tick([A], members, no_links) == []  # nothing until the next period
+
+
+def test_a_neighbor_heard_from_a_moment_ago_is_not_probed_back() -> None:
+    clock = Clock()
+    membership = Membership(SELF, 1.0, clock, random.Random(1))
+    actions = membership.tick([A, B], {A, B}, no_links, heard={A: clock.now - 0.1, B: clock.now - 5})
+    assert [a.peer for a in actions] == [B]
 
 
 def test_a_silent_member_gets_indirect_probes_through_its_neighbors_then_is_suspected() -> None:

@@ -229,9 +229,10 @@ class Engine:
             if now >= next_tick:
                 next_tick = now + self.node.heartbeat
                 self.heartbeat()
-            if next_fine > now + FINE_TIMER and self.needs_fine_timer():
-                # Idle nodes wake once a period; hellos, requests and probes in flight need finer deadlines.
-                next_fine = now + FINE_TIMER
+            if not self.needs_fine_timer():
+                next_fine = next_tick  # idle nodes wake once a period...
+            elif next_fine > now + FINE_TIMER:
+                next_fine = now + FINE_TIMER  # ...hellos, requests and probes in flight need finer deadlines
             if self.touched:
                 self.recheck_touched()
         self.farewell()

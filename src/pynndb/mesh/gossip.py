@@ -76,7 +76,7 @@ class Gossip:
         engine = self.engine
         with engine.lock:
             members = self.live_members()
-            actions = self.membership.tick(list(engine.neighbors()), members, self.links_of)
+            actions = self.membership.tick(list(engine.neighbors()), members, self.links_of, engine.directory.heard)
         self.act(actions)
         if engine.directory.suspects:
             self.settle()

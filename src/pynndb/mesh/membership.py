@@ -1,20 +1,23 @@
 """SWIM failure detection for one node: which members to probe each period, and when a silence becomes a suspicion.
 
 Loop-free and clock-injected: the engine calls ``tick`` with the neighbors and live members, sends what it returns
-(PROBE, PROBE_REQ, SUSPECT) and reports answers with ``answered`` / ``heard``. The per-period cost is one probe per
-link plus one probe of a random member, so it does not grow with the size of the mesh.
+(PROBE, PROBE_REQ, SUSPECT) and reports answers with ``answered`` / ``heard``. Per period a node probes each
+neighbor it has not just heard from (one hop) and, every ``RANDOM_EVERY`` periods, one other member in randomized
+round-robin (routed), so its cost does not grow with the number of nodes (only, for the routed probe, with hops).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 INDIRECT_HELPERS = 3  # members asked to probe a silent node on our behalf (SWIM's k)
 DIRECT_SHARE = 0.5  # of the probe timeout: waiting for the direct answer before asking helpers
 MIN_PROBE_TIMEOUT = 0.4  # seconds: a probe gets at least this long in all, however short the period
+RANDOM_EVERY = 2  # periods between probes of a random non-neighbor member (they cost a relay per hop)
+RECENT_SHARE = 0.75  # of a period: a neighbor heard from this recently (its own probe, any message) is not probed
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Membership:
     counter: int = 0
     order: list[str] = field(default_factory=list)
     targets: dict[str, int] = field(default_factory=dict)  # target -> probes of it in flight
+    rounds: int = 0
 
     @property
     def timeout(self) -> float:
@@ -85,12 +89,17 @@ class Membership:
         return None
 
     def tick(
-        self, neighbors: Collection[str], members: Collection[str], links: Callable[[str], Iterable[str]]
+        self,
+        neighbors: Collection[str],
+        members: Collection[str],
+        links: Callable[[str], Iterable[str]],
+        heard: Mapping[str, float] | None = None,
     ) -> list[Action]:
         """Start this period's probes when due, and turn late answers into indirect probes or suspicions.
 
         ``members`` are the live nodes (not this one); ``links(node)`` names a node's neighbors, the helpers that
-        reach it over another link than ours."""
+        reach it over another link than ours; ``heard`` when each node was last heard from (a neighbor that probed
+        us a moment ago needs no probe back: one probe per link and period is enough)."""
         now = self.clock()
         actions: list[Action] = []
         timeout = self.timeout
@@ -106,13 +115,16 @@ class Membership:
                     actions.append(Action("probe_req", helper, number, probe.target))
         if now >= self.next_round:
             self.next_round = now + self.period
+            self.rounds += 1
             busy = {probe.target for probe in self.pending.values() if probe.requester is None}
+            recent = now - RECENT_SHARE * self.period
             for neighbor in neighbors:
-                if neighbor in members and neighbor not in busy:
+                if neighbor in members and neighbor not in busy and (heard or {}).get(neighbor, -1e18) < recent:
                     actions.append(self._start(neighbor, now))
-            member = self._next_member(members, busy | set(neighbors) | {self.self_id})
-            if member is not None:
-                actions.append(self._start(member, now))
+            if self.rounds % RANDOM_EVERY == 1 or RANDOM_EVERY == 1:
+                member = self._next_member(members, busy | set(neighbors) | {self.self_id})
+                if member is not None:
+                    actions.append(self._start(member, now))
         return actions
 
     def _helpers(self, target: str, members: Collection[str], links: Callable[[str], Iterable[str]]) -> list[str]:
