@@ -375,7 +375,7 @@ class Table(TableReads):
             self._insert(t, records)
             results: list[Doc] = []
             for doc, (oid, data) in zip(docs, records, strict=True):
-                if isinstance(doc, Doc):
+                if doc.__class__ is not dict and isinstance(doc, Doc):  # (Doc's isinstance goes through abc)
                     doc._oid = oid
                     results.append(doc)
                 else:
