@@ -46,7 +46,8 @@ class Child:
     starts: int = 0
     exits: list[int] = field(default_factory=list)  # return codes of incarnations the harness did not kill
 
-    def launch(self, args: list[str], cwd: str) -> str:
+    def launch(self, args: list[str], cwd: str, wait: float = 30) -> str:
+        """Start the process; its first line (within `wait` s; with 0, see `first_line`)."""
         with open(self.log, "a", encoding="utf-8") as stderr:
             stderr.write(f"--- start {self.starts} at {time.time():.3f}\n")
             stderr.flush()
@@ -54,8 +55,14 @@ class Child:
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=cwd
             )
         self.starts += 1
-        assert self.process.stdout is not None
-        line = read_line(self.process.stdout, 30)
+        return self.first_line(wait) if wait else ""
+
+    def first_line(self, wait: float) -> str:
+        """The first line the process printed, waiting up to `wait` s; '' if none yet (it fails if it exited)."""
+        assert self.process is not None and self.process.stdout is not None
+        line = read_line(self.process.stdout, wait)
+        if not line and self.process.poll() is None and wait < 30:
+            return ""
         if not line:
             code = self.process.poll()
             self.kill()
@@ -111,19 +118,32 @@ class Node(Child):
     id: str = ""
     plugin: Plugin | None = None
 
-    def start(self, cwd: str) -> None:
+    def start(self, cwd: str, wait: float = 30) -> bool:
+        """Start the node; with `wait` 0 do not wait for READY (call `ready` until it says True)."""
         args = [sys.executable, "-m", "pynndb", "node", "--label", self.name, "--ports", ",".join(map(str, self.ports))]
         args += ["--heartbeat", HEARTBEAT]
         for path in self.databases:
             args += ["--db", path]
         for address in self.connect:
             args += ["--connect", address]
-        words = self.launch(args, cwd).split()
+        self.id = ""
+        line = self.launch(args, cwd, wait)
+        return self._ready(line) if line else False
+
+    def ready(self) -> bool:
+        """Whether the node printed READY (reads its first line without blocking)."""
+        return bool(self.id) or self._ready(self.first_line(0))
+
+    def _ready(self, line: str) -> bool:
+        if not line:
+            return False
+        words = line.split()
         if words[:1] != ["READY"]:
             raise RuntimeError(f"{self.name}: unexpected first line {words}")
         self.id = words[1]
         if self.plugin is None:
             self.plugin = Plugin(f"tcp://127.0.0.1:{self.ports[2]}").connect()
+        return True
 
     def call(self, command: str, params: dict[str, Any] | None = None, timeout: float = 5.0) -> dict[str, Any]:
         assert self.plugin is not None

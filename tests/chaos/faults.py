@@ -66,18 +66,23 @@ class Faults:
     pending: list[Repair] = field(default_factory=list)
     down: set[str] = field(default_factory=set)  # node labels that do not answer now (killed or stopped)
     problems: list[str] = field(default_factory=list)  # faults or repairs the harness could not carry out
+    starting: dict[str, float] = field(default_factory=dict)  # node label -> deadline for its READY line
+    first: list[str] | None = None
 
     def note(self, kind: str, target: str, detail: str = "") -> None:
         self.log.append({"time": round(time.time(), 3), "kind": kind, "target": target, "detail": detail})
 
     @property
     def busy(self) -> set[str]:
-        return {repair.target for repair in self.pending}
+        return {repair.target for repair in self.pending} | set(self.starting)
 
     def inject(self) -> None:
         """Draw one fault kind and a free target, and inflict it."""
+        if self.first is None:  # every kind once first (in a seeded order), so even a short run has each
+            self.first = list(KINDS)
+            self.rng.shuffle(self.first)
         kinds = list(KINDS)
-        kind = self.rng.choices(kinds, weights=[KINDS[name] for name in kinds])[0]
+        kind = self.first.pop() if self.first else self.rng.choices(kinds, weights=[KINDS[k] for k in kinds])[0]
         try:
             getattr(self, kind)()
         except Exception as error:  # noted as a finding; the run goes on
@@ -86,6 +91,7 @@ class Faults:
 
     def due(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        self.started()
         for repair in [repair for repair in self.pending if repair.at <= now and self._ready(repair, now)]:
             self._repair(repair)
 
@@ -108,10 +114,18 @@ class Faults:
         return repair.ready is None or now > repair.at + READY_WITHIN or repair.ready()
 
     def heal_all(self) -> None:
-        for _round in range(MAX_ATTEMPTS):
-            for repair in sorted(self.pending, key=lambda repair: repair.at):
-                self._repair(repair)
         self.cluster.proxy.heal()
+        deadline = time.monotonic() + 2 * READY_WITHIN
+        # Bounded: repairs are retried at most MAX_ATTEMPTS times, restarts end at their deadline.
+        while (self.pending or self.starting) and time.monotonic() < deadline:
+            self.started()
+            for repair in sorted(self.pending, key=lambda repair: repair.at):
+                waited = time.monotonic() > repair.at + READY_WITHIN
+                if repair.target not in self.starting and (repair.ready is None or repair.ready() or waited):
+                    self._repair(repair)
+            time.sleep(0.05)
+        if self.pending or self.starting:
+            self.problems.append(f"not healed: {[r.what for r in self.pending]} {sorted(self.starting)}")
 
     def _free(self, names: list[str]) -> str | None:
         free = [name for name in names if name not in self.busy]
@@ -141,8 +155,28 @@ class Faults:
         self._later(pause, label, lambda: self._restart(label), "restarted")
 
     def _restart(self, label: str) -> None:
-        self.cluster.nodes[label].start(self.cluster.cwd)
-        self.down.discard(label)
+        """Start the node again without waiting: a node may take seconds to say READY (its --connect peers may
+        be frozen), and the other faults' clocks must not wait for it."""
+        self.cluster.nodes[label].start(self.cluster.cwd, wait=0)
+        self.starting[label] = time.monotonic() + READY_WITHIN
+
+    def started(self) -> None:
+        """Nodes that said READY are up again; one that takes too long is a finding (and is started again)."""
+        for label, deadline in list(self.starting.items()):
+            node = self.cluster.nodes[label]
+            try:
+                ready = node.ready()
+            except RuntimeError as error:
+                ready, deadline = False, 0.0
+                self.problems.append(f"{time.time():.3f} {label} exited while starting: {error}")
+            if ready:
+                del self.starting[label]
+                self.down.discard(label)
+                self.note("ready", label)
+            elif time.monotonic() > deadline:
+                self.problems.append(f"{time.time():.3f} {label} not READY within {READY_WITHIN}s")
+                node.kill()
+                self._restart(label)
 
     def node_stop(self) -> None:
         label = self._free(list(self.cluster.nodes))
@@ -190,6 +224,7 @@ class Faults:
         deadline = time.monotonic() + 1.0
         while not in_transaction(writer.journal) and time.monotonic() < deadline:
             time.sleep(0.0005)
+        time.sleep(self.rng.uniform(0.0, 0.01))  # then anywhere in it: before, during or after its commit
         writer.kill()
         pause = self.rng.uniform(0.1, 1.0)
         self.counts["writer_kill"] += 1
@@ -231,5 +266,9 @@ class Faults:
         for replication in self.cluster.replications:
             if replication.target == name:
                 self._later(
-                    0.0, label, lambda replication=replication: self.cluster.replicate(replication), "REPLICATE"
+                    0.0,
+                    label,
+                    lambda replication=replication: self.cluster.replicate(replication),
+                    "REPLICATE",
+                    ready=lambda: label not in self.starting,
                 )

@@ -19,6 +19,7 @@ ROWS = [
     ("stale", "stale"),
     ("diverged pairs", "diverged_pairs"),
     ("stalled replicas", "stalled_replicas"),
+    ("links not restored after the heal", "links_down"),
     ("full resyncs expected / seen", ("full_resyncs_expected", "full_resyncs_seen")),
     ("why the expected full resyncs", "full_resyncs_why"),
     ("unexpected full resyncs", "full_resyncs_unexpected"),

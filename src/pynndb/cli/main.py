@@ -21,6 +21,7 @@ from pynndb.errors import PyNNDBError
 
 console = Console()
 DEFAULT_NODE = "tcp://127.0.0.1:7004"
+CONNECT_RETRY = 2.0  # seconds between attempts to link to a --connect peer that did not answer at start
 
 
 def _ports(text: str) -> tuple[int, int, int]:
@@ -108,17 +109,38 @@ def node(
             assert controller.replication is not None
             info = controller.replication.attach(path)
             logging.getLogger("pynndb.node").info("serving %s (%s)", path, info["uuid"])
+        unlinked = []
         for address in connect_to:
             try:
                 controller.connect(address, timeout=10.0)
             except PyNNDBError as error:
-                logging.getLogger("pynndb.node").warning("could not link to %s yet: %s", address, error)
+                logging.getLogger("pynndb.node").warning("could not link to %s yet (will retry): %s", address, error)
+                unlinked.append(address)
         print(f"READY {controller.id} {label}", flush=True)
+        if unlinked:
+            retry = threading.Thread(
+                target=_keep_connecting, args=(controller, unlinked, done), name=f"pynndb-{label}-connect", daemon=True
+            )
+            retry.start()
         done.wait()
     finally:
         if metrics is not None:
             metrics.stop()
         controller.stop()
+
+
+def _keep_connecting(controller: Any, addresses: list[str], done: threading.Event) -> None:
+    """Retry the --connect peers that did not answer at start (frozen, restarting) until each links or the node
+    stops: a node restarted while a peer was briefly away must not stay cut off from it for ever."""
+    waiting = list(addresses)
+    while waiting and not done.wait(CONNECT_RETRY):
+        for address in list(waiting):
+            try:
+                controller.connect(address, timeout=CONNECT_RETRY)
+            except PyNNDBError:
+                continue
+            waiting.remove(address)
+            logging.getLogger("pynndb.node").info("linked to %s", address)
 
 
 def _call(
