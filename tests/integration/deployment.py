@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pynndb import Database
+from pynndb.errors import MeshError
 from pynndb.mesh.controller import Controller
 from pynndb.mesh.plugin import Plugin
 from tests.mesh.conftest import free_port
@@ -130,7 +131,15 @@ class Deployment:
     def node(self, label: str, databases: list[str] | None = None, connect: list[Node] | None = None) -> Node:
         """Start a node serving `databases` (paths) and linked to the `connect` nodes."""
         node = Node(label, free_ports(), list(databases or []), [peer.address for peer in connect or []])
-        self._start(node)
+        for attempt in range(3):
+            try:
+                self._start(node)
+                break
+            except (AssertionError, MeshError) as error:
+                # A port found free can be taken by another program before the node binds it: pick others.
+                if "Address already in use" not in str(error) or attempt == 2:
+                    raise
+                node.ports = free_ports()
         self.nodes.append(node)
         return node
 
