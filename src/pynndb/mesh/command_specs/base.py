@@ -68,6 +68,8 @@ class Spec:
 
     def validate(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """The params with defaults filled in, or InvalidArgument (code ``bad_params``) naming what is wrong."""
+        if not self.params and (params is None or isinstance(params, dict) and not params):
+            return {}  # PING, NODES, STATUS...: the common case costs nothing
         if params is None:
             params = {}
         if not isinstance(params, Mapping):
