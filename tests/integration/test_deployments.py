@@ -215,27 +215,30 @@ def test_multi_hop_three_hops(deployment: Deployment, manager: Manager, tmp_path
     assert target.table("people").records() == 60
 
 
-def test_replica_node_killed_and_restarted_mid_stream_then_replicate_again_at_once(
-    deployment: Deployment, manager: Manager, tmp_path: Path, writers: list[Writer]
+@pytest.mark.parametrize("victim", ["replica", "source"])
+def test_node_killed_and_restarted_mid_stream_then_lookup_and_replicate_again_at_once(
+    deployment: Deployment, manager: Manager, tmp_path: Path, writers: list[Writer], victim: str
 ) -> None:
     source, target = open_db(manager, tmp_path, "source"), open_db(manager, tmp_path, "target")
     source.table("events").ensure("by_serial", "{serial}")
     a = deployment.node("a", [source.path])
     b = deployment.node("b", [target.path], connect=[a])
-    cmd = deployment.plugin(a)
-    wait_until(lambda: peer_of(cmd, "b") == b.id, timeout=10)
+    killed, survivor = (b, a) if victim == "replica" else (a, b)
+    cmd = deployment.plugin(survivor)
+    wait_until(lambda: peer_of(cmd, killed.label) == killed.id, timeout=10)
     replicate(cmd, b, target, source)
     events = target.table("events")
     writer = start_writer(writers, source, pause=0.001)
     wait_until(lambda: events.records() > 100, timeout=15)
-    old_id = b.id
-    deployment.kill(b)
+    old_id = killed.id
+    deployment.kill(killed)
     killed_at = writer.written
-    wait_until(lambda: writer.written > killed_at + 100, timeout=10)  # writes go on while the node is down
-    deployment.restart(b)
-    assert b.id != old_id
-    # At once: LOOKUP names the new node, and REPLICATE (already recorded in the database) is accepted there.
-    assert cmd.call("LOOKUP", {"name": "b"})["peer"] == b.id
+    wait_until(lambda: writer.written > killed_at + 100, timeout=10)  # the application writes on meanwhile
+    killed.connect = [survivor.address]  # (a was connected to by b: restarted, it links to b itself)
+    deployment.restart(killed)
+    assert killed.id != old_id
+    # At once: LOOKUP names the new node, and REPLICATE (already recorded in the database) is accepted again.
+    assert cmd.call("LOOKUP", {"name": killed.label})["peer"] == killed.id
     assert replicate(cmd, b, target, source)["mode"] == "one-way"
     written = writer.finish()
     wait_until(lambda: identical(cmd, source, target), timeout=20)
@@ -244,34 +247,6 @@ def test_replica_node_killed_and_restarted_mid_stream_then_replicate_again_at_on
     status = replicas(cmd, b, target)[0]
     assert status["full_resyncs"] == 0
     assert status["hwm"] == source.replication.sequence
-
-
-def test_source_node_killed_and_restarted_mid_stream(
-    deployment: Deployment, manager: Manager, tmp_path: Path, writers: list[Writer]
-) -> None:
-    source, target = open_db(manager, tmp_path, "source"), open_db(manager, tmp_path, "target")
-    source.table("events").ensure("by_serial", "{serial}")
-    a = deployment.node("a", [source.path])
-    b = deployment.node("b", [target.path], connect=[a])
-    cmd = deployment.plugin(b)
-    wait_until(lambda: peer_of(cmd, "a") == a.id, timeout=10)
-    replicate(cmd, b, target, source)
-    events = target.table("events")
-    writer = start_writer(writers, source, pause=0.001)
-    wait_until(lambda: events.records() > 100, timeout=15)
-    deployment.kill(a)
-    killed_at = writer.written
-    wait_until(lambda: writer.written > killed_at + 100, timeout=10)  # the application writes on, unserved
-    # The restarted source node links to b again (it was a's peer that connected, so a reconnects to b).
-    a.connect = [b.address]
-    deployment.restart(a)
-    assert cmd.call("LOOKUP", {"name": "a"})["peer"] == a.id
-    written = writer.finish()
-    wait_until(lambda: identical(cmd, source, target), timeout=20)
-    assert events.records() == written
-    assert [doc["serial"] for doc in events.find("by_serial")] == list(range(written))
-    status = replicas(cmd, b, target)[0]
-    assert status["full_resyncs"] == 0
 
 
 def test_a_command_to_a_node_that_is_gone_fails_fast(deployment: Deployment, tmp_path: Path) -> None:
