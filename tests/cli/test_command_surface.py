@@ -145,3 +145,9 @@ def test_replication_cli_verbs(pair: tuple[Controller, Controller], manager: Man
 def test_cli_verb_without_a_node_fails_fast() -> None:
     result = CliRunner().invoke(main, ["ping", "--node", "tcp://127.0.0.1:9"], catch_exceptions=False)
     assert result.exit_code == 1 and "no node answers" in result.output
+
+
+@pytest.mark.parametrize("verb", sorted(cli_name(spec) for spec in SPECS.values()))
+def test_every_cli_verb_has_help(verb: str) -> None:
+    result = CliRunner().invoke(main, [verb, "--help"])
+    assert result.exit_code == 0 and "--node" in result.output and "--json" in result.output
