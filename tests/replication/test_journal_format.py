@@ -124,3 +124,27 @@ def test_a_malformed_document_stalls_the_replica_and_changes_nothing(open_db) ->
     deliver(replica, [Entries(UUID, [(1, 1 << 16, good)], 1)])
     assert replica.hwm == 1
     assert documents(target, "people") == {"k1": {"a": 1}}
+
+
+def test_puts_to_keys_the_replica_holds_are_updates_in_a_batch(open_db) -> None:
+    source = open_db("source")
+    people = source.table("people")
+    people.ensure("by_name", "{name}", duplicates=True)
+    first = people.append(person(1))
+    target = open_db("target")
+    replica = Replica(target, source.replication.uuid)
+    publisher = Publisher(source)
+    serve(publisher, replica, replica.start())
+    with source.write_transaction() as txn:  # one entry: new, update of a held key, new, the same new key again
+        second = people.append(person(2), txn=txn)
+        first["name"] = "Renamed"
+        people.save(first, txn=txn)
+        people.append(person(3), txn=txn)
+        second["name"] = "Again"
+        people.save(second, txn=txn)
+    deliver(replica, publisher.poll())
+    assert replica.status()["state"] == "live"
+    assert diff(source, target) == {}
+    names = [doc.doc["name"] for doc in target["people"].find("by_name")]
+    assert names == [doc.doc["name"] for doc in people.find("by_name")]
+    assert sorted(names) == ["Again", "Name 3", "Renamed"]

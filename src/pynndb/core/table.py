@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import gc
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import lmdb
@@ -251,9 +252,11 @@ class Table(TableReads):
             elif journaled:
                 self._journal_write(t, oid, raw)
 
-    def _insert_stored(self, t: Transaction, records: Iterable[tuple[bytes, bytes, dict[str, Any]]]) -> None:
-        """New records (key, stored JSON bytes, the same decoded): `_insert` for a replica applying a source's
-        documents, which writes (and journals) the bytes as they are, never encoding a document again."""
+    def _insert_stored(self, t: Transaction, records: list[tuple[bytes, bytes, dict[str, Any]]], start: int = 0) -> int:
+        """Records (key, stored JSON bytes, the same decoded) from `records[start]` on: `_insert` for a replica
+        applying a source's documents, which writes (and journals) the bytes as they are, never encoding a document
+        again. Stops at the first record whose key the table already holds (writing nothing of it) and returns its
+        position, or len(records) when every record was new."""
         txn = t.txn
         put = txn.put
         dbi = self._dbi
@@ -264,13 +267,15 @@ class Table(TableReads):
         documents = t.documents
         name_json = self._name_json
         additions: list[tuple[Index, list[bytes]]] = []
-        for oid, raw, new in records:
+        position = start
+        for oid, raw, new in islice(records, start, None):
             if indexes:
                 additions = []
                 for index in indexes:
                     additions.append((index, index.keys(new)))
             if not put(oid, raw if compress is None else compress(raw), True, False, False, dbi):
-                raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
+                return position  # the put is the existence check: an update takes the caller's other path
+            position += 1
             if indexes:
                 for index, keys in additions:
                     overwrite = index.duplicates
@@ -282,6 +287,7 @@ class Table(TableReads):
                 documents += raw
             elif versioned:
                 self._journal_write(t, oid, raw)
+        return position
 
     def _undo_insert(
         self, txn: lmdb.Transaction, oid: bytes, additions: list[tuple[Index, list[bytes]]], index: Index, key: bytes

@@ -240,20 +240,21 @@ class Replica:
             self.db.replication.write_entry(t, origin, version)  # a relayed change keeps its origin
 
     def _apply_ops_batched(self, t: Transaction, ops: list[Any], version: int) -> None:
-        """Apply ops in order, inserting runs of new documents of one table in one `_insert` call (the bulk
-        path of read-only replicas, where no version comparison is needed)."""
+        """Apply ops in order, writing runs of puts to one table with one `_insert_stored` call (the bulk path of
+        read-only replicas, where no version comparison is needed); a put to a key the table holds is an update."""
         table: Table | None = None
         run: list[tuple[bytes, bytes, dict[str, Any]]] = []
-        keys: set[bytes] = set()
-        get = t.txn.get
         loads = orjson.loads
 
         def flush() -> None:
             if run:
                 assert table is not None
-                table._insert_stored(t, run)
+                position = 0
+                while (position := table._insert_stored(t, run, position)) < len(run):
+                    oid, _stored, fields = run[position]
+                    self._put(t, table, oid, fields)
+                    position += 1
                 run.clear()
-                keys.clear()
 
         for op in ops:
             if op.__class__ is list and len(op) == 4 and op[0] == "put":
@@ -265,13 +266,11 @@ class Replica:
                 oid = key.encode() if key.__class__ is str else b""
                 if not oid or op[3].__class__ is not bytes:
                     raise MalformedEntry("a put op must carry a key and a document")
-                if oid not in keys and get(oid, db=table._dbi) is None:
-                    fields = loads(op[3])  # decoded once: the index keys need the fields
-                    if fields.__class__ is not dict:
-                        raise MalformedEntry("a put op's document must be a JSON object")
-                    run.append((oid, op[3], fields))
-                    keys.add(oid)
-                    continue
+                fields = loads(op[3])  # decoded once: the index keys need the fields
+                if fields.__class__ is not dict:
+                    raise MalformedEntry("a put op's document must be a JSON object")
+                run.append((oid, op[3], fields))
+                continue
             flush()
             table = None  # another op may drop or re-create a table
             self._apply_op(t, op, version, t.origin)
