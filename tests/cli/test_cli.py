@@ -10,8 +10,10 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from pynndb import Database, Manager
+from pynndb.cli import render
 from pynndb.cli.main import main
 from pynndb.mesh.controller import Controller
 from tests.helpers import wait_until
@@ -134,6 +136,11 @@ def test_replicate_and_diff_with_tables(pair: tuple[Controller, Controller], man
     assert "identical" in invoke(a, "diff", *uuids, *chosen).output
     assert invoke(a, "diff", *uuids).exit_code == 2  # 'things' is not replicated
     assert invoke(a, "diff", *uuids, "--table", "things").exit_code == 2
+    status = json.loads(invoke(a, "status", "--json", "--target", "b").output)
+    assert status["databases"][replica.path]["replicas"][0]["tables"] == ["people", "places"]
+    console = Console(width=200, record=True)
+    console.print(render.replicas_table(status["databases"]))
+    assert "one-way [people, places]" in console.export_text()
     other = invoke(a, "replicate", "--path", replica.path, "--uuid", uuid, "--table", "people", "--target", "b")
     assert other.exit_code == 1 and "filter_conflict" in other.output
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.tree import Tree
@@ -37,7 +38,8 @@ def _grow(tree: Tree, value: Any) -> None:
 def replicas_table(
     databases: dict[str, Any], title: str = "replicas", rates: dict[tuple[str, str], float] | None = None
 ) -> Table:
-    """One row per replica: target, source, mode, mark, lag, rate, state, resyncs and snapshot progress."""
+    """One row per replica: target, source, mode (with its table filter), mark, lag, rate, state, resyncs and
+    snapshot progress."""
     table = Table(title=title, title_justify="left")
     snapshots = any(replica.get("snapshot_progress") for info in databases.values() for replica in info["replicas"])
     columns = ["database", "source", "mode", "hwm", "lag", "lag s", "entries/s", "state", "resyncs p/f"]
@@ -54,10 +56,13 @@ def replicas_table(
             state = replica["state"] + (" (paused)" if replica.get("paused") else "")
             if replica.get("reason"):
                 state += f": {replica['reason']}"
+            mode = replica["mode"]
+            if replica.get("tables"):
+                mode += escape(f" [{', '.join(replica['tables'])}]")  # a filtered replica: only these tables
             table.add_row(
                 path.rsplit("/", 1)[-1],
                 replica["source"][:6],
-                replica["mode"],
+                mode,
                 str(replica["hwm"]),
                 str(replica["lag_entries"]),
                 f"{replica['lag_seconds']:.3f}",
