@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from pynndb.core import registry
 from pynndb.core.database import Database
-from pynndb.errors import CommandError, FilterConflict, MalformedEntry, MeshError, PyNNDBError
+from pynndb.errors import CommandError, MalformedEntry, MeshError, PyNNDBError
 from pynndb.mesh.commands import BAD_PARAMS, NOT_FOUND
 from pynndb.mesh.divergence import DivergenceDetector
 from pynndb.mesh.watch import Waker
 from pynndb.replication.digest import sequenced_summary, table_content
 from pynndb.replication.messages import Entries, Message, Request, decode, encode
-from pynndb.replication.replica import Replica, filters, registrations, unregister
+from pynndb.replication.replica import Replica, check_filter, filters, registrations, unregister
 from pynndb.replication.source import Publisher
 from pynndb.replication.table_filter import listed, tables_of
 
@@ -143,11 +143,7 @@ class ReplicationService:
         key = (db.replication.uuid, source)
         with self._lock:
             hosted = self._replicas.get(key)
-            if hosted is not None and hosted.replica.tables != tables_of(tables):
-                raise FilterConflict(
-                    f"{db.path} already replicates {source} with tables {listed(hosted.replica.tables)}, not "
-                    f"{listed(tables_of(tables))}: UNREPLICATE it first, then REPLICATE with the new filter"
-                )
+            check_filter(db, source, tables_of(tables))
             if hosted is not None and hosted.replica.mode == mode or hosted is not None and mode == "one-way":
                 return hosted.replica
             replica = Replica(db, source, mode, tables=tables)
@@ -437,6 +433,7 @@ class ReplicationService:
         db = self.open(params["path"])
         if source == db.replication.uuid:
             raise CommandError("a database cannot replicate itself", BAD_PARAMS)
+        check_filter(db, source, tables_of(tables))  # before the other side of a pair is changed
         reverse = self._replicates(source, db.replication.uuid)
         if mode == "auto":
             mode = "two-way" if reverse is not None else "one-way"

@@ -572,6 +572,16 @@ def filters(db: Database) -> dict[str, Tables]:
     return found
 
 
+def check_filter(db: Database, source: str, tables: Tables) -> None:
+    """Raise FilterConflict when `db` already replicates `source` with another table filter."""
+    current = filters(db)
+    if source in current and current[source] != tables:
+        raise FilterConflict(
+            f"{db.path} already replicates {source} with tables {listed(current[source])}, not {listed(tables)}: "
+            "UNREPLICATE it first, then REPLICATE with the new filter"
+        )
+
+
 def register(db: Database, source: str, two_way: bool, tables: Tables = None) -> None:
     """Record that `db` replicates `source` (idempotent) and set the flags that mode needs.
 
@@ -580,12 +590,8 @@ def register(db: Database, source: str, two_way: bool, tables: Tables = None) ->
     A registration keeps its table filter: another one raises FilterConflict (unregister first).
     """
     mode = "two-way" if two_way else "read-only"
+    check_filter(db, source, tables)
     existing = registrations(db)
-    if source in existing and filters(db).get(source) != tables:
-        raise FilterConflict(
-            f"{db.path} already replicates {source} with tables {listed(filters(db).get(source))}, not "
-            f"{listed(tables)}: UNREPLICATE it first, then REPLICATE with the new filter"
-        )
     if source not in existing:
         _start_over_for_new_tables(db, source, tables)
     replication = db.replication
