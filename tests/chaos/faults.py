@@ -224,7 +224,7 @@ class Faults:
         deadline = time.monotonic() + 1.0
         while not in_transaction(writer.journal) and time.monotonic() < deadline:
             time.sleep(0.0005)
-        time.sleep(self.rng.uniform(0.0, 0.01))  # then anywhere in it: before, during or after its commit
+        time.sleep(self.rng.choice([0.0, self.rng.uniform(0.0, 0.006)]))  # before, during or after its commit
         writer.kill()
         pause = self.rng.uniform(0.1, 1.0)
         self.counts["writer_kill"] += 1

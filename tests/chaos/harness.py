@@ -71,6 +71,10 @@ def run(settings: Settings) -> dict[str, Any]:
         healed = time.monotonic()
         converged = wait_converged(monitor, cluster, settings.converge_within, problems)
         result["converge_seconds"] = round(time.monotonic() - healed, 2) if converged else None
+        monitor.poll()
+        result["periodic_verifications"] = monitor.verifications()  # before the corruption: no mismatch allowed
+        if result["periodic_verifications"].get("mismatches"):
+            problems.append(f"the divergence detector found a diverged replica: {result['periodic_verifications']}")
         try:
             result["divergence_detector"] = (
                 detect_and_repair(cluster, monitor, faults) if settings.corrupt else "skipped"

@@ -40,6 +40,7 @@ class Monitor:
     max_lag_entries: int = 0
     max_lag_seconds: float = 0.0
     polls: int = 0
+    verify: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)  # (node, incarnation) -> counters
 
     def status(self, label: str, timeout: float = 1.0) -> dict[str, Any] | None:
         node = self.cluster.nodes[label]
@@ -55,6 +56,11 @@ class Monitor:
         self.polls += 1
         names = {uuid: name for name, uuid in self.cluster.uuids.items()}
         statuses = {label: self.status(label) for label in self.cluster.nodes if label not in skip}
+        for label, status in statuses.items():
+            counters = (status or {}).get("replication", {})
+            if "verify_checks" in counters:
+                key = (label, self.cluster.nodes[label].starts)
+                self.verify[key] = {name[7:]: value for name, value in counters.items() if name.startswith("verify_")}
         for status in statuses.values():
             for figures in (status or {}).get("databases", {}).values():
                 name = names.get(figures["uuid"])
@@ -109,6 +115,10 @@ class Monitor:
             behind = self.sequence.get(source, 0) - replica["hwm"]
             self.max_lag_entries = max(self.max_lag_entries, replica["lag_entries"], behind)
             self.max_lag_seconds = max(self.max_lag_seconds, replica["lag_seconds"])
+
+    def verifications(self) -> dict[str, int]:
+        """The divergence detector's periodic checks in every node incarnation seen: checks, matches, mismatches..."""
+        return dict(sum((Counter(counters) for counters in self.verify.values()), Counter()))
 
     def forced(self, target: str) -> None:
         """A full resync of every replication into `target` is now due (wiped, or RESYNC sent)."""
