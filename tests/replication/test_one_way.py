@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from pynndb import Doc
@@ -160,3 +162,29 @@ def test_replica_of_a_database_without_replication_is_refused(open_db) -> None:
     plain = open_db("plain", replication=None)
     with pytest.raises(ReplicationNotEnabled):
         LocalReplicator(plain, open_db("target"))
+
+
+def test_a_table_the_replica_is_still_creating_reads_as_empty_until_its_transaction_commits(pair) -> None:
+    """Regression: a handle given out while the applier's transaction that creates the table was still open used
+    that transaction's table handle in its own read transaction (lmdb: mdb_stat: Invalid argument)."""
+    source, target, replicator = pair
+    replicator.sync()
+    source.table("late").append({"n": 1})
+    applying = target._begin(True, applying=True)  # the applier's transaction, as a node holds it
+    target._create_table(applying, "late")
+    seen: dict[str, object] = {}
+
+    def application() -> None:  # another thread of the same process, like an in-process node's application
+        late = target.table("late")
+        seen["handle"] = late
+        seen["reads"] = (late.records(), late.get("0" * 24), list(late.find()), late.first(), late.last())
+
+    thread = threading.Thread(target=application)
+    thread.start()
+    thread.join(10)
+    assert seen["reads"] == (0, None, [], None, None)
+    applying.abort()
+    replicator.sync()
+    late = seen["handle"]
+    assert [doc["n"] for doc in late.find()] == [1]  # the same handle, filled once the table arrived
+    assert late.records() == 1

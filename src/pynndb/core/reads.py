@@ -52,12 +52,15 @@ class TableReads:
     def _live(self) -> Any:
         raise NotImplementedError
 
-    def _readable(self) -> Any:
+    _pending: bool
+
+    def _readable(self, txn: Transaction | None = None) -> Any:
         raise NotImplementedError
 
-    def _absent(self) -> bool:
-        """True when the table reads as empty because it has not arrived yet (read-only replicas only)."""
-        return self._dbi is None and self._readable() is None
+    def _absent(self, txn: Transaction | None = None) -> bool:
+        """True when the table reads as empty: not arrived yet on a replica, or created by an uncommitted
+        transaction that `txn` is not."""
+        return (self._dbi is None or self._pending) and self._readable(txn) is None
 
     def _index(self, name: str) -> Index:
         raise NotImplementedError
@@ -73,8 +76,8 @@ class TableReads:
         else:
             oid = key if key.__class__ is bytes and 0 < len(key) <= 256 else normalise_key(key)
         dbi = self._dbi
-        if dbi is None:
-            dbi = self._readable()
+        if dbi is None or self._pending:
+            dbi = self._readable(txn)
             if dbi is None:
                 return None
         if txn is None:
@@ -96,7 +99,7 @@ class TableReads:
 
     def records(self, txn: Transaction | None = None) -> int:
         """How many records the table holds."""
-        dbi = self._dbi if self._dbi is not None else self._readable()
+        dbi = self._dbi if self._dbi is not None and not self._pending else self._readable(txn)
         if dbi is None:
             return 0
         if txn is not None:
@@ -136,7 +139,7 @@ class TableReads:
     ) -> Iterator[Any]:
         """The one read walk behind every query: yields Docs (or (index key, Doc) with `with_keys`) in order, in the
         caller's transaction or in a read transaction held only while the walk runs."""
-        dbi = self._dbi if self._dbi is not None else self._readable()
+        dbi = self._dbi if self._dbi is not None and not self._pending else self._readable(txn)
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
             raise InvalidArgument("limit must be a non-negative int or None")
         if expression is not None and not callable(expression):
@@ -193,7 +196,7 @@ class TableReads:
         txn: Transaction | None = None,
     ) -> Iterator[Doc]:
         """Every record in key order (or index order), optionally filtered by `expression(doc)`, up to `limit`."""
-        if self._absent():
+        if self._absent(txn):
             return iter(())
         index = None if index_name is None else self._index(index_name)
         return self._query(txn, index, expression=expression, limit=limit)
@@ -208,7 +211,7 @@ class TableReads:
         txn: Transaction | None = None,
     ) -> Iterator[Doc]:
         """Records whose index key lies between the keys of template Docs `lower` and `upper` (either may be None)."""
-        if self._absent():
+        if self._absent(txn):
             return iter(())
         index = None if index_name is None else self._index(index_name)
         low, high = self._bound(index, lower), self._bound(index, upper)
@@ -218,7 +221,7 @@ class TableReads:
         self, index_name: str, doc: Any, limit: int | None = None, txn: Transaction | None = None
     ) -> Iterator[Doc]:
         """Records whose key in `index_name` equals the template Doc's key."""
-        if self._absent():
+        if self._absent(txn):
             return iter(())
         index = self._index(index_name)
         key = self._bound(index, doc)
@@ -230,14 +233,14 @@ class TableReads:
 
     def first(self, index_name: str | None = None, txn: Transaction | None = None) -> Doc | None:
         """The first record in key (or index) order, or None when empty."""
-        if self._absent():
+        if self._absent(txn):
             return None
         index = None if index_name is None else self._index(index_name)
         return next(self._query(txn, index, limit=1), None)
 
     def last(self, index_name: str | None = None, txn: Transaction | None = None) -> Doc | None:
         """The last record in key (or index) order, or None when empty."""
-        if self._absent():
+        if self._absent(txn):
             return None
         index = None if index_name is None else self._index(index_name)
         return next(self._query(txn, index, reverse=True, limit=1), None)
@@ -258,7 +261,7 @@ class TableReads:
 
         Pass the last result of a page as `context` to get the next page (in the same direction).
         """
-        if self._absent():
+        if self._absent(txn):
             return iter(())
         index = None if index_name is None else self._index(index_name)
         if not isinstance(page_size, int) or page_size < 0:

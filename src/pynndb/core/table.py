@@ -121,14 +121,18 @@ class Table(TableReads):
             raise NoSuchTable(f"table {self.name!r} has been dropped")
         return self._dbi
 
-    def _readable(self) -> Any:
-        """The records' handle for a read, or None when the table reads as empty: on a read-only replica, a table
-        that has not arrived yet (or was dropped at its source). Picks up a table another process created."""
+    def _readable(self, txn: Transaction | None = None) -> Any:
+        """The records' handle for a read in `txn` (None: a read transaction of its own), or None when the table
+        reads as empty: on a read-only replica, a table that has not arrived yet (or was dropped at its source); in
+        any database, a table whose creating transaction has not committed (unless `txn` is that transaction: a
+        write transaction, as LMDB runs one at a time). Picks up a table another process created."""
         dbi = self._dbi
-        if dbi is not None:
+        if dbi is not None and (not self._pending or txn is not None and txn.write):
             return dbi
         self._db._refresh()
-        if self._dbi is None and self._db.replication.read_only:
+        if self._dbi is not None and not self._pending:
+            return self._dbi
+        if self._pending or self._db.replication.read_only:
             return None
         return self._live()
 
