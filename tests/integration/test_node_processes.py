@@ -28,7 +28,7 @@ from tests.integration.deployment import Child, NodeProcess, read_line
 from tests.mesh.conftest import free_port
 
 APPLICATION = str(Path(mesh_application.__file__))
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)
 
 
 class Node(NodeProcess):
@@ -64,7 +64,7 @@ class Application(Child):
         self.process.stdin.write(command + "\n")  # type: ignore[union-attr]
         self.process.stdin.flush()  # type: ignore[union-attr]
 
-    def wait_written(self, count: int, timeout: float = 20) -> int:
+    def wait_written(self, count: int, timeout: float = 45) -> int:
         """Follow the progress lines until at least `count` events are written; returns the count reached."""
         deadline = time.monotonic() + timeout
         while True:
