@@ -415,5 +415,6 @@ class Controller:
             "callbacks_dropped": engine.delivery.dropped,
             "callbacks_failed": engine.delivery.failed,
             "pending_requests": len(engine.requests.pending),
+            "command_results": engine.requests.results_by_command(),
             "seen_cache": len(engine.seen),
         }

@@ -70,10 +70,9 @@ class NodeCollector(Collector):
             "Commands run on this node by command and result code ('ok' or the error code).",
             labels=["command", "code"],
         )
-        engine = self.node._engine
-        results = dict(getattr(getattr(engine, "requests", None), "results", {}) or {})
-        for (command, code), count in sorted(results.items()):
-            commands.add_metric([command, code], count)
+        for command, codes in sorted(status.get("command_results", {}).items()):
+            for code, count in sorted(codes.items()):
+                commands.add_metric([command, code], count)
         yield commands
 
     def _replication(self, counters: dict[str, int]) -> Iterator[Metric]:

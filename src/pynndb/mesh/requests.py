@@ -95,6 +95,13 @@ class Requests:
         elif not self.engine.handlers.submit(lambda: on_reply(commands.run(command, name, params, context))):
             on_reply(commands.error_reply(commands.BUSY, "command queue full"))
 
+    def results_by_command(self) -> dict[str, dict[str, int]]:
+        """Commands run here: {command: {'ok' or error code: count}}."""
+        table: dict[str, dict[str, int]] = {}
+        for (command, code), count in list(self.results.items()):
+            table.setdefault(command, {})[code] = count
+        return table
+
     def _counted(self, name: str, on_reply: OnReply) -> OnReply:
         def counted(reply: Reply) -> None:
             error = reply.get("error")
