@@ -36,6 +36,9 @@ class Gossip:
         self.announced = b""
         self.digest_misses: dict[str, int] = {}
         self.synced_at: dict[str, float] = {}
+        self.nearby_cache: tuple[Any, frozenset[str]] = (None, frozenset())
+        self.reach_key: Any = None
+        self.unreachable: dict[str, float] = {}
 
     # --- our own entry --------------------------------------------------------------------------------------
     def announce(self, force: bool = False) -> None:
@@ -71,12 +74,50 @@ class Gossip:
         entry = self.engine.directory.entries.get(node_id)
         return entry["links"] if entry is not None else []
 
+    def nearby(self) -> frozenset[str]:
+        """Members two hops away (neighbors of neighbors): a random probe reaches them through one relay."""
+        engine = self.engine
+        engine.refresh_routes()
+        if self.nearby_cache[0] != engine.route_key:
+            own = set(engine.neighbors())
+            found: set[str] = set()
+            for neighbor in own:
+                found |= engine.graph.get(neighbor, set())
+            self.nearby_cache = (engine.route_key, frozenset(found - own - {engine.node.id}))
+        return self.nearby_cache[1]
+
+    def unreachable_members(self) -> list[Action]:
+        """Suspect live members the link graph has not reached for two periods: across a partition nobody on our
+        side probes them, and they cannot refute."""
+        engine = self.engine
+        engine.refresh_routes()
+        now = time.monotonic()
+        if self.reach_key != engine.route_key:
+            self.reach_key = engine.route_key
+            reached = {engine.node.id}
+            frontier = [engine.node.id]
+            while frontier:
+                for peer in engine.graph.get(frontier.pop(), ()):
+                    if peer not in reached:
+                        reached.add(peer)
+                        frontier.append(peer)
+            with engine.lock:
+                lost = self.live_members() - reached
+            self.unreachable = {node_id: self.unreachable.get(node_id, now) for node_id in lost}
+        return [Action("suspect", n) for n, since in self.unreachable.items() if now - since >= 2 * self.period]
+
     def tick(self) -> None:
         """Probe when due, chase late answers, and settle suspicions whose time is over."""
         engine = self.engine
+        due = time.monotonic() >= self.membership.next_round
+        nearby = self.nearby() if due else None
         with engine.lock:
             members = self.live_members()
-            actions = self.membership.tick(list(engine.neighbors()), members, self.links_of, engine.directory.heard)
+            neighbors = list(engine.neighbors())
+            heard = engine.directory.heard
+            actions = self.membership.tick(neighbors, members, self.links_of, heard, nearby)
+        if due:
+            actions += self.unreachable_members()
         self.act(actions)
         if engine.directory.suspects:
             self.settle()

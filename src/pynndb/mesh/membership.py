@@ -3,7 +3,7 @@
 Loop-free and clock-injected: the engine calls ``tick`` with the neighbors and live members, sends what it returns
 (PROBE, PROBE_REQ, SUSPECT) and reports answers with ``answered`` / ``heard``. Per period a node probes each
 neighbor it has not just heard from (one hop) and, every ``RANDOM_EVERY`` periods, one other member in randomized
-round-robin (routed), so its cost does not grow with the number of nodes (only, for the routed probe, with hops).
+round-robin, chosen by the caller among nodes two hops away (one relay), so its cost does not grow with the mesh.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 INDIRECT_HELPERS = 3  # members asked to probe a silent node on our behalf (SWIM's k)
 DIRECT_SHARE = 0.5  # of the probe timeout: waiting for the direct answer before asking helpers
 MIN_PROBE_TIMEOUT = 0.4  # seconds: a probe gets at least this long in all, however short the period
-RANDOM_EVERY = 2  # periods between probes of a random non-neighbor member (they cost a relay per hop)
+RANDOM_EVERY = 3  # periods between probes of a random member two hops away (each costs a relay)
 RECENT_SHARE = 0.75  # of a period: a neighbor heard from this recently (its own probe, any message) is not probed
 
 
@@ -94,12 +94,14 @@ class Membership:
         members: Collection[str],
         links: Callable[[str], Iterable[str]],
         heard: Mapping[str, float] | None = None,
+        distant: Collection[str] | None = None,
     ) -> list[Action]:
         """Start this period's probes when due, and turn late answers into indirect probes or suspicions.
 
         ``members`` are the live nodes (not this one); ``links(node)`` names a node's neighbors, the helpers that
         reach it over another link than ours; ``heard`` when each node was last heard from (a neighbor that probed
-        us a moment ago needs no probe back: one probe per link and period is enough)."""
+        us a moment ago needs no probe back: one probe per link and period is enough); ``distant`` the members the
+        random probe picks from (default: all)."""
         now = self.clock()
         actions: list[Action] = []
         timeout = self.timeout
@@ -122,7 +124,8 @@ class Membership:
                 if neighbor in members and neighbor not in busy and (heard or {}).get(neighbor, -1e18) < recent:
                     actions.append(self._start(neighbor, now))
             if self.rounds % RANDOM_EVERY == 1 or RANDOM_EVERY == 1:
-                member = self._next_member(members, busy | set(neighbors) | {self.self_id})
+                pool = members if distant is None else [m for m in distant if m in members]
+                member = self._next_member(pool, busy | set(neighbors) | {self.self_id})
                 if member is not None:
                     actions.append(self._start(member, now))
         return actions
