@@ -25,6 +25,7 @@ from tests.mesh.conftest import free_port
 
 WRITER = str(Path(__file__).with_name("writer.py"))
 HEARTBEAT = "0.2"
+SHARED = 5
 
 
 def read_line(stream: IO[str], timeout: float) -> str:
@@ -162,11 +163,11 @@ class Writer(Child):
     seed: int = 0
     rate: float = 10.0
     max_entries: int = 0
+    shared: int = 0
 
     def start(self, cwd: str) -> None:
         args = [sys.executable, WRITER, self.name, self.path, str(self.journal), str(self.seed), str(self.rate)]
-        if self.max_entries:
-            args.append(str(self.max_entries))
+        args += [str(self.max_entries), str(self.shared)]
         reply = json.loads(self.launch(args, cwd) or "{}")
         if not reply.get("ready"):
             raise RuntimeError(f"writer {self.name} not ready: {reply}")
@@ -227,6 +228,7 @@ class Cluster:
                 seed=seed,
                 rate=rate,
                 max_entries=max_entries,
+                shared=SHARED if name in ("p", "q") else 0,  # the two-way pair also writes the same keys
             )
             for name in ("a", "b", "c", "p", "q")
         }

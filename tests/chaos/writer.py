@@ -1,6 +1,7 @@
 """A writer process for the chaos harness: appends, saves and deletes documents in its own database.
 
-`python writer.py NAME PATH LOG SEED RATE [MAX_ENTRIES]`. Before each transaction it logs an attempt line, after
+`python writer.py NAME PATH LOG SEED RATE [MAX_ENTRIES [SHARED]]` (SHARED: how many keys it shares with the other
+side of a two-way pair). Before each transaction it logs an attempt line, after
 the commit returned an ack line, each fsync'd. Restarted after a SIGKILL, it settles the attempt in doubt by
 reading its database (``recovered`` or ``aborted``) and resumes from there. SIGTERM ends it after a transaction;
 SIGUSR1 makes it write a burst at full speed (to outrun a small journal retention).
@@ -19,6 +20,7 @@ from typing import Any
 from pynndb import Doc, Manager
 
 TABLE = "docs"
+SHARED = "shared-"  # keys both sides of a two-way pair write
 BURST = 1200  # transactions at full speed on SIGUSR1: past any small journal retention (trims every 512)
 
 
@@ -73,11 +75,20 @@ def committed(table: Any, ops: list[list[Any]]) -> bool:
     return doc is not None and doc.doc == value
 
 
-def plan(rng: random.Random, name: str, serial: int, present: dict[str, dict[str, Any]]) -> list[list[Any]]:
-    """One to three ops on distinct keys: appends mostly, saves and deletes of documents that exist."""
+def plan(
+    rng: random.Random, name: str, serial: int, present: dict[str, dict[str, Any]], shared: int = 0
+) -> list[list[Any]]:
+    """One to three ops on distinct keys: appends mostly, saves and deletes of documents that exist. With `shared`,
+    sometimes first a `put` of one of `shared` keys that the other side of a two-way pair writes too (a conflict
+    that last-writer-wins settles); it is never the last op, which decides a transaction in doubt."""
     ops: list[list[Any]] = []
     used: set[str] = set()
-    keys = sorted(present)
+    keys = sorted(key for key in present if not key.startswith(SHARED))
+    if shared and rng.random() < 0.2:
+        key = f"{SHARED}{rng.randrange(shared)}"
+        ops.append(["put", key, {"w": name, "n": serial, "s": -1, "x": rng.randint(0, 1 << 30)}])
+        ops.append(["append", f"{name}-{serial:07d}-p", {"w": name, "n": serial, "s": -2}])
+        used.update((key, ops[-1][1]))
     for step in range(rng.randint(1, 3)):
         roll = rng.random()
         value = {"w": name, "n": serial, "s": step, "x": rng.randint(0, 1 << 30)}
@@ -93,7 +104,7 @@ def plan(rng: random.Random, name: str, serial: int, present: dict[str, dict[str
     return ops
 
 
-def main(name: str, path: str, log_path: str, seed: str, rate: str, max_entries: str | None = None) -> None:
+def main(name: str, path: str, log_path: str, seed: str, rate: str, max_entries: str = "0", shared: str = "0") -> None:
     stopping = False
     burst = 0
 
@@ -108,7 +119,7 @@ def main(name: str, path: str, log_path: str, seed: str, rate: str, max_entries:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGUSR1, speed_up)
     config: dict[str, Any] = {"replication": True}
-    if max_entries is not None:
+    if int(max_entries):
         config["journal"] = {"max_entries": int(max_entries)}
     manager = Manager()
     db = manager.database(name, path, config=config)
@@ -125,13 +136,13 @@ def main(name: str, path: str, log_path: str, seed: str, rate: str, max_entries:
     period = 1.0 / float(rate)
     next_at = time.monotonic()
     while not stopping:
-        ops = plan(rng, name, serial, present)
+        ops = plan(rng, name, serial, present, int(shared))
         log.write(t="try", id=serial, ops=ops)
         with db.write_transaction() as txn:
             for kind, key, value in ops:
-                if kind == "append":
+                if kind == "append" or kind == "put" and table.get(key, txn=txn) is None:
                     table.append(Doc(value, oid=key), txn=txn)
-                elif kind == "save":
+                elif kind == "put" or kind == "save":
                     table.save(Doc(value, oid=key), txn=txn)
                 else:
                     table.delete(key, txn=txn)
