@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--nodes", default="10,40,100", help="comma-separated mesh sizes")
     parser.add_argument("--repeat", type=int, default=1, help="runs per size (the table shows medians)")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement")
-    parser.add_argument("--settle", type=float, default=3.0, help="seconds between convergence and measuring")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds between convergence and measuring")
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of idle soak counting false 'gone'")
     parser.add_argument("--heartbeat", type=float, default=1.0, help="probe period of every node")
     parser.add_argument("--seed", type=int, default=14)

@@ -203,10 +203,10 @@ class Directory:
                 self.suspects.pop(node_id, None)
                 if down and mine:
                     self.confirmed.append((node_id, seq))
-        for node_id, entry in list(self.entries.items()):
-            gone = self.gone_since.get(node_id)
-            period = max(entry["heartbeat"], own_heartbeat)
-            if gone is not None and now - gone > PRUNE_AFTER_HEARTBEATS * period:
+        for node_id, gone in list(self.gone_since.items()):
+            entry = self.entries.get(node_id)
+            period = max(entry["heartbeat"] if entry is not None else 0.0, own_heartbeat)
+            if now - gone > PRUNE_AFTER_HEARTBEATS * period:
                 self.forget(node_id)
         return changes
 

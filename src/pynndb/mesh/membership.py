@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 INDIRECT_HELPERS = 3  # members asked to probe a silent node on our behalf (SWIM's k)
 DIRECT_SHARE = 0.5  # of the probe timeout: waiting for the direct answer before asking helpers
 MIN_PROBE_TIMEOUT = 0.4  # seconds: a probe gets at least this long in all, however short the period
-RANDOM_EVERY = 3  # periods between probes of a random member two hops away (each costs a relay)
+RANDOM_EVERY = 6  # periods between probes of a random member two hops away (each costs a relay)
 RECENT_SHARE = 0.75  # of a period: a neighbor heard from this recently (its own probe, any message) is not probed
 
 
