@@ -70,23 +70,30 @@ class DivergenceDetector:
             if check is None:
                 if due and replica.state == "live":
                     self.request(replica)
-            elif replica.state == "live" and replica.hwm == check.sequence:
+                continue
+            settled = replica.state not in ("snapshot", "stalled")
+            if replica.hwm == check.sequence and settled:
                 mine = orjson.loads(orjson.dumps(summary(replica.db)))
+                tables = set(mine) | set(check.tables)
                 different = sorted(
                     name
-                    for name in set(mine) | set(check.tables)
+                    for name in tables
                     if mine.get(name) != check.tables.get(name) and has_table(replica.tables, name)
                 )
                 if different:
-                    self._finish(
-                        key,
-                        "mismatch",
-                        f"content differs from the source at sequence {check.sequence}: tables {different}",
-                    )
+                    detail = f"content differs from the source at sequence {check.sequence}: tables {different}"
+                    self._finish(key, "mismatch", detail)
                 else:
                     self._finish(key, "match")
-            elif replica.hwm > check.sequence or now > check.deadline:
+            elif replica.hwm > check.sequence or now > check.deadline or not settled:
                 self._finish(key, "inconclusive")
+            elif replica.hold_at is None:
+                replica.hold_at = check.sequence  # stop exactly there, however the entries are batched
+                continue
+            else:
+                continue
+            if replica.hold_at is not None:
+                replica.release()
 
     def request(self, replica: Replica) -> int:
         """Start a check of `replica` now (unless one is under way); returns the generation it will finish."""

@@ -78,6 +78,7 @@ class Replica:
         self.last_applied_clock = 0
         self.source_clock = 0  # the clock of the source's latest entry, as far as we know (for lag in seconds)
         self.snapshot_progress: tuple[int, int] | None = None  # (documents received, documents in the snapshot)
+        self.hold_at: int | None = None  # apply nothing past this sequence (a divergence check compares there)
         self._pending: dict[int, tuple[int, bytes]] = {}
         self._requested_at: float | None = None
         self._snapshot: SnapshotBegin | None = None
@@ -102,6 +103,22 @@ class Replica:
         if self.hwm and not self._interrupted:
             self.counters["partial_resyncs"] += 1  # resuming from a stored mark
         return [self._request(snapshot=self._interrupted)]
+
+    @property
+    def holding(self) -> bool:
+        """Whether the replica stands at `hold_at` (entries past it wait in memory)."""
+        return self.hold_at is not None and self.hwm >= self.hold_at
+
+    def release(self) -> None:
+        """End a hold: apply what waited past it (a failure stalls the replica, as in `receive`)."""
+        self.hold_at = None
+        try:
+            self._drain()
+        except (MalformedEntry, KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+            self.counters["malformed"] += 1
+            self._stall(f"malformed entry from the source: {error!r}")
+        except PyNNDBError as error:
+            self._stall(f"{type(error).__name__}: {error}")
 
     def resync(self) -> list[Request]:
         """Replace this replica's content by a fresh snapshot of its source (asked again until it arrives)."""
@@ -134,6 +151,8 @@ class Replica:
         """Call now and then: re-sends a request that got no answer, retries after a stall."""
         if self._requested_at is not None and self.clock() - self._requested_at < self.request_timeout:
             return []
+        if self.holding:
+            return []  # what waits past the hold is not missing
         behind = self.source_last > self.hwm
         if self._snapshot is not None or self._pending or behind or self.state in ("stalled", "syncing"):
             self._snapshot = None
@@ -156,14 +175,14 @@ class Replica:
         for seq, clock, body in message.entries:
             if seq <= self.hwm:
                 self.counters["duplicates"] += 1
-            elif seq == self.hwm + 1 + len(run):
+            elif seq == self.hwm + 1 + len(run) and (self.hold_at is None or seq <= self.hold_at):
                 run.append((seq, clock, body))
             else:
                 self._hold(seq, clock, body)
         if run:
             self._apply(run)
         self._drain()
-        if (self._pending or self.source_last > self.hwm) and self._requested_at is None:
+        if (self._pending or self.source_last > self.hwm) and self._requested_at is None and not self.holding:
             # Entries beyond a gap, or a source that says it is further on than anything we received.
             self.counters["partial_resyncs"] += 1
             return [self._request()]
@@ -185,7 +204,7 @@ class Replica:
                 self.counters["duplicates"] += 1
             run: list[tuple[int, int, bytes]] = []
             seq = self.hwm + 1
-            while seq in self._pending and len(run) < APPLY_BATCH:
+            while seq in self._pending and len(run) < APPLY_BATCH and (self.hold_at is None or seq <= self.hold_at):
                 clock, body = self._pending.pop(seq)
                 run.append((seq, clock, body))
                 seq += 1
