@@ -59,6 +59,15 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval:
 PATTERNS = ("back-to-back", "spaced", "burst", "idle")
 
 
+def bursts(samples: int) -> int:
+    """How many bursts the burst pattern writes for `samples` (one lag sample per burst)."""
+    return max(10, samples // 10)
+
+
+def documents_needed(samples: int, patterns: list[str], idle: int) -> int:
+    return sum(bursts(samples) * BURST if p == "burst" else idle if p == "idle" else samples for p in patterns)
+
+
 def measure_lag(
     write: Callable[[int], Any], visible: Callable[[Any], bool], samples: int, pattern: str, idle_samples: int
 ) -> tuple[list[float], int]:
@@ -66,7 +75,7 @@ def measure_lag(
 
     - back-to-back: write, poll the replica until readable, write the next at once (a read-your-write loop);
     - spaced: the same with a random 1-3 ms pause between samples;
-    - burst: BURST single-document commits back to back, then each one's lag (commit to seen on the replica);
+    - burst: BURST single-document commits back to back; the lag of the last one (the whole burst is then there);
     - idle: one write after IDLE seconds without any, `idle_samples` times.
     No warm-up: the first sample counts like every other one.
     """
@@ -89,15 +98,17 @@ def measure_lag(
     gc.freeze()
     try:
         if pattern == "burst":
-            for first in range(0, samples, BURST):
-                written = []
-                for i in range(first, min(first + BURST, samples)):
-                    written.append((write(i), clock()))
-                for token, committed in written:
-                    if wait_visible(token, committed):
-                        lags.append(clock() - committed)
-                    else:
-                        lost += 1
+            # The harness cannot watch while it writes, so a burst's lag is its last write's: from that commit until
+            # it is readable on the replica (which applies in order, so the whole burst is then there).
+            for burst in range(bursts(samples)):
+                for i in range(burst * BURST, (burst + 1) * BURST - 1):
+                    write(i)
+                start = clock()
+                token = write((burst + 1) * BURST - 1)
+                if wait_visible(token, start):
+                    lags.append(clock() - start)
+                else:
+                    lost += 1
             return lags, lost
         count = idle_samples if pattern == "idle" else samples
         for i in range(count):
@@ -313,11 +324,11 @@ def pynndb_lag(
     try:
         pair.replicate()
         replica = pair.replica_table()
-        documents = make_documents(samples * len(patterns) + idle)
+        documents = make_documents(documents_needed(samples, patterns, idle))
         table = pair.table
         results = {}
-        for number, pattern in enumerate(patterns):
-            offset = number * samples
+        offset = 0
+        for pattern in patterns:
 
             def write(i: int, offset: int = offset) -> bytes:
                 return table.append(documents[offset + i]).oid
@@ -325,6 +336,7 @@ def pynndb_lag(
             lags, lost = measure_lag(write, lambda oid: replica.get(oid) is not None, samples, pattern, idle)
             results[pattern] = {"lags": lags, "lost": lost}
             print(f"  {hops}-hop lag, {pattern}: p50/p99 {fmt_lag(results[pattern])}", flush=True)
+            offset += documents_needed(samples, [pattern], idle)
         return results
     finally:
         pair.close()
@@ -458,11 +470,11 @@ class RedisServer:
 def redis_lag(
     master: RedisServer, replica: RedisServer, samples: int, patterns: list[str], idle: int
 ) -> dict[str, Any]:
-    documents = [orjson.dumps(doc) for doc in make_documents(samples * len(patterns) + idle)]
+    documents = [orjson.dumps(doc) for doc in make_documents(documents_needed(samples, patterns, idle))]
     set_, get = master.client.set, replica.client.get
     results = {}
-    for number, pattern in enumerate(patterns):
-        offset = number * samples
+    offset = 0
+    for pattern in patterns:
 
         def write(i: int, offset: int = offset) -> bytes:
             key = b"lag:%d" % (offset + i)
@@ -472,6 +484,7 @@ def redis_lag(
         lags, lost = measure_lag(write, lambda key: get(key) is not None, samples, pattern, idle)
         results[pattern] = {"lags": lags, "lost": lost}
         print(f"  lag, {pattern}: p50/p99 {fmt_lag(results[pattern])}", flush=True)
+        offset += documents_needed(samples, [pattern], idle)
     return results
 
 
