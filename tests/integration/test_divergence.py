@@ -3,6 +3,7 @@ LMDB library while the node was stopped) is found `diverged` by VERIFY, and RESY
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from pynndb.replication import diff
 from tests.chaos.cluster import Node, create_database
 from tests.chaos.harness import corrupt
 from tests.helpers import wait_until
-from tests.mesh.conftest import free_port
+from tests.mesh.conftest import Mesh, free_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -77,3 +78,36 @@ def test_corrupted_replica_is_detected_and_resync_repairs_it(nodes: list[Node], 
     nodea.terminate()
     with Manager() as manager:
         assert diff(manager.database("s", source), manager.database("r", replica)) == {}
+
+
+def test_checks_are_conclusive_while_writes_flow(mesh: Mesh, manager: Manager, tmp_path: Path) -> None:
+    """Under a steady stream of writes the replica is held at the source digest's sequence, so VERIFY concludes
+    (match) instead of finding the replica already past it."""
+    nodea, nodeb = mesh.node("a", heartbeat=0.2), mesh.node("b", heartbeat=0.2)
+    nodea.connect(nodeb)
+    source = manager.database("source", str(tmp_path / "source"), config={"replication": True})
+    target = manager.database("target", str(tmp_path / "target"), config={"replication": True})
+    events = source.table("events")
+    events.append({"n": -1})
+    cmd = mesh.plugin(nodea)
+    cmd.call("REGISTER", {"path": source.path})
+    params = {"path": target.path, "uuid": source.replication.uuid}
+    cmd.call("REPLICATE", {**params, "mode": "one-way"}, target="b")
+    stop = threading.Event()
+
+    def write() -> None:
+        number = 0
+        while not stop.wait(0.002):  # about 300 commits a second, in batches the node publishes together
+            events.append({"n": number})
+            number += 1
+
+    writer = threading.Thread(target=write, name="test-writer")
+    writer.start()
+    try:
+        wait_until(lambda: cmd.call("VERIFY", params, target="b", timeout=15)["replicas"][0]["state"] == "live", 20)
+        outcomes = [cmd.call("VERIFY", params, target="b", timeout=15)["replicas"][0]["verification"] for _ in range(5)]
+    finally:
+        stop.set()
+        writer.join(10)
+    assert outcomes.count("match") >= 4, outcomes
+    assert "mismatch" not in outcomes

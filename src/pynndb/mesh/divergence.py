@@ -51,6 +51,7 @@ class DivergenceDetector:
         self._changed = threading.Condition()
         self._checks: dict[Key, Check] = {}
         self._fetching: set[Key] = set()
+        self._wanted: set[Key] = set()  # checks asked for (VERIFY) that the service thread has not started yet
         self._next: dict[Key, float] = {}
         self._outcome: dict[Key, tuple[int, str]] = {}  # (generation, last outcome)
         self._diverged: dict[Key, str] = {}
@@ -58,20 +59,31 @@ class DivergenceDetector:
 
     # --- the service thread ---------------------------------------------------------------------------------
     def step(self, hosted_list: list[Hosted], now: float) -> None:
-        """Start due checks; finish a check whose replica stands at the source's digest sequence."""
+        """Start wanted or due checks; finish a check whose replica stands at the source's digest sequence.
+
+        A check first holds the replica where it stands, then asks for the source's digest (at S, never behind the
+        replica), then lets the replica apply up to exactly S: however entries are batched, the two meet at S."""
         for hosted in hosted_list:
             replica = hosted.replica
             if replica.mode != "one-way" or hosted.paused:
                 continue
             key = key_of(replica)
+            settled = replica.state not in ("snapshot", "stalled")
             with self._changed:
                 check = self._checks.get(key)
-                due = now >= self._next.setdefault(key, now + self.every) and key not in self._fetching
-            if check is None:
-                if due and replica.state == "live":
-                    self.request(replica)
+                fetching = key in self._fetching
+                due = key in self._wanted or now >= self._next.setdefault(key, now + self.every)
+            if fetching:
                 continue
-            settled = replica.state not in ("snapshot", "stalled")
+            if check is None:
+                if replica.hold_at is not None:
+                    replica.release()  # the digest never came (source unreachable): let the replica go on
+                if due and settled:
+                    replica.hold_at = replica.hwm
+                    self._fetch_later(key, replica.source)
+                elif due and key in self._wanted:
+                    self._finish(key, "inconclusive", f"the replica is {replica.state}")
+                continue
             if replica.hwm == check.sequence and settled:
                 mine = orjson.loads(orjson.dumps(summary(replica.db)))
                 tables = set(mine) | set(check.tables)
@@ -87,25 +99,28 @@ class DivergenceDetector:
                     self._finish(key, "match")
             elif replica.hwm > check.sequence or now > check.deadline or not settled:
                 self._finish(key, "inconclusive")
-            elif replica.hold_at is None:
-                replica.hold_at = check.sequence  # stop exactly there, however the entries are batched
-                continue
             else:
+                if replica.hold_at != check.sequence:
+                    replica.release(until=check.sequence)  # go on up to S, exactly
                 continue
             if replica.hold_at is not None:
                 replica.release()
 
     def request(self, replica: Replica) -> int:
-        """Start a check of `replica` now (unless one is under way); returns the generation it will finish."""
+        """Ask for a check of `replica` (unless one is under way); returns the generation that will finish it."""
         key = key_of(replica)
         with self._changed:
             generation = self._outcome.get(key, (0, ""))[0]
-            if key in self._fetching or key in self._checks:
-                return generation + 1
+            self._wanted.add(key)
+        self.service._wake.set()
+        return generation + 1
+
+    def _fetch_later(self, key: Key, source: str) -> None:
+        with self._changed:
+            self._wanted.discard(key)
             self._fetching.add(key)
             self._next[key] = time.monotonic() + self.every
-        self._fetcher.submit(self._fetch, key, replica.source)
-        return generation + 1
+        self._fetcher.submit(self._fetch, key, source)
 
     def _fetch(self, key: Key, source: str) -> None:
         try:
@@ -130,6 +145,7 @@ class DivergenceDetector:
     def _finish(self, key: Key, outcome: str, detail: str = "") -> None:
         with self._changed:
             self._checks.pop(key, None)
+            self._wanted.discard(key)
             self.counters["checks"] += 1
             if outcome == "match":
                 self.counters["matches"] += 1

@@ -109,9 +109,9 @@ class Replica:
         """Whether the replica stands at `hold_at` (entries past it wait in memory)."""
         return self.hold_at is not None and self.hwm >= self.hold_at
 
-    def release(self) -> None:
-        """End a hold: apply what waited past it (a failure stalls the replica, as in `receive`)."""
-        self.hold_at = None
+    def release(self, until: int | None = None) -> None:
+        """End a hold, or move it on to `until`: apply what waited (a failure stalls the replica, as in `receive`)."""
+        self.hold_at = until
         try:
             self._drain()
         except (MalformedEntry, KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
