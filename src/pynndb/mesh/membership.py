@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 INDIRECT_HELPERS = 3  # members asked to probe a silent node on our behalf (SWIM's k)
 DIRECT_SHARE = 0.5  # of the probe timeout: waiting for the direct answer before asking helpers
+PROBE_TIMEOUT = 0.8  # of a period: a probe answered by nobody (directly or through helpers) by then is a suspicion
 MIN_PROBE_TIMEOUT = 0.4  # seconds: a probe gets at least this long in all, however short the period
 RANDOM_EVERY = 6  # periods between probes of a random member two hops away (each costs a relay)
-RECENT_SHARE = 0.75  # of a period: a neighbor heard from this recently (its own probe, any message) is not probed
+RECENT_SHARE = 0.6  # of a period: a neighbor heard from this recently (its own probe, any message) is not probed
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Membership:
 
     @property
     def timeout(self) -> float:
-        return max(self.period, MIN_PROBE_TIMEOUT)
+        return max(PROBE_TIMEOUT * self.period, MIN_PROBE_TIMEOUT)
 
     def _start(self, target: str, now: float, requester: str | None = None, request: int = 0) -> Action:
         self.counter += 1
