@@ -79,8 +79,8 @@ class ReplicationService:
         self._woken = False
         self._all_watched = True  # every served database has a doorbell (else poll the journals)
         self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0, "found_by_polling": 0}
-        self.divergence = DivergenceDetector(self)
         self._source_clocks: dict[str, int] = {}  # source uuid -> clock of its latest entry, from announcements
+        self.divergence = DivergenceDetector(self)
         for name, handler in [
             ("REGISTER", self.cmd_register),
             ("UNREGISTER", self.cmd_unregister),
@@ -199,12 +199,13 @@ class ReplicationService:
             self._woken = self._wake.wait(interval)
 
     def _step(self) -> None:
+        arrived = []
         for _ in range(1000):
             try:
-                kind, payload, origin = self._inbox.get_nowait()
+                arrived.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
-            self._handle(kind, payload, origin)
+        self._take(arrived)
         with self._lock:
             sources = list(self._sources.values())
             hosted_list = list(self._replicas.values())
@@ -241,22 +242,59 @@ class ReplicationService:
             self._announce()
         self._flush_requests()
 
-    def _handle(self, kind: str, payload: bytes, origin: str) -> None:
-        self.counters["received"] += 1
-        try:
+    def _take(self, arrived: list[tuple[str, bytes, str]]) -> None:
+        """Handle what arrived, in order; live entries of one source that arrived together are applied together.
+
+        A replica that fell behind a burst of small commits then catches up in one transaction, not one per message."""
+        merged: Entries | None = None
+        for kind, payload, origin in arrived:
             if kind == "topic":
-                message = decode(payload)
-                self._deliver(message, None)
-                return
-            target, frame = payload[:UUID_LENGTH].decode(), payload[UUID_LENGTH:]
-            message = decode(frame)
+                self.counters["received"] += 1
+                message = self._decode(payload, origin)
+                if isinstance(message, Entries):
+                    if merged is not None and merged.source == message.source:
+                        merged = Entries(
+                            message.source, merged.entries + message.entries, max(merged.last, message.last)
+                        )
+                    else:
+                        if merged is not None:
+                            self._deliver(merged, None)
+                        merged = message
+                    continue
+                if merged is not None:
+                    self._deliver(merged, None)
+                    merged = None
+                if message is not None:
+                    self._deliver(message, None)
+                continue
+            if merged is not None:
+                self._deliver(merged, None)
+                merged = None
+            self._handle(kind, payload, origin)
+        if merged is not None:
+            self._deliver(merged, None)
+
+    def _decode(self, payload: bytes, origin: str) -> Message | None:
+        try:
+            return decode(payload)
         except (MalformedEntry, UnicodeDecodeError) as error:
             self.counters["malformed"] += 1
             log.warning("dropped a malformed replication frame from %s: %s", origin, error)
+            return None
+
+    def _handle(self, kind: str, payload: bytes, origin: str) -> None:
+        """A targeted frame: a request to a source served here, or an answer for one of our replicas."""
+        self.counters["received"] += 1
+        try:
+            target = payload[:UUID_LENGTH].decode()
+        except UnicodeDecodeError as error:
+            self.counters["malformed"] += 1
+            log.warning("dropped a malformed replication frame from %s: %s", origin, error)
             return
+        message = self._decode(payload[UUID_LENGTH:], origin)
         if isinstance(message, Request):
             self._serve(message, origin)
-        else:
+        elif message is not None:
             self._deliver(message, target)
 
     def _deliver(self, message: Message, target: str | None) -> None:

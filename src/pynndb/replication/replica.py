@@ -66,6 +66,7 @@ class Replica:
         self.two_way = mode == "two-way"
         self.tables: Tables = tables_of(tables)
         register(db, source, self.two_way, self.tables)
+        self._mode_cache: tuple[bytes | None, str] | None = None
         self.mode = self._current_mode()
         self.clock = clock
         self.request_timeout = request_timeout
@@ -90,8 +91,12 @@ class Replica:
     def _current_mode(self) -> str:
         if self.two_way:
             return "two-way"
-        read_only = [source for source, mode in registrations(self.db).items() if mode != "two-way"]
-        return "aggregate" if len(read_only) > 1 else "one-way"
+        # Registrations change the schema token (see register): read them again only when it changed.
+        token = self.db._schema_token
+        if self._mode_cache is None or self._mode_cache[0] != token:
+            read_only = [source for source, mode in registrations(self.db).items() if mode != "two-way"]
+            self._mode_cache = (token, "aggregate" if len(read_only) > 1 else "one-way")
+        return self._mode_cache[1]
 
     @property
     def _snapshot_key(self) -> bytes:
@@ -214,10 +219,10 @@ class Replica:
         self._settle()
 
     def _apply(self, run: list[tuple[int, int, bytes]]) -> None:
-        self.mode = self._current_mode()
         for start in range(0, len(run), APPLY_BATCH):
             batch = run[start : start + APPLY_BATCH]
             t = self.db._begin(True, applying=True)
+            self.mode = self._current_mode()  # after begin: the schema token is current
             # Decoding a large entry makes many short-lived dicts; the cyclic collector would rescan them all
             # (3x slower) although none can form a cycle.
             collecting = gc.isenabled()
@@ -531,6 +536,7 @@ class Replica:
 
     def status(self) -> dict[str, Any]:
         """Where this replica stands: mark, lag, state and counters."""
+        self.db._refresh()  # another replica of this database may have registered since (its mode follows)
         lag_entries = max(0, self.source_last - self.hwm)
         lag_seconds = 0.0
         if lag_entries:
@@ -623,6 +629,7 @@ def register(db: Database, source: str, two_way: bool, tables: Tables = None) ->
             registration["tables"] = listed(tables)  # absent: every table (registrations made before filters)
         with db._env.begin(write=True) as txn:
             txn.put(REGISTRATION + source.encode(), orjson.dumps(registration), db=db._meta)
+            db._touch_schema(txn)  # replicas of this database cache their mode by the schema token
     read_only = any(kind == "read-only" for kind in {**existing, source: mode}.values())
     if read_only != replication.read_only:
         replication.set_read_only(read_only)
@@ -652,6 +659,7 @@ def unregister(db: Database, source: str) -> None:
     tables = filters(db).get(source)
     with db._env.begin(write=True) as txn:
         txn.delete(REGISTRATION + source.encode(), db=db._meta)
+        db._touch_schema(txn)  # replicas of this database cache their mode by the schema token
         left = None if tables is None else orjson.dumps(listed(tables))
         db.replication.meta_put(txn, LEFT_FILTER + source.encode(), left)
     if not any(mode == "read-only" for mode in registrations(db).values()) and db.replication.read_only:
