@@ -7,7 +7,8 @@ the farthest node, time until a newly started node is known everywhere, and time
 gone everywhere. ``--soak S`` adds an idle run of S seconds and counts every node marked gone (``peers_down``).
 Every process is killed by PID at the end, whatever happens.
 
-Run: ``python benchmarks/scale.py --nodes 10,40,100 [--repeat 3] [--idle 10] [--soak 300]``.
+Run: ``python benchmarks/scale.py --nodes 10,40,100 [--repeat 3] [--idle 10] [--soak 300]``;
+``--directory 1000,10000`` prints in-process costs of a directory that size (memory, graph, route, digest).
 """
 
 from __future__ import annotations
@@ -22,12 +23,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
+import uuid
 from collections import deque
 from typing import Any
 
+import orjson
 from common import free_port, percentiles
 
+from pynndb.mesh.directory import Directory, Entry, validate_entry
 from pynndb.mesh.plugin import Plugin
+from pynndb.mesh.routing import target_next_hops
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _handed_out: set[int] = set()
@@ -49,16 +55,23 @@ class Node:
     def __init__(self, index: int, heartbeat: float, connect: str | None) -> None:
         self.index = index
         self.label = f"s{index:04}"
-        self.ports = (unique_port(), unique_port(), unique_port())
-        args = [sys.executable, "-m", "pynndb", "node", "--label", self.label, "--heartbeat", str(heartbeat)]
-        args += ["--ports", ",".join(map(str, self.ports))]
-        if connect is not None:
-            args += ["--connect", connect]
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (closed by kill())
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.heartbeat, self.connect = heartbeat, connect
         self.id = ""
         self.ready_at = 0.0
+        self.attempts = 0
         self._plugin: Plugin | None = None
+        self.spawn()
+
+    def spawn(self) -> None:
+        """Start the process on fresh ports (again, when a port was taken meanwhile by someone's connection)."""
+        self.attempts += 1
+        self.ports = (unique_port(), unique_port(), unique_port())
+        args = [sys.executable, "-m", "pynndb", "node", "--label", self.label, "--heartbeat", str(self.heartbeat)]
+        args += ["--ports", ",".join(map(str, self.ports))]
+        if self.connect is not None:
+            args += ["--connect", self.connect]
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (closed by kill())
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, text=True)
 
     @property
     def address(self) -> str:
@@ -117,7 +130,14 @@ def wait_ready(nodes: list[Node], deadline: float) -> None:
                 selector.unregister(key.fileobj)
                 words = node.process.stdout.readline().split()  # type: ignore[union-attr]
                 if words[:1] != ["READY"]:
-                    raise RuntimeError(f"{node.label} did not start: {words} {node.error_output()}")
+                    output = node.error_output()
+                    if "Address already in use" not in output or node.attempts >= 3:
+                        raise RuntimeError(f"{node.label} did not start: {words} {output}")
+                    node.kill()
+                    node.spawn()
+                    waiting[node.process.stdout] = node
+                    selector.register(node.process.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
+                    continue
                 node.id, node.ready_at = words[1], time.monotonic()
 
 
@@ -260,6 +280,51 @@ def run(count: int, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     return result
 
 
+def directory_costs(count: int) -> str:
+    """In-process costs of a directory of ``count`` entries (a random tree; one node in ten sources a database)."""
+    rng = random.Random(count)
+    ids = [uuid.uuid4().hex for _ in range(count)]
+    links: dict[int, set[int]] = {i: set() for i in range(count)}
+    for i in range(1, count):
+        parent = rng.randrange(i)
+        links[i].add(parent)
+        links[parent].add(i)
+    tracemalloc.start()
+    directory = Directory(ids[0])
+    for i in range(count):
+        source = {str(uuid.uuid4()): {"path": "/var/lib/pynndb/db", "seq": 123456, "clock": 1 << 50}}
+        services = {"replication": {"sources": source, "replicas": {}}} if i % 10 == 0 else {}
+        links_of = sorted(ids[j] for j in links[i])
+        directory.merge(
+            Entry(
+                id=ids[i], label=f"node-{i:05}", address=f"tcp://10.0.{i // 250}.{i % 250}:7000", links=links_of,
+                services=services, topics=[], public_key="k" * 40, heartbeat=1.0, seq=3, started=1.0,
+            )
+        )  # fmt: skip
+    memory = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+
+    def timed(function: Any) -> float:
+        begin = time.perf_counter()
+        function()
+        return (time.perf_counter() - begin) * 1000
+
+    graph_ms = timed(directory.graph)
+    graph = directory.graph()
+    route_ms = timed(lambda: target_next_hops(graph, ids[0], [ids[j] for j in links[0]], ids[-1]))
+    snapshot_ms = timed(directory.snapshot)
+    body = orjson.dumps({"entries": directory.alive_entries()})
+    validate_ms = timed(lambda: [validate_entry(raw) for raw in orjson.loads(body)["entries"]])
+    directory.state_version += 1
+    digest_ms = timed(directory.digest)
+    return (
+        f"{count} entries: {memory / 1e6:.1f} MB of directory, link graph {graph_ms:.0f} ms, "
+        f"one route {route_ms:.1f} ms, snapshot {snapshot_ms:.0f} ms, "
+        f"whole directory {len(body) / 1e6:.2f} MB (validated in {validate_ms:.0f} ms), "
+        f"digest {digest_ms:.1f} ms"
+    )
+
+
 COLUMNS = [
     ("nodes", "nodes", "{}"),
     ("max_hops", "max hops", "{}"),
@@ -294,7 +359,12 @@ def main() -> None:
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of idle soak counting false 'gone'")
     parser.add_argument("--heartbeat", type=float, default=1.0, help="probe period of every node")
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--directory", help="comma-separated directory sizes: in-process costs only, no processes")
     args = parser.parse_args()
+    if args.directory:
+        for count in (int(n) for n in args.directory.split(",")):
+            print(directory_costs(count), flush=True)
+        return
     rows = []
     for count in (int(n) for n in args.nodes.split(",")):
         results = [run(count, args, args.seed + attempt) for attempt in range(args.repeat)]
