@@ -68,3 +68,26 @@ def test_stalled_node_is_suspected_not_gone_a_long_stall_comes_back_and_a_kill_i
             plugin.close()
         for process in started:
             process.stop(signal.SIGKILL)
+
+
+def test_nodes_cut_off_by_a_kill_are_marked_gone_on_both_sides(tmp_path: Path) -> None:
+    started: list[NodeProcess] = []
+    plugins: list[Plugin] = []
+    try:
+        a = NodeProcess(tmp_path / "a.log", "a", free_ports(), [], [], heartbeat=0.2)
+        started.append(a)
+        b = NodeProcess(tmp_path / "b.log", "b", free_ports(), [], [f"tcp://127.0.0.1:{a.ports[0]}"], heartbeat=0.2)
+        started.append(b)
+        c = NodeProcess(tmp_path / "c.log", "c", free_ports(), [], [f"tcp://127.0.0.1:{b.ports[0]}"], heartbeat=0.2)
+        started.append(c)
+        plugin_a, plugin_c = (Plugin(f"tcp://127.0.0.1:{node.ports[2]}").connect() for node in (a, c))
+        plugins += [plugin_a, plugin_c]
+        wait_until(lambda: alive_at(plugin_a, c.id) and alive_at(plugin_c, a.id))
+        b.stop(signal.SIGKILL)  # the only path between a and c: neither can probe the other any more
+        wait_until(lambda: not alive_at(plugin_a, c.id) and not alive_at(plugin_c, a.id), timeout=30)
+        assert not alive_at(plugin_a, b.id) and not alive_at(plugin_c, b.id)
+    finally:
+        for plugin in plugins:
+            plugin.close()
+        for process in started:
+            process.stop(signal.SIGKILL)
