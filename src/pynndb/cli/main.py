@@ -59,7 +59,12 @@ def main() -> None:
 @click.option("--db", "databases", multiple=True, type=click.Path(), help="Database directory to serve (repeatable).")
 @click.option("--keys", type=click.Path(), help="This node's .key_secret file (CurveZMQ).")
 @click.option("--allow", type=click.Path(), help="Directory of allowed public .key files.")
-@click.option("--heartbeat", default=1.0, show_default=True, help="Heartbeat period in seconds.")
+@click.option(
+    "--heartbeat",
+    default=1.0,
+    show_default=True,
+    help="Membership period in seconds: a node probes its links each period; a silent node is suspected, then gone.",
+)
 @click.option("--metrics", "metrics_port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics on this port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address the metrics server binds.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
