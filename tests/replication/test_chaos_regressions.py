@@ -73,3 +73,30 @@ def test_link_delay_during_snapshot_does_not_restart_it(open_db: Callable[..., D
         assert replica.tick() == [], f"gave up on the snapshot at {now[0]}s"
     assert replica.state == "live" and replica.hwm == source.replication.sequence
     assert replica.counters["full_resyncs"] == 1
+
+
+def test_seed_2026_a_stale_snapshot_at_the_same_sequence_cannot_complete_the_one_asked_for(
+    open_db: Callable[..., Database],
+) -> None:
+    """Chaos seed 2026 (20 minutes): a replica whose node was killed and restarted while an idle source answered
+    its snapshot requests got two snapshot streams at the same sequence; the older stream's end completed the newer
+    one right after its begin had emptied the table, so the replica was live, at the source's mark, and empty."""
+    source, target = open_db("source"), open_db("target")
+    source.table("docs").append_many([{"n": number, "pad": "x" * 100} for number in range(3000)])
+    publisher = Publisher(source, chunk_bytes=16 << 10)  # many chunks per snapshot
+    replica = Replica(target, source.replication.uuid)
+    first = replica._request(snapshot=True)
+    older = list(publisher.serve(first))
+    second = replica._request(snapshot=True)  # asked again (a silence, a restart): the first answer is stale
+    newer = list(publisher.serve(second))
+    assert len(older) == len(newer) > 4 and older[0].seq == newer[0].seq  # same sequence: the idle source
+    # The streams interleave: the older one's begin and first chunks, the newer one's begin, the older one's rest
+    # (its end included), then the newer one's chunks and end.
+    deliver(replica, older[:2])
+    deliver(replica, newer[:1])
+    deliver(replica, older[2:])
+    assert replica.hwm == 0, "the stale stream's end must not complete the snapshot under way"
+    deliver(replica, newer[1:])
+    assert replica.hwm == source.replication.sequence
+    assert target.table("docs").records() == 3000
+    assert replica.state == "live"

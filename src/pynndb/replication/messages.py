@@ -57,6 +57,9 @@ class Request:
     start: int
     snapshot: bool = False
     tables: list[str] | None = None
+    # The replica's id for this request: a snapshot answering it carries it (0: none). A correlation id, not part
+    # of what is asked, so two requests for the same thing compare equal.
+    stream: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class SnapshotBegin:
     tables: dict[str, Any]
     documents: int
     dictionaries: dict[str, str] = field(default_factory=dict)  # table -> base64 zstd dictionary of its records
+    stream: int = field(default=0, compare=False)  # the `stream` of the request answered (0: not said)
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ class SnapshotChunk:
     documents: list[Any] = field(default_factory=list)
     raw: bytes | None = None  # the JSON array as sent, when built by a source
     stored: StoredPairs | None = None
+    stream: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ class SnapshotEnd:
 
     source: str
     seq: int
+    stream: int = field(default=0, compare=False)
 
 
 Message = Entries | Request | SnapshotBegin | SnapshotChunk | SnapshotEnd
@@ -139,6 +145,8 @@ def encode(message: Message) -> bytes:
         if message.stored is not None:
             return _encode_stored(message, message.stored)
         header = {"v": VERSION, "type": "chunk", "source": message.source, "seq": message.seq, "table": message.table}
+        if message.stream:
+            header["stream"] = message.stream
         payload = message.raw if message.raw is not None else orjson.dumps(message.documents)
         return orjson.dumps(header) + b"\n" + payload
     if isinstance(message, Request):
@@ -151,6 +159,8 @@ def encode(message: Message) -> bytes:
         body = {"type": "end", **message.__dict__}
     else:
         raise InvalidArgumentType(f"not a replication message: {message!r}")
+    if not body["stream"]:
+        del body["stream"]  # optional: absent means 0, as before streams existed
     return orjson.dumps({"v": VERSION, **body}) + b"\n"
 
 
@@ -177,6 +187,9 @@ def decode(frame: bytes) -> Message:
         raise MalformedEntry(f"unsupported frame version {header.get('v') if isinstance(header, dict) else None!r}")
     kind = header.get("type")
     source = _field(header, "source", str)
+    stream = header.get("stream", 0)
+    if type(stream) is not int or stream < 0:
+        raise MalformedEntry("field 'stream' must be a non-negative int")
     if kind == "stored":
         return _decode_stored(header, source, frame, newline + 1)  # read in place: no copy of a large payload
     payload = frame[newline + 1 :]
@@ -189,7 +202,7 @@ def decode(frame: bytes) -> Message:
             raise MalformedEntry("snapshot chunk payload is not JSON") from None
         if not isinstance(documents, list):
             raise MalformedEntry("snapshot chunk payload must be a list")
-        return SnapshotChunk(source, _field(header, "seq", int), _field(header, "table", str), documents)
+        return SnapshotChunk(source, _field(header, "seq", int), _field(header, "table", str), documents, stream=stream)
     if kind == "request":
         snapshot = header.get("snapshot", False)
         if not isinstance(snapshot, bool):
@@ -199,7 +212,7 @@ def decode(frame: bytes) -> Message:
             isinstance(tables, list) and tables and all(isinstance(name, str) and name for name in tables)
         ):
             raise MalformedEntry("field 'tables' must be null or a non-empty list of table names")
-        return Request(source, _field(header, "replica", str), _field(header, "start", int), snapshot, tables)
+        return Request(source, _field(header, "replica", str), _field(header, "start", int), snapshot, tables, stream)
     if kind == "begin":
         dictionaries = header.get("dictionaries", {})
         if not isinstance(dictionaries, dict) or not all(isinstance(value, str) for value in dictionaries.values()):
@@ -210,9 +223,10 @@ def decode(frame: bytes) -> Message:
             _field(header, "tables", dict),
             _field(header, "documents", int),
             dictionaries,
+            stream,
         )
     if kind == "end":
-        return SnapshotEnd(source, _field(header, "seq", int))
+        return SnapshotEnd(source, _field(header, "seq", int), stream)
     raise MalformedEntry(f"unknown message type {kind!r}")
 
 
@@ -266,6 +280,8 @@ def _encode_stored(message: SnapshotChunk, stored: StoredPairs) -> bytes:
         "key_size": key_size,
         "value_size": value_size,
     }
+    if message.stream:
+        header["stream"] = message.stream
     parts = [orjson.dumps(header), b"\n"]
     if key_size is None:
         parts.append(struct.pack(f"<{count}H", *key_lengths))
@@ -354,4 +370,7 @@ def _decode_stored(header: dict[str, Any], source: str, frame: bytes, base: int)
         every = versions_size == VERSION_SIZE * count  # every record has a version
         versions = _split(frame, versions_start, count, VERSION_SIZE if every else None, tuple(version_lengths))
     stored = StoredPairs(part, keys, values, versions, index if isinstance(index, str) else None)
-    return SnapshotChunk(source, _field(header, "seq", int), _field(header, "table", str), [], EMPTY_JSON, stored)
+    stream = header.get("stream", 0)  # (checked by decode)
+    return SnapshotChunk(
+        source, _field(header, "seq", int), _field(header, "table", str), [], EMPTY_JSON, stored, stream
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import secrets
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Iterable
@@ -67,6 +68,7 @@ class Replica:
         self.tables: Tables = tables_of(tables)
         register(db, source, self.two_way, self.tables)
         self._mode_cache: tuple[bytes | None, str] | None = None
+        self._stream = 0  # the stream id of the latest request (see _request)
         self.mode = self._current_mode()
         self.clock = clock
         self.request_timeout = request_timeout
@@ -412,6 +414,8 @@ class Replica:
 
     # --- snapshots ------------------------------------------------------------------------------------------
     def _snapshot_begin(self, message: SnapshotBegin) -> list[Request]:
+        if not self._current_stream(message):
+            return []  # the answer to a request asked again since: its successor is on its way
         self.counters["full_resyncs"] += 1
         self.mode = self._current_mode()
         self.state = "snapshot"
@@ -446,7 +450,7 @@ class Replica:
         return []
 
     def _snapshot_chunk(self, message: SnapshotChunk) -> list[Request]:
-        if self._snapshot is None or message.seq != self._snapshot.seq:
+        if not self._current_stream(message):
             return []
         self._requested_at = self.clock()  # the answer is arriving: the request timeout measures silence
         if not has_table(self.tables, message.table):
@@ -502,8 +506,8 @@ class Replica:
         t.commit()
 
     def _snapshot_end(self, message: SnapshotEnd) -> list[Request]:
-        if self._snapshot is None or message.seq != self._snapshot.seq:
-            return []
+        if not self._current_stream(message):
+            return []  # (an older stream at the same sequence must not complete this one)
         t = self.db._begin(True, applying=True)
         try:
             self.db.replication.set_mark(t.txn, self.source, message.seq)
@@ -526,7 +530,18 @@ class Replica:
     # --- bookkeeping ----------------------------------------------------------------------------------------
     def _request(self, snapshot: bool = False) -> Request:
         self._requested_at = self.clock()
-        return Request(self.source, self.db.replication.uuid, self.hwm + 1, snapshot, listed(self.tables))
+        # A new stream id per request: a snapshot still arriving for an earlier request (asked again after a
+        # silence, a node restart) must not be mixed with the one answering this request.
+        self._stream = secrets.randbits(62) + 1
+        return Request(self.source, self.db.replication.uuid, self.hwm + 1, snapshot, listed(self.tables), self._stream)
+
+    def _current_stream(self, message: SnapshotBegin | SnapshotChunk | SnapshotEnd) -> bool:
+        """Whether a snapshot message belongs to the snapshot this replica is taking (0: a source that does not
+        say, accepted as before)."""
+        if isinstance(message, SnapshotBegin):
+            return not message.stream or message.stream == self._stream
+        taking = self._snapshot
+        return taking is not None and message.seq == taking.seq and message.stream == taking.stream
 
     def _stall(self, reason: str) -> None:
         self.state = "stalled"

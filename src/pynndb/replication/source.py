@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid as uuid_module
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -40,13 +41,20 @@ def version_json(version: Version | None) -> bytes:
 class Publisher:
     """Turns a source database's journal into `Entries` messages and answers `Request`s."""
 
-    def __init__(self, db: Database, batch_entries: int = BATCH_ENTRIES, batch_bytes: int = BATCH_BYTES) -> None:
+    def __init__(
+        self,
+        db: Database,
+        batch_entries: int = BATCH_ENTRIES,
+        batch_bytes: int = BATCH_BYTES,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:
         if not db.replication.enabled:
             raise ReplicationNotEnabled(f"{db.path}: open it with config={{'replication': True}} to replicate it")
         self.db = db
         self.uuid = db.replication.uuid
         self.batch_entries = batch_entries
         self.batch_bytes = batch_bytes
+        self.chunk_bytes = chunk_bytes
         self.published = db.replication.sequence
         latest = db.replication.entries(self.published, 1) if self.published else []
         self.published_clock = latest[0][1] if latest else 0  # the time of the latest entry (for replicas' lag)
@@ -70,7 +78,7 @@ class Publisher:
         """Answer a replica: the entries from `request.start` up to now, or a snapshot when they are gone."""
         first, last = self.db.replication.retained
         if request.snapshot or request.start < first or request.start > last + 1:
-            yield from snapshot(self.db, tables=request.tables)
+            yield from self._snapshot(request)
             return
         start = request.start
         if start > last:
@@ -79,10 +87,20 @@ class Publisher:
         while start <= last:
             batch = self.db.replication.entries(start, self.batch_entries, self.batch_bytes)
             if not batch or batch[0][0] != start:
-                yield from snapshot(self.db, tables=request.tables)  # trimmed while we were sending
+                yield from self._snapshot(request)  # trimmed while we were sending
                 return
             yield Entries(self.uuid, batch, last)
             start = batch[-1][0] + 1
+
+    def _snapshot(self, request: Request) -> Iterator[Message]:
+        """A snapshot answering `request`: every message carries the request's stream, so a replica that asked
+        again meanwhile can tell this (older) answer from the one it waits for."""
+        messages = snapshot(self.db, self.chunk_bytes, tables=request.tables)
+        if not request.stream:
+            yield from messages
+            return
+        for message in messages:
+            yield replace(message, stream=request.stream)
 
 
 def snapshot(
