@@ -552,7 +552,11 @@ class Replica:
     def status(self) -> dict[str, Any]:
         """Where this replica stands: mark, lag, state and counters."""
         self.db._refresh()  # another replica of this database may have registered since (its mode follows)
-        lag_entries = max(0, self.source_last - self.hwm)
+        # The committed mark, not only the in-memory one: STATUS runs on another thread, which may ask between an
+        # apply's commit and the service thread's update of `hwm` (readers of the database already see the data).
+        with self.db._env.begin() as txn:
+            hwm = max(self.hwm, self.db.replication.mark(txn, self.source))
+        lag_entries = max(0, self.source_last - hwm)
         lag_seconds = 0.0
         if lag_entries:
             # The age of the oldest entry known to be missing: a held entry past a gap, else the source's latest
@@ -566,8 +570,8 @@ class Replica:
             "source": self.source,
             "mode": self._current_mode(),
             "tables": listed(self.tables),
-            "hwm": self.hwm,
-            "source_sequence": self.source_last,
+            "hwm": hwm,
+            "source_sequence": max(self.source_last, hwm),
             "lag_entries": lag_entries,
             "lag_seconds": round(lag_seconds, 3),
             "state": self.state,
