@@ -20,9 +20,19 @@ import orjson
 from pynndb.core.index import IndexDefinition
 from pynndb.core.journal import SEQ, Entry, read_entry
 from pynndb.core.table import Table
-from pynndb.errors import FilterConflict, InvalidReplication, MalformedEntry, PyNNDBError
+from pynndb.errors import InvalidReplication, MalformedEntry, PyNNDBError
 from pynndb.replication import fast_snapshot
 from pynndb.replication.messages import Entries, Message, Request, SnapshotBegin, SnapshotChunk, SnapshotEnd
+from pynndb.replication.registration import (  # noqa: F401  (re-exported: the registration API of a replica)
+    LEFT_FILTER,
+    REGISTRATION,
+    SNAPSHOT,
+    check_filter,
+    filters,
+    register,
+    registrations,
+    unregister,
+)
 from pynndb.replication.table_filter import Tables, filter_ops, has_table, listed, tables_of
 
 if TYPE_CHECKING:
@@ -30,9 +40,6 @@ if TYPE_CHECKING:
     from pynndb.core.transaction import Transaction
 
 MODES = ("one-way", "two-way", "aggregate")
-REGISTRATION = b"replica:"
-SNAPSHOT = b"snapshot:"  # + source: a snapshot under way (the replica asks for a new one until it ends)
-LEFT_FILTER = b"left-filter:"  # + source: the filter of a registration removed with its mark kept (absent: none)
 APPLY_BATCH = 500  # journal entries per replica transaction
 
 
@@ -590,120 +597,3 @@ def _fields(stored: Any) -> dict[str, Any]:
 
 
 # --- registrations: which sources a database replicates, kept in the database itself -----------------------------
-def registrations(db: Database) -> dict[str, str]:
-    """Source UUID -> 'two-way' or 'read-only', for every source this database replicates."""
-    found: dict[str, str] = {}
-    with db._env.begin() as txn:
-        cursor = txn.cursor(db=db._meta)
-        if cursor.set_range(REGISTRATION):
-            for key, value in cursor:
-                if not key.startswith(REGISTRATION):
-                    break
-                found[key[len(REGISTRATION) :].decode()] = orjson.loads(value).get("mode", "read-only")
-    return found
-
-
-def filters(db: Database) -> dict[str, Tables]:
-    """Source UUID -> the tables `db` replicates of it (None: every table), for every source it replicates."""
-    found: dict[str, Tables] = {}
-    with db._env.begin() as txn:
-        cursor = txn.cursor(db=db._meta)
-        if cursor.set_range(REGISTRATION):
-            for key, value in cursor:
-                if not key.startswith(REGISTRATION):
-                    break
-                found[key[len(REGISTRATION) :].decode()] = tables_of(orjson.loads(value).get("tables"))
-    return found
-
-
-def check_filter(db: Database, source: str, tables: Tables) -> None:
-    """Raise FilterConflict when `db` already replicates `source` with another table filter."""
-    current = filters(db)
-    if source in current and current[source] != tables:
-        raise FilterConflict(
-            f"{db.path} already replicates {source} with tables {listed(current[source])}, not {listed(tables)}: "
-            "UNREPLICATE it first, then REPLICATE with the new filter"
-        )
-
-
-def register(db: Database, source: str, two_way: bool, tables: Tables = None) -> None:
-    """Record that `db` replicates `source` (idempotent) and set the flags that mode needs.
-
-    A read-only replica refuses application writes. A second read-only source turns the database into an
-    aggregation, which must know each document's source: documents already there are attributed to the first.
-    A registration keeps its table filter: another one raises FilterConflict (unregister first).
-    """
-    mode = "two-way" if two_way else "read-only"
-    check_filter(db, source, tables)
-    existing = registrations(db)
-    if source not in existing:
-        _start_over_for_new_tables(db, source, tables)
-    replication = db.replication
-    others = [other for other, kind in existing.items() if kind == "read-only" and other != source]
-    if not two_way and others and not replication.versioned:
-        _attribute_documents(db, others[0])
-    if existing.get(source) != mode:
-        registration: dict[str, Any] = {"mode": mode}
-        if tables is not None:
-            registration["tables"] = listed(tables)  # absent: every table (registrations made before filters)
-        with db._env.begin(write=True) as txn:
-            txn.put(REGISTRATION + source.encode(), orjson.dumps(registration), db=db._meta)
-            db._touch_schema(txn)  # replicas of this database cache their mode by the schema token
-    read_only = any(kind == "read-only" for kind in {**existing, source: mode}.values())
-    if read_only != replication.read_only:
-        replication.set_read_only(read_only)
-    if (two_way or others) and not replication.versioned:
-        replication.set_versioned(True)
-
-
-def _start_over_for_new_tables(db: Database, source: str, tables: Tables) -> None:
-    """A registration that takes tables its kept mark did not cover (the filter grew since UNREPLICATE) starts
-    with a snapshot: their earlier content is not in the entries after the mark."""
-    replication = db.replication
-    with db._env.begin(write=True) as txn:
-        raw = replication.meta_get(txn, LEFT_FILTER + source.encode())
-        if raw is None or not replication.mark(txn, source):
-            return
-        covered = frozenset(orjson.loads(raw))
-        if tables is None or not tables <= covered:
-            replication.meta_put(txn, SNAPSHOT + source.encode(), SEQ.pack(0))  # as an interrupted snapshot
-        replication.meta_put(txn, LEFT_FILTER + source.encode(), None)
-
-
-def unregister(db: Database, source: str) -> None:
-    """Forget that `db` replicates `source` (its data and mark stay); the last read-only source makes it writable.
-
-    A filtered registration leaves its filter behind: registering again with more tables starts with a snapshot.
-    """
-    tables = filters(db).get(source)
-    with db._env.begin(write=True) as txn:
-        txn.delete(REGISTRATION + source.encode(), db=db._meta)
-        db._touch_schema(txn)  # replicas of this database cache their mode by the schema token
-        left = None if tables is None else orjson.dumps(listed(tables))
-        db.replication.meta_put(txn, LEFT_FILTER + source.encode(), left)
-    if not any(mode == "read-only" for mode in registrations(db).values()) and db.replication.read_only:
-        db.replication.set_read_only(False)
-
-
-def _attribute_documents(db: Database, source: str) -> None:
-    source_bytes = uuid_module.UUID(source).bytes
-    db._reload_schema()
-    t = db._begin(True, applying=True)
-    try:
-        t.origin = t.source = source_bytes
-        t.version = 0
-        replication = db.replication
-        replication.versioned = True  # for this transaction's record_version calls; persisted just after
-        for table in list(db._tables.values()):
-            if table._dbi is None:
-                continue
-            for oid, _stored in t.txn.cursor(db=table._dbi):
-                if replication.version_of(t.txn, table.name, oid) is None:
-                    replication.record_version(t, table.name, oid, False)
-        t.txn.put(b"versioned", b"1", db=db._meta)
-        db._touch_schema(t.txn)
-        t.commit()
-    except BaseException:
-        t.abort()
-        db.replication.versioned = False
-        raise
