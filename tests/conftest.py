@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,19 +38,26 @@ def table(db: Database) -> Table:
     return people
 
 
-@pytest.fixture
-def mesh() -> Iterator[Mesh]:
-    """In-process nodes on free ports, all stopped at teardown; fails if a pynndb thread outlives them."""
+@contextmanager
+def no_thread_left() -> Iterator[None]:
+    """Fail if a pynndb thread started inside the block outlives it."""
     threads_before = set(threading.enumerate())
-    created = Mesh()
-    try:
-        yield created
-    finally:
-        created.close()
+    yield
     leaked = [
         t for t in threading.enumerate() if t not in threads_before and t.is_alive() and t.name.startswith("pynndb-")
     ]
     assert not leaked, f"threads left running: {leaked}"
+
+
+@pytest.fixture
+def mesh() -> Iterator[Mesh]:
+    """In-process nodes on free ports, all stopped at teardown; fails if a pynndb thread outlives them."""
+    with no_thread_left():
+        created = Mesh()
+        try:
+            yield created
+        finally:
+            created.close()
 
 
 def _children() -> set[int]:

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import no_thread_left
 from tests.integration.deployment import Deployment, InProcess, Processes, Writer
 
 
 @pytest.fixture(params=[InProcess, Processes], ids=["in-process", "processes"])
 def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
     """Nodes of one test (in this process, or as `pynndb node` processes), all stopped at teardown."""
-    threads_before = set(threading.enumerate())
-    created: Deployment = request.param(tmp_path)
-    try:
-        yield created
-    finally:
-        created.close()
-    leaked = [
-        t for t in threading.enumerate() if t not in threads_before and t.is_alive() and t.name.startswith("pynndb-")
-    ]
-    assert not leaked, f"threads left running: {leaked}"
+    with no_thread_left():
+        created: Deployment = request.param(tmp_path)
+        try:
+            yield created
+        finally:
+            created.close()
 
 
 @pytest.fixture

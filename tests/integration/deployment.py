@@ -68,7 +68,22 @@ class Child:
                     stream.close()
 
 
-class NodeProcess(Child):
+class Addresses:
+    """The loopback addresses of a node from its three ports."""
+
+    ports: tuple[int, int, int]
+
+    @property
+    def address(self) -> str:
+        """The front door (port1), what other nodes connect to."""
+        return f"tcp://127.0.0.1:{self.ports[0]}"
+
+    @property
+    def command_address(self) -> str:
+        return f"tcp://127.0.0.1:{self.ports[2]}"
+
+
+class NodeProcess(Child, Addresses):
     """`pynndb node` in its own process; `id` is the node id from its READY line."""
 
     def __init__(
@@ -98,7 +113,7 @@ def free_ports() -> tuple[int, int, int]:
 
 
 @dataclass
-class Node:
+class Node(Addresses):
     """One node of a deployment, whichever way it runs."""
 
     label: str
@@ -107,15 +122,6 @@ class Node:
     connect: list[str]
     id: str = ""
     runner: Any = field(default=None, repr=False)  # a Controller or a NodeProcess
-
-    @property
-    def address(self) -> str:
-        """The front door (port1), what other nodes connect to."""
-        return f"tcp://127.0.0.1:{self.ports[0]}"
-
-    @property
-    def command_address(self) -> str:
-        return f"tcp://127.0.0.1:{self.ports[2]}"
 
 
 class Deployment:

@@ -39,14 +39,6 @@ class Node(NodeProcess):
     ):
         super().__init__(tmp_path / f"{label}.log", label, ports, databases, connect)
 
-    @property
-    def address(self) -> str:
-        return f"tcp://127.0.0.1:{self.ports[0]}"
-
-    @property
-    def command_address(self) -> str:
-        return f"tcp://127.0.0.1:{self.ports[2]}"
-
 
 class Application(Child):
     """mesh_application.py writing to one database file."""
