@@ -75,7 +75,6 @@ class ReplicationService:
         self._stop = threading.Event()
         self._wake = Waker()
         self._info_at = 0.0
-        self._active_at = 0.0
         self._woken = False
         self._all_watched = True  # every served database has a doorbell (else poll the journals)
         self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0, "found_by_polling": 0}
@@ -213,7 +212,6 @@ class ReplicationService:
             for message in source.publisher.poll():
                 if not self._woken:
                     self.counters["found_by_polling"] += 1
-                self._active_at = time.monotonic()
                 self.node.publish(TOPIC + source.publisher.uuid, encode(message))
                 self.counters["published"] += 1
                 # Replicas on this very node get the entries directly (a node does not receive its own topics).
