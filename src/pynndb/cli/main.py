@@ -10,7 +10,9 @@ import logging
 import signal
 import sys
 import threading
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -148,18 +150,17 @@ def _keep_connecting(controller: Any, addresses: list[str], done: threading.Even
             logging.getLogger("pynndb.node").info("linked to %s", address)
 
 
-def _call(
-    node: str,
-    keys: str | None,
-    server_key: str | None,
-    command: str,
-    params: dict[str, Any],
-    target: str | None,
-    timeout: float = 10.0,
-) -> dict[str, Any]:
-    plugin = _plugin(node, keys, server_key)
+@contextmanager
+def _session(node: str, keys: str | None, server_key: str | None) -> Iterator[Any]:
+    """A connected Plugin for one command, closed afterwards; a mesh error ends the command with its message."""
     try:
-        return plugin.call(command, params, target=target, timeout=timeout)
+        plugin = _plugin(node, keys, server_key)
+    except PyNNDBError as error:
+        _fail(error)
+    try:
+        yield plugin
+    except PyNNDBError as error:
+        _fail(error)
     finally:
         plugin.close()
 
@@ -173,7 +174,7 @@ def _client_options(function: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(function)
 
 
-def _fail(error: PyNNDBError) -> None:
+def _fail(error: PyNNDBError) -> NoReturn:
     console.print(f"[bold red]error[/] ({getattr(error, 'code', 'error')}) {escape(str(error))}")
     sys.exit(1)
 
@@ -197,16 +198,13 @@ def status(
     if watch:
         _watch_status(node, keys, server_key, target, every, watch)
         return
-    try:
+    with _session(node, keys, server_key) as plugin:
         if every:
-            nodes = _call(node, keys, server_key, "NODES", {}, None)["nodes"]
+            nodes = plugin.call("NODES", timeout=10.0)["nodes"]
             targets = [node_id for node_id, entry in nodes.items() if entry.get("alive", True)]
         else:
             targets = [target] if target else [None]
-        results = [_call(node, keys, server_key, "STATUS", {}, each) for each in targets]
-    except PyNNDBError as error:
-        _fail(error)
-        return
+        results = [plugin.call("STATUS", target=each, timeout=10.0) for each in targets]
     if as_json:
         click.echo(json.dumps(results if every else results[0], indent=2, default=str))
         return
@@ -219,13 +217,8 @@ def _watch_status(
 ) -> None:
     from rich.live import Live
 
-    try:
-        plugin = _plugin(node, keys, server_key)
-    except PyNNDBError as error:
-        _fail(error)
-        return
-    try:
-        with Live(console=console, refresh_per_second=4) as live:
+    with _session(node, keys, server_key) as plugin, Live(console=console, refresh_per_second=4) as live:
+        try:
             while True:
                 databases: dict[str, Any] = {}
                 if every:
@@ -240,10 +233,8 @@ def _watch_status(
                         continue
                 live.update(render.replicas_table(databases))
                 threading.Event().wait(period)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        plugin.close()
+        except KeyboardInterrupt:
+            pass
 
 
 @main.command()
@@ -269,11 +260,8 @@ def call(
         raise click.BadParameter(f"PARAMS is not JSON: {error}") from None
     if not isinstance(parsed, dict):
         raise click.BadParameter("PARAMS must be a JSON object")
-    try:
-        result = _call(node, keys, server_key, command, parsed, target, timeout)
-    except PyNNDBError as error:
-        _fail(error)
-        return
+    with _session(node, keys, server_key) as plugin:
+        result = plugin.call(command, parsed, target=target, timeout=timeout)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
     else:
@@ -295,18 +283,8 @@ def diff(
     as_json: bool,
 ) -> None:
     """Compare two databases anywhere in the mesh; exit status 0 when identical, 2 when they differ."""
-    try:
-        plugin = _plugin(node, keys, server_key)
-    except PyNNDBError as error:
-        _fail(error)
-        return
-    try:
+    with _session(node, keys, server_key) as plugin:
         report = plugin.diff([uuid_a, uuid_b], tables=list(tables) or None)
-    except PyNNDBError as error:
-        _fail(error)
-        return
-    finally:
-        plugin.close()
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     elif report:

@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from pynndb.errors import PyNNDBError
 from pynndb.mesh.command_specs import SPECS, Param, Spec
 
 
@@ -45,7 +44,7 @@ def _decorate(function: Any, param: Param) -> Any:
 def make_command(spec: Spec) -> click.Command:
     """A click command that connects to --node, runs the spec's Plugin verb, and prints its result."""
     from pynndb.cli import render
-    from pynndb.cli.main import _client_options, _fail, _plugin, console
+    from pynndb.cli.main import _client_options, _session, console
 
     verb = spec.verb
     assert verb is not None
@@ -53,19 +52,9 @@ def make_command(spec: Spec) -> click.Command:
     def run(
         target: str | None, node: str, keys: str | None, server_key: str | None, as_json: bool, **params: Any
     ) -> None:
-        try:
-            plugin = _plugin(node, keys, server_key)
-        except PyNNDBError as error:
-            _fail(error)
-            return
         params = {name: (list(value) or None) if isinstance(value, tuple) else value for name, value in params.items()}
-        try:
+        with _session(node, keys, server_key) as plugin:
             result = getattr(plugin, verb)(**params, target=target)
-        except PyNNDBError as error:
-            _fail(error)
-            return
-        finally:
-            plugin.close()
         if as_json:
             click.echo(json.dumps(result, indent=2, default=str))
         else:

@@ -21,30 +21,27 @@ SNAPSHOT = b"snapshot:"  # + source: a snapshot under way (the replica asks for 
 LEFT_FILTER = b"left-filter:"  # + source: the filter of a registration removed with its mark kept (absent: none)
 
 
-def registrations(db: Database) -> dict[str, str]:
-    """Source UUID -> 'two-way' or 'read-only', for every source this database replicates."""
-    found: dict[str, str] = {}
+def _registered(db: Database) -> dict[str, dict[str, Any]]:
+    """Source UUID -> its stored registration ({'mode', 'tables'?}), for every source `db` replicates."""
+    found: dict[str, dict[str, Any]] = {}
     with db._env.begin() as txn:
         cursor = txn.cursor(db=db._meta)
         if cursor.set_range(REGISTRATION):
             for key, value in cursor:
                 if not key.startswith(REGISTRATION):
                     break
-                found[key[len(REGISTRATION) :].decode()] = orjson.loads(value).get("mode", "read-only")
+                found[key[len(REGISTRATION) :].decode()] = orjson.loads(value)
     return found
+
+
+def registrations(db: Database) -> dict[str, str]:
+    """Source UUID -> 'two-way' or 'read-only', for every source this database replicates."""
+    return {source: stored.get("mode", "read-only") for source, stored in _registered(db).items()}
 
 
 def filters(db: Database) -> dict[str, Tables]:
     """Source UUID -> the tables `db` replicates of it (None: every table), for every source it replicates."""
-    found: dict[str, Tables] = {}
-    with db._env.begin() as txn:
-        cursor = txn.cursor(db=db._meta)
-        if cursor.set_range(REGISTRATION):
-            for key, value in cursor:
-                if not key.startswith(REGISTRATION):
-                    break
-                found[key[len(REGISTRATION) :].decode()] = tables_of(orjson.loads(value).get("tables"))
-    return found
+    return {source: tables_of(stored.get("tables")) for source, stored in _registered(db).items()}
 
 
 def check_filter(db: Database, source: str, tables: Tables) -> None:
