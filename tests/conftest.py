@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from pynndb import Database, Manager, Table
+from pynndb.mesh.controller import Controller
+from tests.helpers import wait_until
 from tests.mesh.conftest import Mesh
 
 
@@ -47,6 +49,15 @@ def no_thread_left() -> Iterator[None]:
         t for t in threading.enumerate() if t not in threads_before and t.is_alive() and t.name.startswith("pynndb-")
     ]
     assert not leaked, f"threads left running: {leaked}"
+
+
+@pytest.fixture
+def pair(mesh: Mesh) -> tuple[Controller, Controller]:
+    """Two linked in-process nodes 'a' and 'b' that see each other."""
+    a, b = mesh.node("a", heartbeat=0.2), mesh.node("b", heartbeat=0.2)
+    a.connect(b)
+    wait_until(lambda: mesh.converged([a, b]), timeout=10)
+    return a, b
 
 
 @pytest.fixture

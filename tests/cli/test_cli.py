@@ -17,17 +17,8 @@ from pynndb.cli import render
 from pynndb.cli.main import main
 from pynndb.mesh.controller import Controller
 from tests.helpers import wait_until
-from tests.mesh.conftest import Mesh
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def pair(mesh: Mesh) -> tuple[Controller, Controller]:
-    a, b = mesh.node("a", heartbeat=0.2), mesh.node("b", heartbeat=0.2)
-    a.connect(b)
-    wait_until(lambda: mesh.converged([a, b]), timeout=10)
-    return a, b
 
 
 def invoke(node: Controller, *args: str) -> click.testing.Result:

@@ -18,8 +18,8 @@ from pynndb.cli.verbs import cli_name
 from pynndb.mesh.command_specs import SPECS
 from pynndb.mesh.controller import Controller
 from pynndb.mesh.verbs import CommandVerbs
+from tests.cli.test_cli import invoke
 from tests.helpers import wait_until
-from tests.mesh.conftest import Mesh
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -85,18 +85,6 @@ def _is_generated(command: click.Command) -> bool:
 
 
 # --- the verbs against running nodes ---------------------------------------------------------------------------
-@pytest.fixture
-def pair(mesh: Mesh) -> tuple[Controller, Controller]:
-    a, b = mesh.node("a", heartbeat=0.2), mesh.node("b", heartbeat=0.2)
-    a.connect(b)
-    wait_until(lambda: mesh.converged([a, b]), timeout=10)
-    return a, b
-
-
-def invoke(node: Controller, *args: str) -> click.testing.Result:
-    return CliRunner().invoke(main, [*args, "--node", f"tcp://127.0.0.1:{node.port3}"], catch_exceptions=False)
-
-
 def as_json(node: Controller, *args: str) -> object:
     result = invoke(node, *args, "--json")
     assert result.exit_code == 0, result.output

@@ -23,7 +23,6 @@ from pynndb.replication.replica import Replica
 from tests.helpers import person, wait_until
 from tests.integration.deployment import Child
 from tests.integration.test_node_processes import Application
-from tests.mesh.conftest import Mesh
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -160,14 +159,6 @@ def test_verify_finds_broken_indexes(manager: Manager, tmp_path: Path) -> None:
     assert found == {("by_email", "missing_entry"), ("by_email", "orphan_entry")}
     assert run("verify", db.path, "--table", "nope").exit_code == 1
     assert run("verify", str(tmp_path / "nothing")).exit_code == 1
-
-
-@pytest.fixture
-def pair(mesh: Mesh) -> tuple[Controller, Controller]:
-    a, b = mesh.node("a", heartbeat=0.2), mesh.node("b", heartbeat=0.2)
-    a.connect(b)
-    wait_until(lambda: mesh.converged([a, b]), timeout=10)
-    return a, b
 
 
 def live(node: Controller, path: str) -> bool:

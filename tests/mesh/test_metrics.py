@@ -20,7 +20,7 @@ from pynndb.mesh.plugin import Plugin
 from pynndb.replication.replica import Replica
 from tests.helpers import person, wait_until
 from tests.integration.deployment import Child
-from tests.mesh.conftest import Mesh, free_port
+from tests.mesh.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -41,14 +41,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls)]
     assert len(found) == 1, (name, labels, found)
     return found[0]
-
-
-@pytest.fixture
-def pair(mesh: Mesh) -> tuple[Controller, Controller]:
-    a, b = mesh.node("a", heartbeat=0.1), mesh.node("b", heartbeat=0.1)
-    a.connect(b)
-    wait_until(lambda: mesh.converged([a, b]), timeout=10)
-    return a, b
 
 
 def test_scraped_figures_move_with_replication(
