@@ -535,6 +535,15 @@ class Replica:
         return []
 
     # --- bookkeeping ----------------------------------------------------------------------------------------
+    @property
+    def requested_at(self) -> float | None:
+        """When the unanswered request was made (clock time), or None when no answer is awaited."""
+        return self._requested_at
+
+    def request(self, snapshot: bool = False) -> Request:
+        """A request for what follows this replica's mark (or a snapshot); it starts the request timeout."""
+        return self._request(snapshot)
+
     def _request(self, snapshot: bool = False) -> Request:
         self._requested_at = self.clock()
         # A new stream id per request: a snapshot still arriving for an earlier request (asked again after a
