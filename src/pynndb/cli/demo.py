@@ -109,7 +109,7 @@ def write_stream(paths: dict[str, str], seconds: float, rate: int) -> None:
     dbs = {name: manager.database(name, path) for name, path in paths.items()}
     orders = dbs["orders"].table("orders")
     profiles = [dbs["profiles_a"].table("profiles"), dbs["profiles_b"].table("profiles")]
-    sales = [dbs[name].table("sales") for name in SALES]
+    sales = {name: dbs[name].table("sales") for name in SALES}
     keys = [doc.oid for doc in profiles[0].find() if doc.oid is not None]
     deadline = time.monotonic() + seconds
     batch = max(1, rate // 20)
@@ -120,8 +120,8 @@ def write_stream(paths: dict[str, str], seconds: float, rate: int) -> None:
             for _ in range(batch):
                 serial += 1
                 orders.append({"serial": f"{os.getpid()}-{serial}", "amount": random.randint(1, 500)}, txn=txn)
-        for table in sales:
-            table.append({"region": table._db.name, "amount": random.randint(1, 100)})
+        for name, table in sales.items():
+            table.append({"region": name, "amount": random.randint(1, 100)})
         for _ in range(5):  # concurrent, conflicting updates of the same profiles on both sides
             side = random.choice(profiles)
             doc = side.get(random.choice(keys))
