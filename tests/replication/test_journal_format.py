@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pynndb.core import table as table_module
+from pynndb.core import writes as table_module
 from pynndb.core.journal import FORMAT, HEADER_LENGTH, KEY, decode_body, read_entry
 from pynndb.errors import MalformedEntry
 from pynndb.replication import Entries, Publisher, Replica, diff

@@ -1,0 +1,197 @@
+"""The private write path of a table, which every public write of `Table` goes through.
+
+`_write` puts or deletes one record and keeps every index and the journal in step; `_insert` (new records) and
+`_insert_stored` (a replica's stored bytes) are its hot paths, with no index diffing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import islice
+from typing import Any
+
+import lmdb
+import orjson
+
+from pynndb.core.codec import decode_value, encode_document
+from pynndb.core.doc import Doc
+from pynndb.core.table_schema import Index, TableSchema
+from pynndb.core.transaction import Transaction
+from pynndb.errors import DuplicateKey, InvalidDocument
+
+_dumps = orjson.dumps
+
+
+class TableWrites(TableSchema):
+    """The write path of `Table` (its handles and indexes come from `TableSchema`)."""
+
+    _name_json: bytes
+
+    # --- the write path ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _unwrap(doc: Any) -> tuple[dict[str, Any], bytes | None]:
+        if isinstance(doc, Doc):
+            return doc._data, doc._oid
+        if isinstance(doc, dict):
+            return doc, None
+        raise InvalidDocument(f"a document must be a Doc or a dict, not {type(doc).__name__}")
+
+    def _index_changes(
+        self, txn: lmdb.Transaction, oid: bytes, new: dict[str, Any] | None, old: dict[str, Any] | None
+    ) -> list[tuple[Index, list[bytes], list[bytes]]]:
+        """Work out (index, keys to add, keys to remove) for every index, refusing unique-key clashes."""
+        changes = []
+        for index in self._index_list:
+            new_keys = index.keys(new) if new is not None else []
+            old_keys = index.keys(old) if old is not None else []
+            if old_keys:
+                add = [key for key in new_keys if key not in old_keys]
+                remove = [key for key in old_keys if key not in new_keys]
+            else:
+                add, remove = new_keys, []
+            if add and not index.duplicates:
+                self._check_unique(txn, index, add, oid)
+            if add or remove:
+                changes.append((index, add, remove))
+        return changes
+
+    def _check_unique(self, txn: lmdb.Transaction, index: Index, keys: list[bytes], oid: bytes) -> None:
+        for key in keys:
+            holder = txn.get(key, db=index.dbi)
+            if holder is not None and holder != oid:
+                raise DuplicateKey(
+                    f"index {index.name!r} of {self.name!r} already has key {key!r} (record {holder.decode()})"
+                )
+
+    def _write(self, t: Transaction, oid: bytes, new: dict[str, Any] | None, old: dict[str, Any] | None) -> None:
+        """The one write path: put (new) or delete (new is None) a record and keep every index in step."""
+        txn = t.txn
+        dbi = self._dbi
+        if old is None and new is not None:
+            self._insert(t, ((oid, new),))
+            return
+        changes = self._index_changes(txn, oid, new, old) if self._index_list else ()
+        if new is not None:
+            raw = encode_document(new)
+            value = raw if self._compressor is None else self._compressor.compress(raw)
+            if not txn.put(oid, value, db=dbi, overwrite=old is not None):
+                raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
+        else:
+            txn.delete(oid, db=dbi)
+        for index, add, remove in changes:
+            index_db = index.dbi
+            for key in remove:
+                txn.delete(key, oid, db=index_db) if index.duplicates else txn.delete(key, db=index_db)
+            for key in add:
+                txn.put(key, oid, db=index_db)
+        if t.ops is not None or t.origin is not None:
+            self._journal_write(t, oid, None if new is None else raw)
+
+    def _insert(self, t: Transaction, records: Iterable[tuple[bytes, dict[str, Any]]]) -> None:
+        """New records (key, fields): the hot path of append and append_many, with no index diffing.
+
+        Each record's index keys are computed and unique keys checked before anything of it is written."""
+        txn = t.txn
+        put = txn.put
+        dbi = self._dbi
+        indexes = self._index_list
+        compress = None if self._compressor is None else self._compressor.compress
+        journaled = t.ops is not None or t.origin is not None
+        # Without per-document versions, a journaled insert is one pre-formatted op: append it inline.
+        ops = t.ops if journaled and not self._db.replication.versioned else None
+        documents = t.documents
+        name_json = self._name_json
+        additions: list[tuple[Index, list[bytes]]] = []
+        for oid, new in records:
+            try:
+                raw = _dumps(new)
+            except orjson.JSONEncodeError:
+                raw = encode_document(new)  # raises InvalidDocument with the reason
+            if raw.find(b"null") >= 0:  # (find: cheaper than `in` on bytes)
+                raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
+            if indexes:
+                additions = []  # every key is computed before anything is written (a plain loop: no listcomp frame)
+                for index in indexes:
+                    additions.append((index, index.keys(new)))
+            # Positional arguments (key, value, dupdata, overwrite, append, db): py-lmdb parses them faster.
+            if not put(oid, raw if compress is None else compress(raw), True, False, False, dbi):
+                raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
+            if indexes:
+                for index, keys in additions:
+                    # A unique index refuses to overwrite: the put itself is the uniqueness check.
+                    overwrite = index.duplicates
+                    for key in keys:
+                        if not put(key, oid, True, overwrite, False, index.dbi):
+                            self._undo_insert(txn, oid, additions, index, key)
+            if ops is not None:
+                ops.append(b'["put",%b,"%b",%d]' % (name_json, oid, len(raw)))
+                documents += raw
+            elif journaled:
+                self._journal_write(t, oid, raw)
+
+    def _insert_stored(self, t: Transaction, records: list[tuple[bytes, bytes, dict[str, Any]]], start: int = 0) -> int:
+        """Records (key, stored JSON bytes, the same decoded) from `records[start]` on: `_insert` for a replica
+        applying a source's documents, which writes (and journals) the bytes as they are, never encoding a document
+        again. Stops at the first record whose key the table already holds (writing nothing of it) and returns its
+        position, or len(records) when every record was new."""
+        txn = t.txn
+        put = txn.put
+        dbi = self._dbi
+        indexes = self._index_list
+        compress = None if self._compressor is None else self._compressor.compress
+        versioned = self._db.replication.versioned  # then _journal_write records each version (and op)
+        ops = None if versioned else t.ops
+        documents = t.documents
+        name_json = self._name_json
+        additions: list[tuple[Index, list[bytes]]] = []
+        position = start
+        for oid, raw, new in islice(records, start, None):
+            if indexes:
+                additions = []
+                for index in indexes:
+                    additions.append((index, index.keys(new)))
+            if not put(oid, raw if compress is None else compress(raw), True, False, False, dbi):
+                return position  # the put is the existence check: an update takes the caller's other path
+            position += 1
+            if indexes:
+                for index, keys in additions:
+                    overwrite = index.duplicates
+                    for key in keys:
+                        if not put(key, oid, True, overwrite, False, index.dbi):
+                            self._undo_insert(txn, oid, additions, index, key)
+            if ops is not None:
+                ops.append(b'["put",%b,"%b",%d]' % (name_json, oid, len(raw)))
+                documents += raw
+            elif versioned:
+                self._journal_write(t, oid, raw)
+        return position
+
+    def _undo_insert(
+        self, txn: lmdb.Transaction, oid: bytes, additions: list[tuple[Index, list[bytes]]], index: Index, key: bytes
+    ) -> None:
+        """Take back the part of a record written before its unique `key` of `index` clashed, and refuse it."""
+        txn.delete(oid, db=self._dbi)
+        for done, keys in additions:
+            for written in keys:
+                if done is index and written == key:
+                    holder = txn.get(key, db=index.dbi)
+                    raise DuplicateKey(
+                        f"index {index.name!r} of {self.name!r} already has key {key!r} (record {holder.decode()})"
+                    )
+                txn.delete(written, oid, db=done.dbi) if done.duplicates else txn.delete(written, db=done.dbi)
+        raise AssertionError("unreachable: the clashing key is among the additions")
+
+    def _journal_write(self, t: Transaction, oid: bytes, raw: bytes | None) -> None:
+        # Record keys need no JSON escaping (see ids.normalise_key) and the name is JSON-encoded once.
+        if t.ops is None:
+            pass
+        elif raw is None:
+            t.ops.append(b'["delete",%b,"%b"]' % (self._name_json, oid))
+        else:
+            t.ops.append(b'["put",%b,"%b",%d]' % (self._name_json, oid, len(raw)))
+            t.documents += raw
+        self._db.replication.record_version(t, self.name, oid, raw is None)
+
+    def _read(self, txn: lmdb.Transaction, oid: bytes) -> dict[str, Any] | None:
+        stored = txn.get(oid, db=self._dbi)
+        return None if stored is None else decode_value(stored, self._compressor)
