@@ -86,7 +86,7 @@ def copy(db: Database, dest: str, progress: Progress | None = None) -> dict[str,
     return facts
 
 
-def _marks(txn: lmdb.Transaction, db: Database) -> dict[str, int]:
+def _marks(txn: lmdb.Transaction[bytes], db: Database) -> dict[str, int]:
     found: dict[str, int] = {}
     cursor = txn.cursor(db=db._meta)
     if cursor.set_range(b"hwm:"):

@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Callable
 from threading import get_ident
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lmdb
 import orjson
@@ -21,6 +21,9 @@ from pynndb.core.journal import Replication
 from pynndb.core.table import Table, check_name
 from pynndb.core.transaction import Transaction
 from pynndb.errors import DatabaseClosed, NoSuchTable
+
+if TYPE_CHECKING:
+    from pynndb.core.database import Database
 
 TABLE_PREFIX = b"table:"
 
@@ -46,7 +49,7 @@ class Catalog:
         def _run(self, txn: Transaction | None, write: bool, work: Callable[..., Any], *args: Any) -> Any: ...
 
     # --- schema ---------------------------------------------------------------------------------------------
-    def _touch_schema(self, txn: lmdb.Transaction) -> bytes:
+    def _touch_schema(self, txn: lmdb.Transaction[bytes]) -> bytes:
         token = os.urandom(8)
         txn.put(b"schema", token, db=self._meta)
         return token
@@ -80,7 +83,7 @@ class Catalog:
         if token != self._schema_token:
             self._reload_schema()
 
-    def _load_schema(self, txn: lmdb.Transaction, token: bytes | None) -> None:
+    def _load_schema(self, txn: lmdb.Transaction[bytes], token: bytes | None) -> None:
         with self._lock:
             self.replication._refresh(txn)
             found: dict[str, dict[str, Any]] = {}
@@ -96,12 +99,15 @@ class Catalog:
             for name, definition in found.items():
                 known = self._tables.get(name)
                 if known is None:
-                    known = self._tables[name] = Table(self, name)
+                    known = self._tables[name] = self._new_table(name)
                 known._attach(txn, definition)
                 known._pending = False
             self._schema_token = token
 
-    def _table_definition(self, txn: lmdb.Transaction, name: str) -> dict[str, Any] | None:
+    def _new_table(self, name: str) -> Table:
+        return Table(cast("Database", self), name)  # (a Catalog is always the Database it is a base of)
+
+    def _table_definition(self, txn: lmdb.Transaction[bytes], name: str) -> dict[str, Any] | None:
         raw = txn.get(TABLE_PREFIX + name.encode(), db=self._meta)
         return None if raw is None else orjson.loads(raw)
 
@@ -130,7 +136,7 @@ class Catalog:
                 return table
             if self.replication.read_only:
                 with self._lock:
-                    return self._tables.setdefault(name, Table(self, name))
+                    return self._tables.setdefault(name, self._new_table(name))
         return self._run(txn, True, self._create_table, name)
 
     def _create_table(self, t: Transaction, name: str) -> Table:
@@ -138,7 +144,7 @@ class Catalog:
         if table is not None and table._dbi is not None:
             return table
         if table is None:
-            table = self._tables[name] = Table(self, name)
+            table = self._tables[name] = self._new_table(name)
         t.schema_changed = True
         table._pending = True  # other threads must not use its handle before this transaction commits
         definition: dict[str, Any] = {"indexes": {}, "compression": None}
@@ -167,7 +173,7 @@ class Catalog:
             raise NoSuchTable(f"no table {name!r} in {self.path}")
         table = self._tables.get(name)
         if table is None:
-            table = self._tables[name] = Table(self, name)
+            table = self._tables[name] = self._new_table(name)
         t.schema_changed = True  # from here an abort must reload: LMDB closes handles dropped in it
         if table._dbi is None:
             table._attach(t.txn, definition)

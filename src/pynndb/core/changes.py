@@ -182,6 +182,6 @@ def decode_entry(seq: int, body: bytes, wanted: frozenset[str] | None = None, sk
     for position, (index, op) in enumerate(chosen):
         kind = op[0]
         key = op[2] if kind == "put" or kind == "delete" else None
-        doc = make_doc(orjson.loads(op[3]), key.encode()) if kind == "put" else None
+        doc = make_doc(orjson.loads(op[3]), op[2].encode()) if kind == "put" else None
         found.append(Change(seq, op[1], kind, key, doc, origin, index, position == final))
     return found

@@ -88,4 +88,5 @@ def _plain_decompressor() -> Compressor:
 
 def train_dictionary(samples: list[bytes], size: int = 16384) -> bytes:
     """Train a zstd dictionary of about `size` bytes from sample values."""
-    return zstandard.train_dictionary(size, samples).as_bytes()
+    buffers: list[bytes | bytearray | memoryview] = list(samples)  # (zstandard's stub asks for this list type)
+    return zstandard.train_dictionary(size, buffers).as_bytes()

@@ -227,7 +227,7 @@ class Database(Catalog):
         self._env.copy(path, compact=compact)
 
     @contextmanager
-    def _snapshot_txn(self) -> Iterator[lmdb.Transaction]:
+    def _snapshot_txn(self) -> Iterator[lmdb.Transaction[bytes]]:
         with self._env.begin(buffers=False) as txn:
             yield txn
 

@@ -72,7 +72,7 @@ class Doc(MutableMapping[str, Any]):
             return self._data == dict(other)
         return NotImplemented
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment, unused-ignore]  # mutable, so unhashable (as dict is)
 
     def __repr__(self) -> str:
         return f"Doc({self._data!r}, oid={self.key!r})"

@@ -152,7 +152,7 @@ class TableReads:
             if dbi is None:
                 return  # a replica's table that has not arrived yet
             own = raw_txn is None
-            read = self._env.begin() if own else raw_txn
+            read = self._env.begin() if raw_txn is None else raw_txn
             try:
                 if limit == 0:
                     return

@@ -14,7 +14,7 @@ Entry = tuple[bytes, bytes, bytes]
 
 
 def walk(
-    txn: lmdb.Transaction,
+    txn: lmdb.Transaction[bytes],
     data_db: Any,
     index_db: Any | None,
     duplicates: bool,
@@ -59,7 +59,9 @@ def walk(
                 yield key, value, stored
 
 
-def _forward(cursor: lmdb.Cursor, duplicates: bool, lower: bytes | None, after: tuple[bytes, bytes] | None) -> Any:
+def _forward(
+    cursor: lmdb.Cursor[bytes], duplicates: bool, lower: bytes | None, after: tuple[bytes, bytes] | None
+) -> Any:
     if after is not None:
         key, record = after
         if duplicates and cursor.set_key(key):
@@ -76,7 +78,9 @@ def _forward(cursor: lmdb.Cursor, duplicates: bool, lower: bytes | None, after: 
     return cursor.iternext()
 
 
-def _backward(cursor: lmdb.Cursor, duplicates: bool, upper: bytes | None, after: tuple[bytes, bytes] | None) -> Any:
+def _backward(
+    cursor: lmdb.Cursor[bytes], duplicates: bool, upper: bytes | None, after: tuple[bytes, bytes] | None
+) -> Any:
     start = after[0] if after is not None else upper
     if start is None:
         if not cursor.last():
@@ -89,7 +93,7 @@ def _backward(cursor: lmdb.Cursor, duplicates: bool, upper: bytes | None, after:
     return cursor.iterprev()
 
 
-def walk_all(txn: lmdb.Transaction, data_db: Any) -> Iterator[tuple[bytes, bytes]]:
+def walk_all(txn: lmdb.Transaction[bytes], data_db: Any) -> Iterator[tuple[bytes, bytes]]:
     """Every (record key, stored value) of a table in key order: the unbounded fast path."""
     cursor = txn.cursor(db=data_db)
     return cursor.iternext()

@@ -79,9 +79,8 @@ class Table(TableWrites, TableReads):
             result._data = doc
             result._oid = oid
             return result
-        data, oid = self._unwrap(doc)
-        if oid is None:
-            oid = new_oid()
+        data, given = self._unwrap(doc)
+        oid = new_oid() if given is None else given
         self._write(t, oid, data, None)
         if isinstance(doc, Doc):
             doc._oid = oid

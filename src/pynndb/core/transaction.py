@@ -32,7 +32,9 @@ class Transaction:
         "active",
     )
 
-    def __init__(self, db: Database, txn: lmdb.Transaction, write: bool, journaled: bool, applying: bool) -> None:
+    def __init__(
+        self, db: Database, txn: lmdb.Transaction[bytes], write: bool, journaled: bool, applying: bool
+    ) -> None:
         self.db = db
         self.txn = txn
         self.write = write

@@ -37,7 +37,7 @@ class TableWrites(TableSchema):
         raise InvalidDocument(f"a document must be a Doc or a dict, not {type(doc).__name__}")
 
     def _index_changes(
-        self, txn: lmdb.Transaction, oid: bytes, new: dict[str, Any] | None, old: dict[str, Any] | None
+        self, txn: lmdb.Transaction[bytes], oid: bytes, new: dict[str, Any] | None, old: dict[str, Any] | None
     ) -> list[tuple[Index, list[bytes], list[bytes]]]:
         """Work out (index, keys to add, keys to remove) for every index, refusing unique-key clashes."""
         changes = []
@@ -55,7 +55,7 @@ class TableWrites(TableSchema):
                 changes.append((index, add, remove))
         return changes
 
-    def _check_unique(self, txn: lmdb.Transaction, index: Index, keys: list[bytes], oid: bytes) -> None:
+    def _check_unique(self, txn: lmdb.Transaction[bytes], index: Index, keys: list[bytes], oid: bytes) -> None:
         for key in keys:
             holder = txn.get(key, db=index.dbi)
             if holder is not None and holder != oid:
@@ -167,14 +167,19 @@ class TableWrites(TableSchema):
         return position
 
     def _undo_insert(
-        self, txn: lmdb.Transaction, oid: bytes, additions: list[tuple[Index, list[bytes]]], index: Index, key: bytes
+        self,
+        txn: lmdb.Transaction[bytes],
+        oid: bytes,
+        additions: list[tuple[Index, list[bytes]]],
+        index: Index,
+        key: bytes,
     ) -> None:
         """Take back the part of a record written before its unique `key` of `index` clashed, and refuse it."""
         txn.delete(oid, db=self._dbi)
         for done, keys in additions:
             for written in keys:
                 if done is index and written == key:
-                    holder = txn.get(key, db=index.dbi)
+                    holder = txn.get(key, b"", db=index.dbi)
                     raise DuplicateKey(
                         f"index {index.name!r} of {self.name!r} already has key {key!r} (record {holder.decode()})"
                     )
@@ -192,6 +197,6 @@ class TableWrites(TableSchema):
             t.documents += raw
         self._db.replication.record_version(t, self.name, oid, raw is None)
 
-    def _read(self, txn: lmdb.Transaction, oid: bytes) -> dict[str, Any] | None:
+    def _read(self, txn: lmdb.Transaction[bytes], oid: bytes) -> dict[str, Any] | None:
         stored = txn.get(oid, db=self._dbi)
         return None if stored is None else decode_value(stored, self._compressor)
