@@ -31,7 +31,7 @@ def test_entries_that_arrived_together_are_applied_in_one_transaction(
     commits: list[int] = []
     replica.add_listener(lambda: commits.append(1))  # called after each write transaction committed here
     frames = [("topic", encode(Entries(source.replication.uuid, [entry], entry[0])), node.id) for entry in entries]
-    service._take(frames)  # what the service thread does with a full inbox
+    service.take(frames)  # what the service thread does with a full inbox
     wait_until(lambda: replica.table("people").records() == 50, timeout=5)
     assert len(commits) == 1  # all 51 source entries in one transaction
     assert replica.replication.marks()[source.replication.uuid] == entries[-1][0]

@@ -24,11 +24,11 @@ def test_node_restart_with_an_idle_source_leaves_the_replica_live(open_db: Calla
     for number in range(10):
         docs.append({"n": number})
     publisher = Publisher(source)
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     serve(publisher, replica, replica.start())
     assert replica.state == "live" and replica.hwm == source.replication.sequence
 
-    restarted = Replica(target, source.replication.uuid)  # the node's new process: same database, same mark
+    restarted = Replica(target, source.replication.uuid).register()  # the node's new process: same database, same mark
     assert restarted.state == "syncing"
     requests = restarted.start()
     serve(publisher, restarted, requests)
@@ -49,7 +49,7 @@ def test_node_kill_while_a_request_from_it_is_served(
     assert node.replication is not None
     gone = "0" * 32  # a node id the mesh does not know (any more)
     with caplog.at_level(logging.INFO, logger="pynndb.replication"):
-        node.replication._serve(Request(source.replication.uuid, str(uuid.uuid4()), 1), gone)
+        node.replication.serve(Request(source.replication.uuid, str(uuid.uuid4()), 1), gone)
         wait_until(lambda: any("dropped" in record.getMessage() for record in caplog.records), timeout=10)
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
@@ -63,7 +63,7 @@ def test_link_delay_during_snapshot_does_not_restart_it(open_db: Callable[..., D
     for number in range(200):
         docs.append({"n": number, "text": "x" * 50})
     now = [0.0]
-    replica = Replica(target, source.replication.uuid, clock=lambda: now[0], request_timeout=2.0)
+    replica = Replica(target, source.replication.uuid, clock=lambda: now[0], request_timeout=2.0).register()
     assert replica.start()[0].start == 1  # the journal no longer holds it: a snapshot follows
     messages = list(snapshot(source, chunk_bytes=2000))
     assert len(messages) > 4
@@ -84,10 +84,10 @@ def test_seed_2026_a_stale_snapshot_at_the_same_sequence_cannot_complete_the_one
     source, target = open_db("source"), open_db("target")
     source.table("docs").append_many([{"n": number, "pad": "x" * 100} for number in range(3000)])
     publisher = Publisher(source, chunk_bytes=16 << 10)  # many chunks per snapshot
-    replica = Replica(target, source.replication.uuid)
-    first = replica._request(snapshot=True)
+    replica = Replica(target, source.replication.uuid).register()
+    first = replica.request(snapshot=True)
     older = list(publisher.serve(first))
-    second = replica._request(snapshot=True)  # asked again (a silence, a restart): the first answer is stale
+    second = replica.request(snapshot=True)  # asked again (a silence, a restart): the first answer is stale
     newer = list(publisher.serve(second))
     assert len(older) == len(newer) > 4 and older[0].seq == newer[0].seq  # same sequence: the idle source
     # The streams interleave: the older one's begin and first chunks, the newer one's begin, the older one's rest

@@ -8,24 +8,11 @@ from typing import Any
 
 from pynndb.errors import CommandError, CommandTimeout
 from pynndb.mesh.commands import BAD_PARAMS, NOT_FOUND
+from pynndb.mesh.replication_info import holders
 from pynndb.replication.digest import compare, only
 
 Call = Callable[..., dict[str, Any]]
 LOCATE_WAIT = 3.0
-
-
-def holders(nodes: dict[str, dict[str, Any]], uuid: str) -> list[str]:
-    """Ids of the live nodes that hold database `uuid` (as a source or a replica), most recently heard first.
-
-    A node that restarted has a new id; its old entry stays in directories until it is marked gone."""
-    found = []
-    for node_id, entry in nodes.items():
-        if not entry.get("alive", True):
-            continue
-        info = (entry.get("services") or {}).get("replication") or {}
-        if uuid in info.get("sources", {}) or uuid in info.get("replicas", {}):
-            found.append((entry.get("last_seen", 0.0), node_id))
-    return [node_id for _seen, node_id in sorted(found, reverse=True)]
 
 
 def locate(nodes: dict[str, dict[str, Any]], uuid: str) -> str | None:

@@ -20,7 +20,8 @@ from pynndb.replication.digest import summary
 from pynndb.replication.table_filter import has_table
 
 if TYPE_CHECKING:
-    from pynndb.mesh.replicator import Hosted, ReplicationService
+    from pynndb.mesh.replication_holdings import Hosted
+    from pynndb.mesh.replicator import ReplicationService
     from pynndb.replication.replica import Replica
 
 VERIFY_EVERY = 30.0  # seconds between periodic checks of one replica (a digest reads every document)
@@ -112,7 +113,7 @@ class DivergenceDetector:
         with self._changed:
             generation = self._outcome.get(key, (0, ""))[0]
             self._wanted.add(key)
-        self.service._wake.set()
+        self.service.wake()
         return generation + 1
 
     def _fetch_later(self, key: Key, source: str) -> None:
@@ -124,11 +125,11 @@ class DivergenceDetector:
 
     def _fetch(self, key: Key, source: str) -> None:
         try:
-            owner = self.service._source_owners().get(source)
+            owner = self.service.source_owners().get(source)
             if owner is None:
                 raise PyNNDBError(f"source {source} is not registered on any node")
             if owner == self.service.node.id:
-                reply = self.service.cmd_digest({"uuid": source}, {})
+                reply = self.service.commands.digest({"uuid": source}, {})
             else:
                 reply = self.service.node.call("DIGEST", {"uuid": source}, target=owner, timeout=5.0)
             check = Check(int(reply["sequence"]), dict(reply["tables"]), time.monotonic() + CATCH_UP_WITHIN)
@@ -140,7 +141,7 @@ class DivergenceDetector:
         with self._changed:
             self._fetching.discard(key)
             self._checks[key] = check
-        self.service._wake.set()
+        self.service.wake()
 
     def _finish(self, key: Key, outcome: str, detail: str = "") -> None:
         with self._changed:
@@ -181,9 +182,9 @@ class DivergenceDetector:
     def cmd_verify(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         """VERIFY {'path'?, 'uuid'?}: compare matching one-way replicas with their sources now (waits, bounded)."""
         timeout = params.get("timeout") or 2 * CATCH_UP_WITHIN  # params validated by the command's spec
-        chosen = [hosted for hosted in self.service._select(params) if hosted.replica.mode == "one-way"]
+        chosen = [hosted for hosted in self.service.holdings.select(params) if hosted.replica.mode == "one-way"]
         waiting = {key_of(hosted.replica): self.request(hosted.replica) for hosted in chosen}
-        self.service._wake.set()
+        self.service.wake()
         with self._changed:
             self._changed.wait_for(
                 lambda: all(self._outcome.get(key, (0, ""))[0] >= generation for key, generation in waiting.items()),
@@ -193,14 +194,14 @@ class DivergenceDetector:
 
     def cmd_resync(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         """RESYNC {'path', 'uuid'}: replace a replica's content by a fresh snapshot of its source."""
-        chosen = self.service._select(params)  # both params required by the command's spec
+        chosen = self.service.holdings.select(params)  # both params required by the command's spec
         for hosted in chosen:
             key = key_of(hosted.replica)
             with self._changed:
                 self._diverged.pop(key, None)
                 self._checks.pop(key, None)
-            self.service._queue_requests(hosted.replica.resync())
-        self.service._wake.set()
+            self.service.queue_requests(hosted.replica.resync())
+        self.service.wake()
         return {"resyncing": len(chosen)}
 
     def stop(self) -> None:

@@ -36,7 +36,7 @@ class NodeCollector(Collector):
         yield from self._node(status)
         service = node.replication
         if service is not None:
-            yield from self._databases(service.figures())
+            yield from self._databases(service.commands.figures())
             yield from self._replication(service.counters)
 
     def _node(self, status: dict[str, Any]) -> Iterator[Metric]:

@@ -1,0 +1,169 @@
+"""What a node's replication service holds: open databases, the sources it serves, the replicas it hosts.
+
+Thread-safe (one lock): the service thread, command handlers and mesh callbacks all read it; only the service's
+methods change it. It also says what the node advertises (`ReplicationInfo`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynndb.core import registry
+from pynndb.core.database import Database
+from pynndb.errors import CommandError
+from pynndb.mesh.commands import NOT_FOUND
+from pynndb.mesh.replication_info import ReplicaInfo, ReplicaSourceInfo, ReplicationInfo, SourceInfo
+from pynndb.mesh.watch import Waker
+from pynndb.replication.replica import Replica
+from pynndb.replication.source import Publisher
+
+Key = tuple[str, str]  # (replica database uuid, source uuid)
+
+
+@dataclass
+class Source:
+    db: Database
+    publisher: Publisher
+
+
+@dataclass
+class Hosted:
+    replica: Replica
+    paused: bool = False
+    last_progress: float = field(default_factory=time.monotonic)
+
+
+class Holdings:
+    """Databases by path, served sources by uuid, hosted replicas by (replica uuid, source uuid)."""
+
+    def __init__(self, waker: Waker) -> None:
+        self.lock = threading.RLock()
+        self._waker = waker
+        self._databases: dict[str, Database] = {}
+        self._sources: dict[str, Source] = {}
+        self._replicas: dict[Key, Hosted] = {}
+        self.all_watched = True  # every served database has a doorbell (else the service polls the journals)
+
+    def open(self, path: str) -> Database:
+        """Open (or share) the database at `path`; it must already exist."""
+        real = os.path.realpath(path)
+        with self.lock:
+            db = self._databases.get(real)
+            if db is not None and not db.closed:
+                return db
+            if not os.path.isfile(os.path.join(real, "data.mdb")):
+                raise CommandError(f"{path} is not a pynndb database (no data.mdb)", NOT_FOUND)
+            db = registry.open_database(real, real)
+            db.add_listener(self._waker.set)
+            self._databases[real] = db
+            return db
+
+    def serve(self, db: Database) -> bool:
+        """Serve ``db`` as a source; False if it already was."""
+        with self.lock:
+            if db.replication.uuid in self._sources:
+                return False
+            self._sources[db.replication.uuid] = Source(db, Publisher(db))
+            watched = self._waker.watch(db.path)
+            self.all_watched = self.all_watched and watched
+        return True
+
+    def unserve(self, db: Database) -> bool:
+        """Stop serving ``db``; False if it was not served here."""
+        with self.lock:
+            return self._sources.pop(db.replication.uuid, None) is not None
+
+    def source(self, uuid: str) -> Source | None:
+        with self.lock:
+            return self._sources.get(uuid)
+
+    def host(self, key: Key, replica: Replica) -> None:
+        with self.lock:
+            self._replicas[key] = Hosted(replica)
+
+    def hosted(self, key: Key) -> Hosted | None:
+        with self.lock:
+            return self._replicas.get(key)
+
+    def unhost(self, key: Key) -> tuple[Hosted | None, bool]:
+        """Remove a hosted replica; also say whether another replica here still follows its source."""
+        with self.lock:
+            hosted = self._replicas.pop(key, None)
+            still_used = any(other == key[1] for (_target, other) in self._replicas)
+        return hosted, still_used
+
+    def following(self, source: str | None, target: str | None = None) -> list[Hosted]:
+        """Hosted replicas of ``source`` (into database ``target`` only, when given)."""
+        with self.lock:
+            return [
+                hosted
+                for (replica_uuid, source_uuid), hosted in self._replicas.items()
+                if source_uuid == source and (target is None or replica_uuid == target)
+            ]
+
+    def follows(self, source: str) -> bool:
+        with self.lock:
+            return any(other == source for (_target, other) in self._replicas)
+
+    def select(self, params: dict[str, Any]) -> list[Hosted]:
+        """Hosted replicas matching ``path`` and ``uuid`` (source) params, all when neither is given."""
+        path, source = params.get("path"), params.get("uuid")
+        with self.lock:
+            chosen = [
+                hosted
+                for (_target, origin), hosted in self._replicas.items()
+                if (path is None or os.path.realpath(path) == hosted.replica.db.path)
+                and (source is None or source == origin)
+            ]
+        if not chosen and (path is not None or source is not None):
+            raise CommandError("no replica on this node matches", NOT_FOUND)
+        return chosen
+
+    def database(self, uuid: str) -> Database:
+        """The open database with this uuid on this node (CommandError not_found otherwise)."""
+        with self.lock:
+            for db in self._databases.values():
+                if not db.closed and db.replication.uuid == uuid:
+                    return db
+        raise CommandError(f"database {uuid} is not on this node", NOT_FOUND)
+
+    def snapshot(self) -> tuple[list[Database], list[Source], list[Hosted]]:
+        """A consistent copy: open databases, served sources, hosted replicas."""
+        with self.lock:
+            return list(self._databases.values()), list(self._sources.values()), list(self._replicas.values())
+
+    def busy(self) -> tuple[bool, bool]:
+        """(hosts any replica, serves any source)."""
+        with self.lock:
+            return bool(self._replicas), bool(self._sources)
+
+    def info(self) -> ReplicationInfo:
+        """What this node advertises in its directory entry."""
+        with self.lock:
+            sources = {
+                uuid: SourceInfo(state.db.path, state.publisher.published, state.publisher.published_clock)
+                for uuid, state in self._sources.items()
+            }
+            replicas: dict[str, ReplicaInfo] = {}
+            for (target, source), hosted in self._replicas.items():
+                replica = hosted.replica
+                info = replicas.get(target)
+                if info is None:
+                    info = replicas[target] = ReplicaInfo(replica.db.path)
+                info.sources[source] = ReplicaSourceInfo(replica.mode, replica.hwm)
+        return ReplicationInfo(sources, replicas)
+
+    def release(self) -> None:
+        """Forget everything and release the databases (the service stopped)."""
+        with self.lock:
+            databases = list(self._databases.values())
+            self._databases.clear()
+            self._sources.clear()
+            self._replicas.clear()
+        for db in databases:
+            db.remove_listener(self._waker.set)
+            registry.release(db)
