@@ -131,7 +131,7 @@ def test_backup_of_a_live_source_under_writes(manager: Manager, tmp_path: Path) 
     assert run("restore", backup, restored).exit_code == 0
     # The source as it stood at the manifest's sequence: its journal replayed up to there into an empty database.
     reference = manager.database("reference", str(tmp_path / "reference"))
-    replica = Replica(reference, manifest["uuid"])
+    replica = Replica(reference, manifest["uuid"]).register()
     start = 1
     while start <= manifest["sequence"]:
         batch = [entry for entry in source.replication.entries(start, 1000) if entry[0] <= manifest["sequence"]]

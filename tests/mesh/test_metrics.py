@@ -108,7 +108,7 @@ def test_lag_in_seconds_stays_true_while_the_source_is_idle(
 
 def test_lag_after_an_idle_spell_is_the_age_of_the_missing_entry(manager: Manager, tmp_path: Path) -> None:
     source = manager.database("source", str(tmp_path / "source"), config={"replication": True})
-    replica = Replica(manager.database("replica", str(tmp_path / "replica")), source.replication.uuid)
+    replica = Replica(manager.database("replica", str(tmp_path / "replica")), source.replication.uuid).register()
     replica.last_applied_clock = now_clock() - ((3600 * 1000) << 16)  # the last entry applied is an hour old
     replica.hwm, replica.source_last = 5, 6
     replica.source_clock = now_clock()  # the source has just written entry 6

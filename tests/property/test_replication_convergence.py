@@ -44,7 +44,7 @@ class Link:
         self.source = source
         self.publisher = Publisher(source, batch_entries=3)
         self.publisher.published = 0  # publish the whole journal, not only what comes after this point
-        self.replica = Replica(target, source.replication.uuid, mode, clock=clock, request_timeout=1.0)
+        self.replica = Replica(target, source.replication.uuid, mode, clock=clock, request_timeout=1.0).register()
         self.requests = self.replica.start()
 
     def deliver(self, messages: list[Any]) -> None:

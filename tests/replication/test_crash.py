@@ -27,7 +27,7 @@ manager = Manager()
 source = manager.database("source", sys.argv[1])
 target = manager.database("target", sys.argv[2], config={"replication": True})
 publisher = Publisher(source, batch_entries=int(sys.argv[3]))
-replica = Replica(target, source.replication.uuid)
+replica = Replica(target, source.replication.uuid).register()
 for request in replica.start():
     for message in publisher.serve(request):
         replica.receive(message)

@@ -83,7 +83,7 @@ def test_a_snapshot_replaces_only_the_chosen_tables(open_db) -> None:
         source.table("a").append({"n": 1000 + number})
         source.table("b").append({"n": 1000 + number})
     old_b, old_c = documents(target, "b"), documents(target, "c")
-    replica = Replica(target, source.replication.uuid, "one-way", tables=["a"])
+    replica = Replica(target, source.replication.uuid, "one-way", tables=["a"]).register()
     publisher = Publisher(source)
     serve(publisher, replica, replica.start())
     assert replica.counters["full_resyncs"] == 1 and replica.state == "live"
@@ -108,7 +108,7 @@ def test_a_replica_ignores_other_tables_in_a_full_snapshot(open_db) -> None:
     """An older source ignores `tables` in the request and sends everything: the replica keeps only its tables."""
     source, target = open_db("source"), open_db("target")
     fill(source)
-    replica = Replica(target, source.replication.uuid, "one-way", tables=["c"])
+    replica = Replica(target, source.replication.uuid, "one-way", tables=["c"]).register()
     for message in snapshot(source):
         replica.receive(message)
     assert sorted(target.tables()) == ["c"]
@@ -148,15 +148,15 @@ def test_a_filtered_source_of_an_aggregation(open_db) -> None:
 def test_another_filter_for_a_registration_is_refused(open_db) -> None:
     source, target = open_db("source"), open_db("target")
     uuid = source.replication.uuid
-    Replica(target, uuid, "one-way", tables=["a", "b"])
-    Replica(target, uuid, "one-way", tables=["b", "a"])  # the same filter again: idempotent
+    Replica(target, uuid, "one-way", tables=["a", "b"]).register()
+    Replica(target, uuid, "one-way", tables=["b", "a"]).register()  # the same filter again: idempotent
     with pytest.raises(FilterConflict, match="UNREPLICATE") as raised:
-        Replica(target, uuid, "one-way", tables=["a"])
+        Replica(target, uuid, "one-way", tables=["a"]).register()
     assert raised.value.code == "filter_conflict"
     with pytest.raises(FilterConflict):
-        Replica(target, uuid, "one-way")
+        Replica(target, uuid, "one-way").register()
     unregister(target, uuid)
-    Replica(target, uuid, "one-way", tables=["a"])  # after UNREPLICATE: a new filter
+    Replica(target, uuid, "one-way", tables=["a"]).register()  # after UNREPLICATE: a new filter
     assert filters(target)[uuid] == frozenset({"a"})
 
 
@@ -205,7 +205,7 @@ def test_a_registration_made_before_filters_means_every_table(open_db) -> None:
 def test_bad_tables_are_refused(open_db, tables) -> None:
     source, target = open_db("source"), open_db("target")
     with pytest.raises(InvalidReplication) as raised:
-        Replica(target, source.replication.uuid, "one-way", tables=tables)
+        Replica(target, source.replication.uuid, "one-way", tables=tables).register()
     assert raised.value.code == "bad_params"
 
 

@@ -31,7 +31,7 @@ def test_lost_batch_is_requested_and_repaired(open_db) -> None:
     publisher.published = 0
     batches = publisher.poll()
     assert len(batches) == 7  # 31 entries (create + 30 puts)
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     assert deliver(replica, batches[:1]) == []
     assert replica.hwm == 5
     requests = deliver(replica, batches[2:])  # the second batch is lost
@@ -48,7 +48,7 @@ def test_lost_batch_is_requested_and_repaired(open_db) -> None:
 
 def test_late_joiner_asks_for_everything(open_db) -> None:
     source, target = filled(open_db)
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     requests = replica.start()
     assert requests == [Request(source.replication.uuid, target.replication.uuid, 1, False)]
     serve(Publisher(source), replica, requests)
@@ -60,7 +60,7 @@ def test_out_of_order_and_duplicate_batches(open_db) -> None:
     publisher = Publisher(source, batch_entries=4)
     publisher.published = 0
     batches = publisher.poll()
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     requests = deliver(replica, list(reversed(batches)) + batches)
     assert replica.hwm == source.replication.sequence
     assert diff(source, target) == {}
@@ -72,7 +72,7 @@ def test_out_of_order_and_duplicate_batches(open_db) -> None:
 def test_unanswered_request_is_repeated_after_the_timeout(open_db) -> None:
     source, target = filled(open_db)
     clock = FakeClock()
-    replica = Replica(target, source.replication.uuid, clock=clock, request_timeout=2.0)
+    replica = Replica(target, source.replication.uuid, clock=clock, request_timeout=2.0).register()
     first = replica.start()
     assert replica.tick() == [], "too early to ask again"
     clock.now = 2.5
@@ -92,7 +92,7 @@ def test_lost_last_batch_is_noticed_through_the_source_sequence(open_db) -> None
     publisher.published = 0
     batches = publisher.poll()
     clock = FakeClock()
-    replica = Replica(target, source.replication.uuid, clock=clock)
+    replica = Replica(target, source.replication.uuid, clock=clock).register()
     replica.start()
     deliver(replica, batches[:-1])  # the last batch is lost: nothing after it reveals the gap
     lagging = Entries(source.replication.uuid, [], source.replication.sequence)

@@ -15,7 +15,7 @@ def test_hold_stops_at_the_digest_sequence_and_release_applies_the_rest(open_db:
     source, target = open_db("source"), open_db("target")
     docs = source.table("docs")
     publisher = Publisher(source)
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     serve(publisher, replica, replica.start())
     for number in range(10):
         docs.append({"n": number})

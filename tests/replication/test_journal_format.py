@@ -44,7 +44,7 @@ def test_a_replica_writes_documents_without_encoding_them_again(open_db, monkeyp
     people.append_many([person(number) for number in range(50)])
     people.append(person(50))
     target = open_db("target")
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     encoded: list[object] = []
 
     def refuse(value: object, *args: object) -> bytes:
@@ -74,7 +74,7 @@ def test_format_1_entries_are_still_read(open_db) -> None:
     assert decode_body(body).ops[1][3] == {"name": "Ann", "age": 3}
     # A replica applies it, and a change feed reads it from a journal that holds it.
     target = open_db("target")
-    replica = Replica(target, UUID)
+    replica = Replica(target, UUID).register()
     deliver(replica, [Entries(UUID, [(1, 7 << 16, body)], 1)])
     assert replica.status()["state"] == "live"
     assert documents(target, "people") == {key: {"name": "Ann", "age": 3}}
@@ -114,7 +114,7 @@ def test_malformed_bodies_raise(body: bytes) -> None:
 
 def test_a_malformed_document_stalls_the_replica_and_changes_nothing(open_db) -> None:
     target = open_db("target")
-    replica = Replica(target, UUID)
+    replica = Replica(target, UUID).register()
     good = v2_body({"o": UUID, "v": 1 << 16, "ops": [["put", "people", "k1", 7]]}, [b'{"a":1}'])
     bad = v2_body({"o": UUID, "v": 2 << 16, "ops": [["put", "people", "k2", 7]]}, [b'{"a":!}'])
     deliver(replica, [Entries(UUID, [(1, 1 << 16, good), (2, 2 << 16, bad)], 2)])
@@ -132,7 +132,7 @@ def test_puts_to_keys_the_replica_holds_are_updates_in_a_batch(open_db) -> None:
     people.ensure("by_name", "{name}", duplicates=True)
     first = people.append(person(1))
     target = open_db("target")
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     publisher = Publisher(source)
     serve(publisher, replica, replica.start())
     with source.write_transaction() as txn:  # one entry: new, update of a held key, new, the same new key again

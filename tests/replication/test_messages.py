@@ -53,7 +53,7 @@ def test_round_trip_of_real_entries_and_snapshot(open_db) -> None:
     people.ensure("by_name", "{name}", duplicates=True)
     people.append_many([person(number) for number in range(50)])
     target = open_db("target")
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     messages = list(take_snapshot(source, chunk_bytes=1000))
     decoded = [decode(encode(message)) for message in messages]
     for original, copy in zip(messages, decoded, strict=True):
@@ -157,7 +157,7 @@ def test_malformed_entry_content_stalls_the_replica_then_it_recovers(open_db) ->
     for number in range(5):
         people.append(person(number))
     target = open_db("target")
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     good = source.replication.entries(1)
     deliver(replica, [Entries(source.replication.uuid, good[:2], 2)])
     before = documents(target, "people"), target.replication.sequence, target.replication.marks()
@@ -184,7 +184,7 @@ def test_malformed_snapshot_chunk_stalls_and_a_new_snapshot_repairs(open_db) -> 
     source = open_db("source")
     source.table("people").append_many([person(number) for number in range(20)])
     target = open_db("target")
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     messages = list(take_snapshot(source))
     begin, end = messages[0], messages[-1]
     bad = SnapshotChunk(begin.source, begin.seq, "people", [["k", {"a": 1}]])
@@ -204,7 +204,7 @@ def test_messages_from_another_source_are_ignored(open_db) -> None:
     source = open_db("source")
     source.table("people").append(person(1))
     target = open_db("target")
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     stranger = Entries(SOURCE, source.replication.entries(1), 2)
     assert deliver(replica, [stranger, SnapshotEnd(SOURCE, 50)]) == []
     assert replica.hwm == 0

@@ -26,7 +26,7 @@ def test_writes_between_snapshot_chunks_are_neither_missed_nor_doubled(open_db) 
     people.append_many([person(number) for number in range(300)])
     target = open_db("target")
     publisher = Publisher(source)
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     taken_at = source.replication.sequence
     kinds = []
     written = 1000
@@ -63,7 +63,7 @@ def test_snapshot_while_another_thread_writes(open_db) -> None:
     people = source.table("people")
     people.append_many([person(number) for number in range(2000)])
     target = open_db("target")
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     publisher = Publisher(source)
     stop = threading.Event()
     appended = []

@@ -74,7 +74,7 @@ def fill(db: Database, count: int = 400) -> None:
 
 
 def snapshot_into(source: Database, target: Database, chunk_bytes: int = 3000, stored: bool = True) -> Replica:
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     assert deliver(replica, take_snapshot(source, chunk_bytes=chunk_bytes, stored=stored)) == []
     assert replica.hwm == source.replication.sequence
     assert replica.state == "live"
@@ -90,7 +90,7 @@ def test_one_way_fast_snapshot_is_identical_and_answers_the_same(open_db) -> Non
     assert parts.count(("index", "by_name")) >= 2, "a dupsort index's entries must span several chunks"
     assert all(len(encode(m)) < 3000 + 600 for m in messages if isinstance(m, SnapshotChunk)), "bounded chunks"
     target = open_db("target", replication=False)
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     assert deliver(replica, messages) == []
     assert diff(source, target) == {}
     assert stored_dump(target) == stored_dump(source)
@@ -136,7 +136,7 @@ def test_the_wire_codec_round_trips_fast_chunks(open_db) -> None:
         else:
             assert copy == original
     target = open_db("target")
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     assert deliver(replica, decoded) == []
     assert diff(source, target) == {}
     assert stored_dump(target) == stored_dump(source)
@@ -176,7 +176,7 @@ def test_compressed_table_with_a_trained_dictionary_round_trips(open_db) -> None
     begin = messages[0]
     assert isinstance(begin, SnapshotBegin) and set(begin.dictionaries) == {"people"}
     target = open_db("target")
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     assert deliver(replica, [decode(encode(message)) for message in messages]) == []
     assert diff(source, target) == {}
     assert stored_dump(target) == dump, "records stored as the source stores them, same dictionary and level"
@@ -225,11 +225,11 @@ def test_a_crash_mid_snapshot_leads_to_a_fresh_snapshot(open_db) -> None:
     source = open_db("source")
     fill(source, 300)
     target = open_db("target")
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     messages = list(take_snapshot(source, chunk_bytes=2000))
     deliver(replica, messages[:5])  # begin and a few chunks, then the process dies
     assert source.replication.uuid not in target.replication.marks()
-    restarted = Replica(target, source.replication.uuid)
+    restarted = Replica(target, source.replication.uuid).register()
     requests = restarted.start()
     assert requests[0].snapshot is True, "an interrupted snapshot is asked for again, whole"
     assert deliver(restarted, Publisher(source).serve(requests[0])) == []
@@ -242,7 +242,7 @@ def test_a_snapshot_restarted_at_the_same_sequence_still_ends_identical(open_db)
     source = open_db("source")
     fill(source, 300)
     target = open_db("target")
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     first = list(take_snapshot(source, chunk_bytes=2000))
     second = list(take_snapshot(source, chunk_bytes=2000))
     assert first[0].seq == second[0].seq
@@ -269,7 +269,7 @@ def test_two_way_snapshot_from_fast_chunks_keeps_last_writer_wins(open_db) -> No
     newest["name"] = "newest on b"
     people_b.save(newest)
     # A full snapshot of a into b (two-way): b's newer change stays, a's delete holds.
-    replica = Replica(b, a.replication.uuid, "two-way")
+    replica = Replica(b, a.replication.uuid, "two-way").register()
     assert deliver(replica, take_snapshot(a, chunk_bytes=1500)) == []
     assert b["people"].get(newest.key).doc["name"] == "newest on b"
     assert b["people"].seek_one("by_email", {"email": "user2@example.com"}) is None
@@ -286,7 +286,7 @@ def test_aggregate_snapshot_from_fast_chunks_replaces_only_that_source(open_db) 
     assert len(target["people"]) == 50
     one_people = one["people"]
     one_people.delete(one_people.first())
-    replica = Replica(target, one.replication.uuid)
+    replica = Replica(target, one.replication.uuid).register()
     assert replica.mode == "aggregate"
     assert deliver(replica, take_snapshot(one, chunk_bytes=1000)) == []
     assert len(target["people"]) == 49
@@ -390,7 +390,7 @@ def test_a_bad_fast_chunk_stalls_the_replica_and_a_new_snapshot_repairs(open_db)
         ),
     ]
     for number, bad in enumerate(bad_chunks, 1):
-        replica = Replica(target, source.replication.uuid)
+        replica = Replica(target, source.replication.uuid).register()
         deliver(replica, [begin, bad])
         assert replica.status()["state"] == "stalled"
         assert replica.counters["malformed"] == 1
@@ -411,7 +411,7 @@ def test_json_chunks_are_still_understood(open_db) -> None:
     target = open_db("target")
     messages = [decode(encode(m)) for m in take_snapshot(source, chunk_bytes=2000, stored=False)]
     assert not chunk_parts(messages)
-    replica = Replica(target, source.replication.uuid)
+    replica = Replica(target, source.replication.uuid).register()
     assert deliver(replica, messages) == []
     assert diff(source, target) == {}
     assert stored_dump(target)["people"]["definition"] == stored_dump(source)["people"]["definition"]

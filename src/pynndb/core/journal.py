@@ -57,7 +57,7 @@ def version_key(table: str, oid: bytes) -> bytes:
 class Replication:
     """`db.replication`: the journal, the database's UUID, its read-only flag and its per-source marks."""
 
-    def __init__(self, db: Database, txn: lmdb.Transaction) -> None:
+    def __init__(self, db: Database, txn: lmdb.Transaction[bytes]) -> None:
         self._db = db
         env = db._env
         self._meta = db._meta
@@ -134,7 +134,7 @@ class Replication:
                 if not cursor.delete():
                     break
 
-    def emptied(self, txn: lmdb.Transaction, table: str) -> tuple[int, bytes]:
+    def emptied(self, txn: lmdb.Transaction[bytes], table: str) -> tuple[int, bytes]:
         """The version (clock, origin) at which a table was last emptied in a versioned database, or (0, b'')."""
         raw = txn.get(b"emptied:" + table.encode(), db=self._meta)
         return (0, b"") if raw is None else (struct.unpack(">Q", raw[:8])[0], raw[8:])
@@ -149,14 +149,14 @@ class Replication:
         if (clock, origin) > self.emptied(t.txn, table):
             t.txn.put(b"emptied:" + table.encode(), struct.pack(">Q", clock) + origin, db=self._meta)
 
-    def version_of(self, txn: lmdb.Transaction, table: str, oid: bytes) -> Version | None:
+    def version_of(self, txn: lmdb.Transaction[bytes], table: str, oid: bytes) -> Version | None:
         raw = txn.get(version_key(table, oid), db=self._versions)
         if raw is None:
             return None
         clock, origin, deleted, source = VERSION.unpack(raw)
         return Version(clock, origin, bool(deleted), source)
 
-    def versions(self, txn: lmdb.Transaction, table: str) -> Iterator[tuple[bytes, Version]]:
+    def versions(self, txn: lmdb.Transaction[bytes], table: str) -> Iterator[tuple[bytes, Version]]:
         """Every (record key, version) of a table, tombstones included."""
         prefix = table.encode() + b"\x00"
         cursor = txn.cursor(db=self._versions)
@@ -168,7 +168,7 @@ class Replication:
             clock, origin, deleted, source = VERSION.unpack(raw)
             yield key[len(prefix) :], Version(clock, origin, bool(deleted), source)
 
-    def _trim(self, txn: lmdb.Transaction, last_seq: int) -> None:
+    def _trim(self, txn: lmdb.Transaction[bytes], last_seq: int) -> None:
         retention = self._db.config.journal
         cursor = txn.cursor(db=self._journal)
         if not cursor.first():
@@ -215,7 +215,7 @@ class Replication:
             self._db._touch_schema(txn)
         self.versioned = versioned
 
-    def _refresh(self, txn: lmdb.Transaction) -> None:
+    def _refresh(self, txn: lmdb.Transaction[bytes]) -> None:
         self.enabled = txn.get(b"replication", db=self._meta) == b"1"
         self.read_only = txn.get(b"read_only", db=self._meta) == b"1"
         self.versioned = txn.get(b"versioned", db=self._meta) == b"1"
@@ -231,7 +231,7 @@ class Replication:
         with self._db._env.begin() as txn:
             return self.last_sequence(txn)
 
-    def last_sequence(self, txn: lmdb.Transaction) -> int:
+    def last_sequence(self, txn: lmdb.Transaction[bytes]) -> int:
         cursor = txn.cursor(db=self._journal)
         if cursor.last():
             return int(KEY.unpack(cursor.key())[0])
@@ -275,17 +275,17 @@ class Replication:
                     found[key[4:].decode()] = SEQ.unpack(value)[0]
             return found
 
-    def mark(self, txn: lmdb.Transaction, source: str) -> int:
+    def mark(self, txn: lmdb.Transaction[bytes], source: str) -> int:
         raw = txn.get(b"hwm:" + source.encode(), db=self._meta)
         return 0 if raw is None else int(SEQ.unpack(raw)[0])
 
-    def set_mark(self, txn: lmdb.Transaction, source: str, seq: int) -> None:
+    def set_mark(self, txn: lmdb.Transaction[bytes], source: str, seq: int) -> None:
         txn.put(b"hwm:" + source.encode(), SEQ.pack(seq), db=self._meta)
 
-    def meta_get(self, txn: lmdb.Transaction, key: bytes) -> bytes | None:
+    def meta_get(self, txn: lmdb.Transaction[bytes], key: bytes) -> bytes | None:
         return txn.get(key, db=self._meta)
 
-    def meta_put(self, txn: lmdb.Transaction, key: bytes, value: bytes | None) -> None:
+    def meta_put(self, txn: lmdb.Transaction[bytes], key: bytes, value: bytes | None) -> None:
         if value is None:
             txn.delete(key, db=self._meta)
         else:

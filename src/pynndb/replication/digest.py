@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from deepdiff import DeepDiff
 
-from pynndb.core.codec import decode_value
-from pynndb.replication.source import consistent_read
+from pynndb.core.storage import Storage
 
 if TYPE_CHECKING:
     from pynndb.core.database import Database
@@ -30,23 +29,16 @@ def summary(db: Database) -> dict[str, dict[str, Any]]:
 def sequenced_summary(db: Database) -> tuple[int, dict[str, dict[str, Any]]]:
     """`summary` and the journal sequence it was taken at (0 without a journal), from one read transaction."""
     result: dict[str, dict[str, Any]] = {}
-    with consistent_read(db) as txn:
-        sequence = db.replication.last_sequence(txn) if db.replication.enabled else 0
-        for name in sorted(db._tables):
-            table = db._tables[name]
-            if table._dbi is None:
-                continue
+    with Storage(db).read() as view:
+        sequence = view.last_sequence()
+        for name in view.table_names():
             hasher = hashlib.blake2b(digest_size=16)
             count = 0
-            for oid, stored in txn.cursor(db=table._dbi):
+            for oid, fields in view.documents(name):
                 hasher.update(oid)
-                hasher.update(orjson.dumps(decode_value(stored, table._compressor), option=_SORTED))
+                hasher.update(orjson.dumps(fields, option=_SORTED))
                 count += 1
-            result[name] = {
-                "indexes": {index: table._indexes[index].definition.to_json() for index in sorted(table._indexes)},
-                "records": count,
-                "digest": hasher.hexdigest(),
-            }
+            result[name] = {"indexes": view.index_definitions(name), "records": count, "digest": hasher.hexdigest()}
     return sequence, result
 
 
@@ -57,13 +49,11 @@ def digest(db: Database) -> str:
 
 def table_content(db: Database, name: str) -> dict[str, Any]:
     """A table as plain data: {'indexes': {...}, 'documents': {key: fields}}."""
-    table = db._tables.get(name)
-    if table is None or table._dbi is None:
-        return {}
-    with db._env.begin() as txn:
-        documents = {oid.decode(): decode_value(stored, table._compressor) for oid, stored in txn.cursor(db=table._dbi)}
-    indexes = {index: table._indexes[index].definition.to_json() for index in sorted(table._indexes)}
-    return {"indexes": indexes, "documents": documents}
+    with Storage(db).read() as view:
+        if name not in view.table_names():
+            return {}
+        documents = {oid.decode(): fields for oid, fields in view.documents(name)}
+        return {"indexes": view.index_definitions(name), "documents": documents}
 
 
 def only(summary_of_tables: dict[str, Any], tables: Iterable[str] | None) -> dict[str, Any]:

@@ -28,7 +28,7 @@ class _Direction:
     def __init__(self, source: Database, target: Database, two_way: bool, tables: Iterable[str] | None) -> None:
         self.publisher = Publisher(source)
         mode = "two-way" if two_way else "one-way"
-        self.replica = Replica(target, source.replication.uuid, mode, tables=tables)
+        self.replica = Replica(target, source.replication.uuid, mode, tables=tables).register()
         self.requests: list[Request] = self.replica.start()
 
     def step(self) -> int:

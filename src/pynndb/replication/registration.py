@@ -7,31 +7,22 @@ from __future__ import annotations
 import uuid as uuid_module
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from pynndb.core.journal import SEQ
+from pynndb.core import meta
+from pynndb.core.storage import Storage
 from pynndb.errors import FilterConflict
 from pynndb.replication.table_filter import Tables, listed, tables_of
 
 if TYPE_CHECKING:
     from pynndb.core.database import Database
 
-REGISTRATION = b"replica:"
-SNAPSHOT = b"snapshot:"  # + source: a snapshot under way (the replica asks for a new one until it ends)
-LEFT_FILTER = b"left-filter:"  # + source: the filter of a registration removed with its mark kept (absent: none)
+REGISTRATION = meta.REGISTRATION  # (the key layout lives in core/meta.py)
+SNAPSHOT = meta.SNAPSHOT
+LEFT_FILTER = meta.LEFT_FILTER
 
 
 def _registered(db: Database) -> dict[str, dict[str, Any]]:
     """Source UUID -> its stored registration ({'mode', 'tables'?}), for every source `db` replicates."""
-    found: dict[str, dict[str, Any]] = {}
-    with db._env.begin() as txn:
-        cursor = txn.cursor(db=db._meta)
-        if cursor.set_range(REGISTRATION):
-            for key, value in cursor:
-                if not key.startswith(REGISTRATION):
-                    break
-                found[key[len(REGISTRATION) :].decode()] = orjson.loads(value)
-    return found
+    return Storage(db).registrations()
 
 
 def registrations(db: Database) -> dict[str, str]:
@@ -74,9 +65,9 @@ def register(db: Database, source: str, two_way: bool, tables: Tables = None) ->
         registration: dict[str, Any] = {"mode": mode}
         if tables is not None:
             registration["tables"] = listed(tables)  # absent: every table (registrations made before filters)
-        with db._env.begin(write=True) as txn:
-            txn.put(REGISTRATION + source.encode(), orjson.dumps(registration), db=db._meta)
-            db._touch_schema(txn)  # replicas of this database cache their mode by the schema token
+        for tx in Storage(db).transactions():
+            with tx:
+                tx.set_registration(source, registration)
     read_only = any(kind == "read-only" for kind in {**existing, source: mode}.values())
     if read_only != replication.read_only:
         replication.set_read_only(read_only)
@@ -87,15 +78,14 @@ def register(db: Database, source: str, two_way: bool, tables: Tables = None) ->
 def _start_over_for_new_tables(db: Database, source: str, tables: Tables) -> None:
     """A registration that takes tables its kept mark did not cover (the filter grew since UNREPLICATE) starts
     with a snapshot: their earlier content is not in the entries after the mark."""
-    replication = db.replication
-    with db._env.begin(write=True) as txn:
-        raw = replication.meta_get(txn, LEFT_FILTER + source.encode())
-        if raw is None or not replication.mark(txn, source):
-            return
-        covered = frozenset(orjson.loads(raw))
-        if tables is None or not tables <= covered:
-            replication.meta_put(txn, SNAPSHOT + source.encode(), SEQ.pack(0))  # as an interrupted snapshot
-        replication.meta_put(txn, LEFT_FILTER + source.encode(), None)
+    for tx in Storage(db).transactions():
+        with tx:
+            covered = tx.left_filter(source)
+            if covered is None or not tx.mark(source):
+                continue
+            if tables is None or not tables <= frozenset(covered):
+                tx.set_snapshot_marker(source, 0)  # as an interrupted snapshot
+            tx.set_left_filter(source, None)
 
 
 def unregister(db: Database, source: str) -> None:
@@ -104,34 +94,18 @@ def unregister(db: Database, source: str) -> None:
     A filtered registration leaves its filter behind: registering again with more tables starts with a snapshot.
     """
     tables = filters(db).get(source)
-    with db._env.begin(write=True) as txn:
-        txn.delete(REGISTRATION + source.encode(), db=db._meta)
-        db._touch_schema(txn)  # replicas of this database cache their mode by the schema token
-        left = None if tables is None else orjson.dumps(listed(tables))
-        db.replication.meta_put(txn, LEFT_FILTER + source.encode(), left)
+    for tx in Storage(db).transactions():
+        with tx:
+            tx.set_registration(source, None)
+            tx.set_left_filter(source, listed(tables))
     if not any(mode == "read-only" for mode in registrations(db).values()) and db.replication.read_only:
         db.replication.set_read_only(False)
 
 
 def _attribute_documents(db: Database, source: str) -> None:
     source_bytes = uuid_module.UUID(source).bytes
-    db._reload_schema()
-    t = db._begin(True, applying=True)
-    try:
-        t.origin = t.source = source_bytes
-        t.version = 0
-        replication = db.replication
-        replication.versioned = True  # for this transaction's record_version calls; persisted just after
-        for table in list(db._tables.values()):
-            if table._dbi is None:
-                continue
-            for oid, _stored in t.txn.cursor(db=table._dbi):
-                if replication.version_of(t.txn, table.name, oid) is None:
-                    replication.record_version(t, table.name, oid, False)
-        t.txn.put(b"versioned", b"1", db=db._meta)
-        db._touch_schema(t.txn)
-        t.commit()
-    except BaseException:
-        t.abort()
-        db.replication.versioned = False
-        raise
+    storage = Storage(db)
+    storage.refresh()
+    for tx in storage.transactions():
+        with tx:
+            tx.attribute_documents(source_bytes)

@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import uuid as uuid_module
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
-
-from pynndb.core.codec import raw_json
-from pynndb.core.database import TABLE_PREFIX
 from pynndb.core.journal import Version
-from pynndb.errors import DatabaseError, ReplicationNotEnabled
+from pynndb.core.snapshot_read import SnapshotRead
+from pynndb.core.storage import Storage
+from pynndb.errors import ReplicationNotEnabled
 from pynndb.replication import fast_snapshot
 from pynndb.replication.messages import Entries, Message, Request, SnapshotBegin, SnapshotChunk, SnapshotEnd
 
 if TYPE_CHECKING:
     from pynndb.core.database import Database
-    from pynndb.core.table import Table
 
+SnapshotMessage = SnapshotBegin | SnapshotChunk | SnapshotEnd
 BATCH_ENTRIES = 2000
 BATCH_BYTES = 1 << 20
 CHUNK_BYTES = 1 << 20
@@ -105,79 +102,39 @@ class Publisher:
 
 def snapshot(
     db: Database, chunk_bytes: int = CHUNK_BYTES, stored: bool = True, tables: list[str] | None = None
-) -> Iterator[Message]:
+) -> Iterator[SnapshotMessage]:
     """A consistent snapshot of `db`: definitions, then each table's content in bounded chunks, then the end.
 
     With `stored` (the default) chunks carry the stored key/value pairs of records, tombstones and index entries
     (see fast_snapshot); otherwise documents as JSON `[key, fields or null, version or null]` (the older form).
     With `tables`, only those tables (for a filtered replica).
     """
-    replication = db.replication
-    source = replication.uuid
-    with consistent_read(db) as txn:
-        seq = replication.last_sequence(txn)
-        definitions: dict[str, object] = {}
-        cursor = txn.cursor(db=db._meta)
-        if cursor.set_range(TABLE_PREFIX):
-            for key, value in cursor:
-                if not key.startswith(TABLE_PREFIX):
-                    break
-                name = key[len(TABLE_PREFIX) :].decode()
-                if tables is None or name in tables:
-                    definitions[name] = orjson.loads(value)
-        # The handles as of this transaction (the schema token matched): index definitions and entries agree.
-        handles = {
-            name: (table, table._dbi, {index.name: index.dbi for index in table._index_list})
-            for name in definitions
-            if (table := db._tables.get(name)) is not None and table._dbi is not None
-        }
-        documents = sum(txn.stat(dbi)["entries"] for _table, dbi, _indexes in handles.values())
-        yield SnapshotBegin(source, seq, definitions, documents, fast_snapshot.dictionaries(txn, db._meta, definitions))
-        for name, (table, dbi, indexes) in handles.items():
+    source = db.replication.uuid
+    with Storage(db).read() as view:
+        seq = view.last_sequence()
+        definitions = view.definitions(tables)
+        present = set(view.table_names())
+        names = [name for name in definitions if name in present]
+        documents = sum(view.count(name) for name in names)
+        yield SnapshotBegin(source, seq, definitions, documents, view.dictionaries(definitions))
+        for name in names:
             if stored:
-                yield from fast_snapshot.table_chunks(txn, replication, name, dbi, indexes, source, seq, chunk_bytes)
+                yield from fast_snapshot.table_chunks(view, name, source, seq, chunk_bytes)
             else:
-                yield from _json_chunks(txn, db, name, table, chunk_bytes)
+                yield from _json_chunks(view, source, seq, name, chunk_bytes)
         yield SnapshotEnd(source, seq)
 
 
-@contextmanager
-def consistent_read(db: Database) -> Iterator[Any]:
-    """A read transaction in which `db`'s table and index handles match the schema it sees."""
-    for _attempt in range(16):
-        db._reload_schema()
-        txn = db._env.begin()
-        if txn.get(b"schema", db=db._meta) == db._schema_token:
-            break
-        txn.abort()  # the schema changed since the reload: again
-    else:
-        raise DatabaseError(f"{db.path}: the schema keeps changing; no consistent snapshot")
-    try:
-        yield txn
-    finally:
-        txn.abort()
-
-
-def _json_chunks(txn: Any, db: Database, name: str, table: Table, chunk_bytes: int) -> Iterator[Message]:
-    replication = db.replication
-    source = replication.uuid
-    seq = replication.last_sequence(txn)
-    versioned = replication.versioned
-    compressor = table._compressor
+def _json_chunks(view: SnapshotRead, source: str, seq: int, name: str, chunk_bytes: int) -> Iterator[SnapshotChunk]:
     parts: list[bytes] = []
     size = 0
-    records: Iterator[tuple[bytes, bytes]] = iter(txn.cursor(db=table._dbi))  # buffers=False: bytes
-    for oid, stored in records:
-        version = replication.version_of(txn, name, oid) if versioned else None
-        doc = raw_json(stored, compressor)
+    for oid, doc, version in view.json_documents(name):
         parts.append(b'["%b",%b,%b]' % (oid, doc, version_json(version)))
         size += len(doc) + 64
         if size >= chunk_bytes:
             yield SnapshotChunk(source, seq, name, raw=b"[" + b",".join(parts) + b"]")
             parts, size = [], 0
-    if versioned:
-        for oid, version in replication.versions(txn, name):
-            if version.deleted:
-                parts.append(b'["%b",null,%b]' % (oid, version_json(version)))
+    for oid, version in view.tombstones(name):
+        parts.append(b'["%b",null,%b]' % (oid, version_json(version)))
     if parts:
         yield SnapshotChunk(source, seq, name, raw=b"[" + b",".join(parts) + b"]")

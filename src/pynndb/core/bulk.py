@@ -1,0 +1,231 @@
+"""Stored key/value pairs in bulk: a table's records, tombstones and index entries read as stored, and written back.
+
+A source reads each table's pairs in key order in bounded batches (`stored_parts`); a one-way replica whose table
+was re-created empty appends them with ``putmulti(append=True)`` (`load_stored`): no JSON decoding, no re-encoding,
+no index key computed. It still journals a ``put`` op per record (with the stored JSON bytes as its document) when
+it keeps a journal, and records versions when it keeps them, as writing each document would.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import accumulate, chain, islice, repeat
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Protocol
+
+import lmdb
+import zstandard
+
+from pynndb.core import ops as op_vocabulary
+from pynndb.core.codec import Compressor, raw_json
+from pynndb.core.journal import VERSION
+from pynndb.errors import MalformedEntry
+
+if TYPE_CHECKING:
+    from pynndb.core.journal import Replication
+    from pynndb.core.table import Table
+    from pynndb.core.transaction import Transaction
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+READ_AHEAD = 1024  # pairs read from a cursor at a time
+RECORDS, TOMBSTONES, INDEX = "records", "tombstones", "index"  # the parts of a table's stored pairs
+first_byte = first_item = itemgetter(0)
+second_item = itemgetter(1)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPart:
+    """A batch of one table's stored pairs: `part` is 'records' (with `versions` when the source keeps them, one
+    per record, b'' for none), 'tombstones' (versions as values) or 'index' (of index `index`)."""
+
+    part: str
+    keys: Sequence[bytes]
+    values: Sequence[bytes]
+    versions: Sequence[bytes] | None = None
+    index: str | None = None
+
+
+class Pairs(Protocol):
+    """What `load_stored` reads of a batch of stored pairs (a `StoredPart`, or a snapshot message's pairs)."""
+
+    @property
+    def part(self) -> str: ...
+    @property
+    def keys(self) -> Sequence[bytes]: ...
+    @property
+    def values(self) -> Sequence[bytes]: ...
+    @property
+    def versions(self) -> Sequence[bytes] | None: ...
+    @property
+    def index(self) -> str | None: ...
+
+
+# --- reading ----------------------------------------------------------------------------------------------------
+def _batches(cursor: Iterable[tuple[bytes, bytes]], chunk_bytes: int) -> Iterator[tuple[list[bytes], list[bytes]]]:
+    """The cursor's pairs as (keys, values) lists of about `chunk_bytes` (cut after the pair that reaches it).
+
+    Pairs are read READ_AHEAD at a time and sized with C-level iterators (no Python code runs per pair); only
+    the keys and values are kept, not the pairs: bytes are not tracked by the cyclic garbage collector.
+    """
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    size = 0
+    pending = iter(cursor)
+    while batch := list(islice(pending, READ_AHEAD)):
+        while batch:
+            grown = size + sum(map(len, chain.from_iterable(batch)))
+            if grown < chunk_bytes:
+                taken = len(batch)
+                size = grown
+            else:
+                # Running totals after each key and each value: totals[2 * n] is the size after n more pairs.
+                totals = list(accumulate(map(len, chain.from_iterable(batch)), initial=size))
+                taken = max(1, (bisect_left(totals, chunk_bytes) + 1) // 2)
+            keys += map(first_item, batch[:taken])
+            values += map(second_item, batch[:taken])
+            if grown < chunk_bytes:
+                break
+            yield keys, values
+            keys, values, size, batch = [], [], 0, batch[taken:]
+    if keys:
+        yield keys, values
+
+
+def stored_parts(
+    txn: lmdb.Transaction[bytes], replication: Replication, table: Table, chunk_bytes: int
+) -> Iterator[StoredPart]:
+    """One table's stored pairs in batches of about `chunk_bytes`: records (with versions when the database keeps
+    them), tombstones, then each index's entries; `txn` must be a read transaction opened with buffers=False."""
+    versions_db = replication._versions
+    versioned = replication.versioned
+    prefix = table.name.encode() + b"\x00"
+    get = txn.get
+    for keys, values in _batches(txn.cursor(db=table._dbi), chunk_bytes):
+        versions = [get(prefix + key, b"", db=versions_db) for key in keys] if versioned else None
+        yield StoredPart(RECORDS, keys, values, versions)
+    if versioned:
+        for keys, values in _batches(_tombstones(txn, versions_db, prefix), chunk_bytes):
+            yield StoredPart(TOMBSTONES, keys, values)
+    for index in table._index_list:
+        for keys, values in _batches(txn.cursor(db=index.dbi), chunk_bytes):
+            yield StoredPart(INDEX, keys, values, None, index.name)
+
+
+def _tombstones(txn: lmdb.Transaction[bytes], versions_db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    cursor = txn.cursor(db=versions_db)
+    if not cursor.set_range(prefix):
+        return
+    start = len(prefix)
+    for key, value in cursor:
+        if not key.startswith(prefix):
+            return
+        if value[24]:  # the tombstone flag of journal.VERSION
+            yield key[start:], value
+
+
+# --- writing ----------------------------------------------------------------------------------------------------
+def stored_json(value: bytes, compressor: Compressor | None) -> bytes:
+    """A stored record's JSON bytes (it may be stored plain or zstd-compressed), or MalformedEntry."""
+    if value[0] == 123:  # '{': stored as plain JSON
+        return value
+    try:
+        return raw_json(value, compressor)
+    except zstandard.ZstdError as error:
+        raise MalformedEntry(f"a stored record is neither JSON nor a readable zstd frame: {error}") from None
+
+
+def _same_codec(target: Compressor | None, source: Compressor | None) -> bool:
+    """Whether the target table reads the source's stored values as they are."""
+    if target is None or source is None:
+        return target is None and source is None
+    return target.dictionary == source.dictionary
+
+
+def _append(
+    txn: lmdb.Transaction[bytes], dbi: Any, keys: Sequence[bytes], values: Sequence[bytes], duplicates: bool
+) -> None:
+    """Write pairs (in key order) into a sub-database: appended when they all come after what it holds."""
+    cursor = txn.cursor(db=dbi)
+    first = keys[0], values[0]
+    if cursor.last():
+        last = bytes(cursor.key()), bytes(cursor.value())
+        after = last < first if duplicates else last[0] < first[0]
+    else:
+        after = True
+    if not after:
+        # Not after what is there: this snapshot's sequence was sent again and restarted (same content).
+        cursor.putmulti(zip(keys, values, strict=True), dupdata=True, overwrite=True)
+        return
+    _consumed, added = cursor.putmulti(zip(keys, values, strict=True), dupdata=True, overwrite=True, append=True)
+    if added != len(keys):
+        raise MalformedEntry("stored pairs must come in strictly increasing key order")
+
+
+def load_stored(t: Transaction, table: Table, part: Pairs, source: bytes, codec: Compressor | None) -> int:
+    """Write a batch of a source's stored pairs into `table` (re-created empty at the snapshot's start); `codec`
+    reads the records as the source stores them. Returns the documents written (0 for index entries)."""
+    keys, values = part.keys, part.values
+    if not isinstance(part.part, str) or not isinstance(keys, (list, tuple)) or not isinstance(values, (list, tuple)):
+        raise MalformedEntry("stored pairs need a part name and lists of keys and values")
+    count = len(keys)
+    if len(values) != count:
+        raise MalformedEntry("stored pairs need as many values as keys")
+    if not count:
+        return 0
+    txn = t.txn
+    if part.part == INDEX:
+        index = table._indexes.get(part.index or "")
+        if index is None:
+            raise MalformedEntry(f"index {part.index!r} of table {table.name!r} is not in the snapshot's definitions")
+        _append(txn, index.dbi, keys, values, index.duplicates)
+        return 0
+    replication = table._db.replication
+    prefix = table.name.encode() + b"\x00"
+    if part.part == TOMBSTONES:
+        if not set(map(len, values)) <= {VERSION.size}:
+            raise MalformedEntry("a tombstone's value must be a 41-byte version")
+        if replication.versioned:
+            deleted = b"\x01" + source
+            _put_versions(txn, replication, [prefix + key for key in keys], [value[:24] + deleted for value in values])
+        return count
+    if part.part != RECORDS:
+        raise MalformedEntry(f"unknown stored-pairs part {part.part!r}")
+    target = table._compressor
+    plain = set(map(first_byte, values)) == {123}  # every value stored as JSON ('{')
+    if not plain and not all(value[0] == 123 or value[:4] == ZSTD_MAGIC for value in values):
+        raise MalformedEntry("a stored record must be JSON or a zstd frame")
+    same = plain or _same_codec(target, codec)
+    texts = values if plain or (same and t.ops is None) else [stored_json(value, codec) for value in values]
+    written = values
+    if not same:
+        # The table's compression differs from the source's (not expected after the snapshot's start): re-encode.
+        written = texts if target is None else [target.compress(text) for text in texts]
+    _append(txn, table._dbi, keys, written, False)
+    if t.ops is not None:
+        # '["put",<table>,"<key>",<length>]' for each record, joined in one go (write_entry joins ops with ','),
+        # and the records' JSON as the entry's documents.
+        head = op_vocabulary.PUT_HEAD + table._name_json + b',"'
+        lengths = map(b"%d".__mod__, map(len, texts))
+        joined = b"".join(chain.from_iterable(zip(repeat(head), keys, repeat(b'",'), lengths, repeat(b"],"))))
+        t.ops.append(joined[:-1])
+        t.documents += b"".join(texts)
+    if replication.versioned:
+        live = b"\x00" + source
+        unknown = VERSION.pack(0, source, False, source)
+        versions = part.versions
+        if versions is None:
+            stamps = [unknown] * count
+        else:
+            if len(versions) != count or not set(map(len, versions)) <= {0, VERSION.size}:
+                raise MalformedEntry("a records part needs one version (41 bytes, or none) per record")
+            stamps = [version[:24] + live if version else unknown for version in versions]
+        _put_versions(txn, replication, [prefix + key for key in keys], stamps)
+    return count
+
+
+def _put_versions(
+    txn: lmdb.Transaction[bytes], replication: Replication, keys: list[bytes], values: list[bytes]
+) -> None:
+    txn.cursor(db=replication._versions).putmulti(zip(keys, values, strict=True), dupdata=True, overwrite=True)

@@ -1,0 +1,206 @@
+"""The mode rules of a replica: one applier per mode behind one interface, writing through the storage seam.
+
+'one-way': a read-only copy (a snapshot replaces everything; stored pairs are bulk-loaded). 'two-way': both sides
+write; last writer wins by (version, origin), and an ``empty`` or ``drop`` keeps what its writer had not seen.
+'aggregate': a read-only copy fed by several sources; a source's snapshot, ``drop`` or ``empty`` removes only the
+documents that came from that source.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import uuid as uuid_module
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pynndb.core import ops as op
+from pynndb.core.journal import read_entry
+from pynndb.errors import MalformedEntry
+from pynndb.replication import fast_snapshot
+from pynndb.replication.ordering import Entry
+from pynndb.replication.table_filter import Tables, filter_ops
+
+if TYPE_CHECKING:
+    from pynndb.core.codec import Compressor
+    from pynndb.core.storage import ApplyTransaction, StoredDocument
+    from pynndb.replication.messages import StoredPairs
+
+
+class Applier:
+    """Applies one source's journal ops and snapshot content in a given mode (the base: read-only modes)."""
+
+    mode = "one-way"
+    batched = True  # runs of puts to one table go to the storage seam whole (no version comparison needed)
+
+    def __init__(self, source: bytes) -> None:
+        self.source = source
+
+    # --- journal ops ---------------------------------------------------------------------------------------------
+    def apply_entries(self, tx: ApplyTransaction, entries: list[Entry], own: str, tables: Tables) -> int:
+        """Apply journal entries (seq, clock, body) of the source in `tx`, except those that originated in this
+        database (`own`: its UUID) and ops of tables not in `tables`; returns the documents put or deleted."""
+        documents = 0
+        source = self.source
+        # Decoding a large entry makes many short-lived dicts; the cyclic collector would rescan them all
+        # (3x slower) although none can form a cycle.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for _seq, _clock, body in entries:
+                origin, version, ops = read_entry(body)
+                if origin == own:
+                    continue  # our own change coming back through a two-way pair: never re-apply it
+                ops = filter_ops(tables, ops)  # ops of other tables are skipped; the mark still passes the entry
+                documents += op.document_count(ops)
+                origin_bytes = uuid_module.UUID(origin).bytes
+                tx.set_origin(origin_bytes, version, source)
+                self.apply_ops(tx, ops, version, origin_bytes)
+                tx.journal(origin, version)  # a relayed change keeps its origin
+        finally:
+            if collecting:
+                gc.enable()
+        return documents
+
+    def apply_ops(self, tx: ApplyTransaction, ops: list[Any], version: int, origin: bytes) -> None:
+        """Apply an entry's ops in order (the transaction already carries their origin and version)."""
+        if not self.batched:
+            for item in ops:
+                self.apply_op(tx, item, version, origin)
+            return
+        table = ""
+        run: list[StoredDocument] = []
+        loads = orjson.loads
+        for item in ops:
+            if item.__class__ is list and len(item) == 4 and item[0] == op.PUT:
+                name = item[1]
+                if name != table or not run:
+                    if run:
+                        tx.put_documents(table, run)
+                        run = []
+                    table = name
+                key = item[2]
+                oid = key.encode() if key.__class__ is str else b""
+                if not oid or item[3].__class__ is not bytes:
+                    raise MalformedEntry("a put op must carry a key and a document")
+                fields = loads(item[3])  # decoded once: the index keys need the fields
+                if fields.__class__ is not dict:
+                    raise MalformedEntry("a put op's document must be a JSON object")
+                run.append((oid, item[3], fields))
+                continue
+            if run:
+                tx.put_documents(table, run)
+                run = []
+            self.apply_op(tx, item, version, origin)  # (another op may drop or re-create a table)
+        if run:
+            tx.put_documents(table, run)
+
+    def apply_op(self, tx: ApplyTransaction, item: list[Any], version: int, origin: bytes) -> None:
+        kind = item[0]
+        if kind == op.PUT or kind == op.DELETE:
+            if item[2].__class__ is not str:
+                raise MalformedEntry("a document op must carry a key (str)")
+            self.document(tx, item[1], item[2].encode(), _fields(item[3]) if kind == op.PUT else None, version, origin)
+        elif kind == op.CREATE:
+            tx.create_table(item[1])
+        elif kind == op.DROP:
+            self.drop(tx, item[1], version, origin)
+        elif kind == op.EMPTY:
+            self.empty(tx, item[1], version, origin)
+        elif kind == op.ENSURE:
+            tx.ensure_index(item[1], item[2], item[3])
+        elif kind == op.DROP_INDEX:
+            tx.drop_index(item[1], item[2])
+        elif kind == op.COMPRESS:
+            tx.set_compression(item[1], item[2], None if item[3] is None else base64.b64decode(item[3]))
+        else:
+            raise MalformedEntry(f"unknown op {kind!r}")
+
+    def document(
+        self, tx: ApplyTransaction, table: str, oid: bytes, fields: dict[str, Any] | None, version: int, origin: bytes
+    ) -> None:
+        tx.put(table, oid, fields)
+
+    def drop(self, tx: ApplyTransaction, table: str, version: int, origin: bytes) -> None:
+        tx.drop_table(table)
+
+    def empty(self, tx: ApplyTransaction, table: str, version: int, origin: bytes) -> None:
+        tx.empty_table(table)
+
+    # --- snapshots -----------------------------------------------------------------------------------------------
+    def replace(self, tx: ApplyTransaction, table: str) -> None:
+        """At a snapshot's start: take away what the snapshot of this source replaces in `table`."""
+        tx.drop_table(table)
+
+    def stored(self, tx: ApplyTransaction, table: str, stored: StoredPairs, codec: Compressor | None) -> int:
+        """A chunk of stored pairs; returns the documents it held."""
+        return tx.load_stored(table, stored, self.source, codec)
+
+    def documents(self, tx: ApplyTransaction, table: str, documents: list[fast_snapshot.Document]) -> int:
+        """A snapshot's documents one by one (fields None: a tombstone); returns how many."""
+        for oid, fields, version, origin in documents:
+            if origin is None:
+                origin, version = self.source, 0
+            tx.set_origin(origin, version, self.source)
+            self.document(tx, table, oid, fields, version, origin)
+        return len(documents)
+
+
+class OneWay(Applier):
+    """A read-only copy of one source."""
+
+
+class Aggregate(Applier):
+    """A read-only copy of several sources: each one's snapshot, drop and empty touch only its own documents."""
+
+    mode = "aggregate"
+
+    def drop(self, tx: ApplyTransaction, table: str, version: int, origin: bytes) -> None:
+        tx.remove_source_documents(table, self.source)
+
+    def empty(self, tx: ApplyTransaction, table: str, version: int, origin: bytes) -> None:
+        tx.remove_source_documents(table, self.source)
+
+    def replace(self, tx: ApplyTransaction, table: str) -> None:
+        tx.remove_source_documents(table, self.source)
+
+    def stored(self, tx: ApplyTransaction, table: str, stored: StoredPairs, codec: Compressor | None) -> int:
+        return self.documents(tx, table, fast_snapshot.stored_documents(stored, codec))
+
+
+class TwoWay(Applier):
+    """A writable pair: last writer wins by (version, origin); a change older than an emptying stays out."""
+
+    mode = "two-way"
+    batched = False
+
+    def document(
+        self, tx: ApplyTransaction, table: str, oid: bytes, fields: dict[str, Any] | None, version: int, origin: bytes
+    ) -> None:
+        # Compare before touching the table: a change older than a drop must not bring the table back.
+        if tx.is_newer(table, oid, version, origin):
+            tx.put(table, oid, fields)
+
+    def drop(self, tx: ApplyTransaction, table: str, version: int, origin: bytes) -> None:
+        tx.empty_older(table, version, origin, drop=True)  # documents the peer had not seen keep the table
+
+    def empty(self, tx: ApplyTransaction, table: str, version: int, origin: bytes) -> None:
+        tx.empty_older(table, version, origin)
+
+    def replace(self, tx: ApplyTransaction, table: str) -> None:
+        pass  # last writer wins, document by document
+
+    def stored(self, tx: ApplyTransaction, table: str, stored: StoredPairs, codec: Compressor | None) -> int:
+        return self.documents(tx, table, fast_snapshot.stored_documents(stored, codec))
+
+
+APPLIERS: dict[str, type[Applier]] = {"one-way": OneWay, "two-way": TwoWay, "aggregate": Aggregate}
+
+
+def _fields(stored: Any) -> dict[str, Any]:
+    """The fields of a put op's document (its stored JSON bytes, see journal.read_entry)."""
+    fields = orjson.loads(stored) if stored.__class__ is bytes else None
+    if fields.__class__ is not dict:
+        raise MalformedEntry("a put op must carry a document (a JSON object)")
+    return fields

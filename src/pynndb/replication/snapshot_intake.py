@@ -1,0 +1,78 @@
+"""A replica taking a snapshot, in storage: the writes of its begin, chunk and end messages, each in one apply
+transaction (the replica keeps the state: which snapshot it takes, its progress).
+
+The begin records the snapshot as under way (a restart asks for a new one), lets the mode's applier take away
+what the snapshot replaces, and creates the source's tables with their indexes and compression; each chunk writes
+stored pairs or documents; the end moves the mark to the snapshot's sequence and clears the record.
+"""
+
+from __future__ import annotations
+
+import uuid as uuid_module
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pynndb.replication import fast_snapshot
+from pynndb.replication.table_filter import Tables, has_table
+
+if TYPE_CHECKING:
+    from pynndb.core.storage import Storage
+    from pynndb.replication.appliers import Applier
+    from pynndb.replication.messages import SnapshotBegin, SnapshotChunk
+
+
+def begin(storage: Storage, applier: Applier, source: str, tables: Tables, message: SnapshotBegin) -> None:
+    """Prepare the replica's storage for the snapshot `message` begins."""
+    for tx in storage.transactions(source):
+        with tx:
+            tx.set_origin(applier.source, 0, applier.source)
+            tx.set_snapshot_marker(source, message.seq)
+            for name in tx.table_names():
+                if has_table(tables, name):  # a filtered replica's other tables are not the source's to replace
+                    applier.replace(tx, name)
+            for name, definition in message.tables.items():
+                if not has_table(tables, name):
+                    continue
+                tx.create_table(name)
+                fast_snapshot.set_compression(tx, name, message)
+                for index_name, stored in definition.get("indexes", {}).items():
+                    tx.ensure_index(name, index_name, stored)
+
+
+def chunk(storage: Storage, applier: Applier, source: str, taking: SnapshotBegin, message: SnapshotChunk) -> int:
+    """Write one chunk of the snapshot `taking`; returns the documents it held."""
+    name = message.table
+    stored = message.stored
+    documents: list[fast_snapshot.Document] = []
+    if stored is None:
+        documents = _json_documents(message.documents if message.raw is None else orjson.loads(message.raw))
+    count = 0
+    for tx in storage.transactions(source):
+        with tx:
+            tx.create_table(name)
+            tx.set_origin(applier.source, 0, applier.source)
+            if stored is not None:
+                count = applier.stored(tx, name, stored, fast_snapshot.source_compressor(taking, name))
+            else:
+                count = applier.documents(tx, name, documents)
+    return count
+
+
+def end(storage: Storage, source: str, seq: int) -> None:
+    """The snapshot at `seq` is complete: the mark moves there."""
+    for tx in storage.transactions(source):
+        with tx:
+            tx.set_mark(source, seq)
+            tx.set_snapshot_marker(source, None)
+
+
+def _json_documents(documents: list[Any]) -> list[fast_snapshot.Document]:
+    """A snapshot chunk's documents in the older JSON form ([key, fields or null, [clock, origin, ...] or null])."""
+    found: list[fast_snapshot.Document] = []
+    for key, fields, version in documents:
+        if version is None:
+            found.append((key.encode(), fields, 0, None))
+        else:
+            found.append((key.encode(), fields, version[0], uuid_module.UUID(version[1]).bytes))
+    return found

@@ -1,0 +1,173 @@
+"""The storage seam replication uses (core/storage.py, core/bulk.py, core/snapshot_read.py)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pynndb import Database, Manager
+from pynndb.core.bulk import StoredPart
+from pynndb.core.journal import VERSION, decode_body
+from pynndb.core.storage import Storage
+from pynndb.errors import MalformedEntry, PyNNDBError
+
+SOURCE = str(uuid.uuid4())
+SOURCE_BYTES = uuid.UUID(SOURCE).bytes
+
+
+@pytest.fixture
+def replicated(manager: Manager, tmp_path: Path) -> Database:
+    return manager.database("target", str(tmp_path / "target"), config={"replication": True})
+
+
+def docs(db: Database, table: str) -> dict[str, dict[str, object]]:
+    return {doc.key: doc.doc for doc in db[table].find()} if table in db.tables() else {}
+
+
+def test_an_apply_transaction_commits_everything_or_nothing(replicated: Database) -> None:
+    storage = Storage(replicated)
+    for tx in storage.transactions(SOURCE):
+        with tx:
+            tx.set_origin(SOURCE_BYTES, 7, SOURCE_BYTES)
+            tx.put_documents("people", [(b"k1", b'{"n":1}', {"n": 1}), (b"k2", b'{"n":2}', {"n": 2})])
+            tx.journal(SOURCE, 7)
+            tx.set_mark(SOURCE, 3)
+    assert docs(replicated, "people") == {"k1": {"n": 1}, "k2": {"n": 2}} and storage.mark(SOURCE) == 3
+    entry = decode_body(replicated.replication.entries(1, 10)[-1][2])
+    assert entry.origin == SOURCE and entry.version == 7  # a relayed change keeps its origin
+    with pytest.raises(MalformedEntry):
+        for tx in storage.transactions(SOURCE):
+            with tx:
+                tx.put("people", b"k3", {"n": 3})
+                tx.set_mark(SOURCE, 4)
+                tx.create_table(5)  # type: ignore[arg-type]
+    assert docs(replicated, "people") == {"k1": {"n": 1}, "k2": {"n": 2}} and storage.mark(SOURCE) == 3
+
+
+def test_a_full_map_grows_and_the_body_runs_again(manager: Manager, tmp_path: Path) -> None:
+    db = manager.database("small", str(tmp_path / "small"), config={"map_size": 256 * 1024, "replication": True})
+    storage = Storage(db)
+    documents = [(b"%08d" % n, b'{"pad":"%s"}' % (b"x" * 400), {"pad": "x" * 400}) for n in range(2000)]
+    attempts = 0
+    for tx in storage.transactions(SOURCE):
+        with tx:
+            attempts += 1
+            tx.put_documents("big", documents)
+            tx.set_mark(SOURCE, 1)
+    assert attempts > 1 and len(db["big"]) == 2000 and storage.mark(SOURCE) == 1
+
+
+def test_marks_snapshot_markers_registrations_and_left_filters_round_trip(replicated: Database) -> None:
+    storage = Storage(replicated)
+    for tx in storage.transactions():
+        with tx:
+            tx.set_mark(SOURCE, 42)
+            tx.set_snapshot_marker(SOURCE, 40)
+            tx.set_registration(SOURCE, {"mode": "read-only", "tables": ["a"]})
+            tx.set_left_filter(SOURCE, ["a", "b"])
+    assert storage.mark(SOURCE) == 42 and storage.snapshot_marker(SOURCE) == 40
+    assert storage.registrations() == {SOURCE: {"mode": "read-only", "tables": ["a"]}}
+    for tx in storage.transactions():
+        with tx:
+            assert tx.mark(SOURCE) == 42 and tx.left_filter(SOURCE) == ["a", "b"]
+            tx.set_snapshot_marker(SOURCE, None)
+            tx.set_registration(SOURCE, None)
+            tx.set_left_filter(SOURCE, None)
+    assert storage.snapshot_marker(SOURCE) is None and storage.registrations() == {}
+    assert replicated.replication.marks() == {SOURCE: 42}
+
+
+def test_versions_and_tombstones_decide_the_last_writer(replicated: Database) -> None:
+    replicated.replication.set_versioned(True)
+    storage = Storage(replicated)
+    other = uuid.uuid4().bytes
+    for tx in storage.transactions(SOURCE):
+        with tx:
+            tx.set_origin(other, 100, SOURCE_BYTES)
+            tx.put("t", b"k", {"v": 1})
+            tx.put("t", b"gone", None)  # a delete of what is not there: a tombstone
+    version = replicated.replication
+    with replicated.read_transaction() as read:
+        stored = version.version_of(read.txn, "t", b"k")
+        tombstone = version.version_of(read.txn, "t", b"gone")
+    assert stored is not None and (stored.clock, stored.origin, stored.deleted, stored.source) == (
+        100,
+        other,
+        False,
+        SOURCE_BYTES,
+    )
+    assert tombstone is not None and tombstone.deleted
+    for tx in storage.transactions(SOURCE):
+        with tx:
+            assert not tx.is_newer("t", b"k", 99, other) and tx.is_newer("t", b"k", 101, other)
+            assert not tx.is_newer("t", b"gone", 100, other) and tx.is_newer("t", b"new", 1, other)
+            tx.set_origin(other, 200, SOURCE_BYTES)
+            tx.empty_older("t", 150, other)  # an empty at 150: k (at 100) goes, and older changes stay out
+            assert not tx.is_newer("t", b"k", 120, other) and tx.is_newer("t", b"k", 210, other)
+    assert docs(replicated, "t") == {}
+
+
+def test_bulk_load_of_a_sources_stored_pairs(manager: Manager, tmp_path: Path, replicated: Database) -> None:
+    source = manager.database("source", str(tmp_path / "source"), config={"replication": True})
+    people = source.table("people")
+    people.ensure("by_name", "{name}")
+    people.append_many([{"name": f"n{number:03}"} for number in range(300)])
+    with Storage(source).read() as view:
+        definitions = view.definitions()
+        parts = list(view.stored_parts("people", chunk_bytes=2000))
+        assert view.count("people") == 300 and view.last_sequence() == source.replication.sequence
+    assert len(parts) > 2 and {part.part for part in parts} == {"records", "index"}
+    storage = Storage(replicated)
+    loaded = 0
+    for tx in storage.transactions(SOURCE):
+        with tx:
+            tx.create_table("people")
+            tx.ensure_index("people", "by_name", definitions["people"]["indexes"]["by_name"])
+            loaded = sum(tx.load_stored("people", part, SOURCE_BYTES, None) for part in parts)
+    assert loaded == 300 and docs(replicated, "people") == docs(source, "people")
+    assert [doc["name"] for doc in replicated["people"].find("by_name")] == [f"n{n:03}" for n in range(300)]
+    ops = [op for _seq, _clock, body in replicated.replication.entries(1, 100) for op in decode_body(body).ops]
+    assert sum(1 for op in ops if op[0] == "put") == 300  # journaled per record, for this replica's replicas
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        StoredPart("records", [b"b", b"a"], [b"{}", b"{}"]),  # out of key order
+        StoredPart("records", [b"a"], [b"{}", b"{}"]),  # more values than keys
+        StoredPart("records", [b"a"], [b"not json"]),
+        StoredPart("index", [b"x"], [b"a"], None, "no_such_index"),
+        StoredPart("nonsense", [b"a"], [b"{}"]),
+        StoredPart("records", [b"a"], [b"{}"], [b"short"]),
+        StoredPart("tombstones", [b"a"], [b"short"]),
+    ],
+)
+def test_bad_stored_pairs_raise_malformed_entry(replicated: Database, part: StoredPart) -> None:
+    replicated.replication.set_versioned(True)
+    with pytest.raises(MalformedEntry):
+        for tx in Storage(replicated).transactions(SOURCE):
+            with tx:
+                tx.create_table("t")
+                tx.load_stored("t", part, SOURCE_BYTES, None)
+    assert docs(replicated, "t") == {}
+
+
+@pytest.mark.parametrize(
+    "work",
+    [
+        lambda tx: tx.ensure_index("t", "i", "not an object"),
+        lambda tx: tx.set_compression("t", 99, None),
+        lambda tx: tx.put_documents(None, [(b"k", b"{}", {})]),
+    ],
+)
+def test_bad_ops_raise_pynndb_errors(replicated: Database, work) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(PyNNDBError):
+        for tx in Storage(replicated).transactions(SOURCE):
+            with tx:
+                work(tx)
+
+
+def test_version_layout_is_what_bulk_tombstones_expect() -> None:
+    assert VERSION.size == 41  # clock 8, origin 16, tombstone flag 1 (offset 24), source 16

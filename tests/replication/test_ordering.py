@@ -1,0 +1,81 @@
+"""The ordering and gap protocol on plain lists: no database, no messages, no clock."""
+
+from __future__ import annotations
+
+from pynndb.replication.ordering import APPLY_BATCH, Ordering
+
+
+def entries(*seqs: int) -> list[tuple[int, int, bytes]]:
+    return [(seq, seq * 10, b"body %d" % seq) for seq in seqs]
+
+
+def seqs(run: list[tuple[int, int, bytes]]) -> list[int]:
+    return [entry[0] for entry in run]
+
+
+def test_entries_in_order_are_applied_at_once() -> None:
+    ordering = Ordering()
+    run = ordering.take(entries(1, 2, 3), last=3)
+    assert run == entries(1, 2, 3)
+    ordering.applied(3)
+    assert ordering.current and not ordering.should_ask()
+
+
+def test_a_gap_holds_what_follows_and_asks_for_the_rest() -> None:
+    ordering = Ordering()
+    assert seqs(ordering.take(entries(1, 2, 5, 6), last=6)) == [1, 2]
+    ordering.applied(2)
+    assert ordering.held_run() == []  # 3 and 4 are missing
+    assert ordering.should_ask()
+    stream = ordering.ask(now=1.0)
+    assert stream and ordering.requested_at == 1.0 and not ordering.should_ask()  # asked once, until answered
+    assert seqs(ordering.take(entries(3, 4), last=6)) == [3, 4]
+    ordering.applied(4)
+    assert seqs(ordering.held_run()) == [5, 6]
+    ordering.applied(6)
+    assert ordering.current and ordering.requested_at is None  # the answer is complete
+
+
+def test_duplicates_and_replays_are_dropped() -> None:
+    ordering = Ordering(hwm=5)
+    assert seqs(ordering.take(entries(4, 5, 6), last=6)) == [6]
+    assert ordering.duplicates == 2
+    ordering.hold((3, 30, b""))
+    ordering.applied(6)
+    assert ordering.held_run() == [] and ordering.duplicates == 3 and not ordering.pending
+
+
+def test_a_source_further_on_is_asked() -> None:
+    ordering = Ordering(hwm=2)
+    assert ordering.take([], last=9) == []
+    assert ordering.behind and ordering.should_ask()
+
+
+def test_a_hold_stops_the_run_and_release_goes_on() -> None:
+    ordering = Ordering()
+    ordering.hold_at = 2
+    assert seqs(ordering.take(entries(1, 2, 3, 4), last=4)) == [1, 2]
+    ordering.applied(2)
+    assert ordering.holding and not ordering.should_ask()  # what waits past the hold is not missing
+    assert ordering.held_run() == []
+    ordering.hold_at = None
+    assert seqs(ordering.held_run()) == [3, 4]
+
+
+def test_held_runs_are_cut_in_batches_and_pending_is_bounded() -> None:
+    ordering = Ordering(max_pending=APPLY_BATCH + 10)
+    ordering.take(entries(*range(2, APPLY_BATCH + 100)), last=APPLY_BATCH + 100)
+    assert len(ordering.pending) == APPLY_BATCH + 10
+    ordering.take(entries(1), last=APPLY_BATCH + 100)
+    ordering.applied(1)
+    assert seqs(ordering.held_run()) == list(range(2, APPLY_BATCH + 2))
+
+
+def test_a_snapshot_moves_the_mark_and_each_request_has_its_stream() -> None:
+    ordering = Ordering(hwm=3)
+    first, second = ordering.ask(now=0.0), ordering.ask(now=1.0)
+    assert first != second and ordering.stream == second
+    assert ordering.waiting(now=2.0, timeout=2.0) and not ordering.waiting(now=3.0, timeout=2.0)
+    ordering.restart_at(100)
+    assert ordering.hwm == 100 and ordering.source_last == 100 and ordering.requested_at is None
+    assert seqs(ordering.take(entries(100, 101), last=101)) == [101]
