@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import lmdb
 
+from pynndb.core.meta import MARK, UUID
 from pynndb.errors import BackupError, DatabaseInUse
 
 if TYPE_CHECKING:
@@ -89,11 +90,11 @@ def copy(db: Database, dest: str, progress: Progress | None = None) -> dict[str,
 def _marks(txn: lmdb.Transaction[bytes], db: Database) -> dict[str, int]:
     found: dict[str, int] = {}
     cursor = txn.cursor(db=db._meta)
-    if cursor.set_range(b"hwm:"):
+    if cursor.set_range(MARK):
         for key, value in cursor:
-            if not key.startswith(b"hwm:"):
+            if not key.startswith(MARK):
                 break
-            found[key[4:].decode()] = int.from_bytes(value, "big")
+            found[key[len(MARK) :].decode()] = int.from_bytes(value, "big")
     return found
 
 
@@ -201,7 +202,7 @@ def _set_uuid(data_file: str, uuid: str) -> None:
     try:
         with env.begin(write=True) as txn:
             meta = env.open_db(b"__meta__", txn=txn, create=False)
-            txn.put(b"uuid", uuid.encode(), db=meta)
+            txn.put(UUID, uuid.encode(), db=meta)
     finally:
         env.close()
 

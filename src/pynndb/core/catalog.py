@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import lmdb
 import orjson
 
+from pynndb.core import meta, ops
 from pynndb.core.config import DatabaseConfig
 from pynndb.core.journal import Replication
 from pynndb.core.table import Table, check_name
@@ -25,7 +26,7 @@ from pynndb.errors import DatabaseClosed, NoSuchTable
 if TYPE_CHECKING:
     from pynndb.core.database import Database
 
-TABLE_PREFIX = b"table:"
+TABLE_PREFIX = meta.TABLE
 
 
 class Catalog:
@@ -51,7 +52,7 @@ class Catalog:
     # --- schema ---------------------------------------------------------------------------------------------
     def _touch_schema(self, txn: lmdb.Transaction[bytes]) -> bytes:
         token = os.urandom(8)
-        txn.put(b"schema", token, db=self._meta)
+        txn.put(meta.SCHEMA, token, db=self._meta)
         return token
 
     def _schema_changed(self, t: Transaction) -> None:
@@ -68,7 +69,7 @@ class Catalog:
             raise DatabaseClosed(f"database {self.path} is closed")
         txn = self._env.begin(write=not self.config.readonly)
         try:
-            self._load_schema(txn, txn.get(b"schema", db=self._meta))
+            self._load_schema(txn, txn.get(meta.SCHEMA, db=self._meta))
         except BaseException:
             txn.abort()
             raise
@@ -79,7 +80,7 @@ class Catalog:
         if self._closed:
             raise DatabaseClosed(f"database {self.path} is closed")
         with self._env.begin() as txn:
-            token = txn.get(b"schema", db=self._meta)
+            token = txn.get(meta.SCHEMA, db=self._meta)
         if token != self._schema_token:
             self._reload_schema()
 
@@ -151,7 +152,7 @@ class Catalog:
         self._save_table_definition(t, name, definition)
         table._attach(t.txn, definition, create=True)
         if t.ops is not None:
-            t.ops.append(orjson.dumps(["create", name]))
+            t.ops.append(ops.create(name))
         return table
 
     def tables(self, all: bool = False) -> list[str]:  # noqa: A002
@@ -180,7 +181,7 @@ class Catalog:
         table._drop_storage(t)
         self._save_table_definition(t, name, None)
         if t.ops is not None:
-            t.ops.append(orjson.dumps(["drop", name]))
+            t.ops.append(ops.drop(name))
             self.replication.drop_versions(t, name)
         self.replication.record_emptied(t, name)  # (versioned databases: older changes must not return)
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pynndb.core import ops
 from pynndb.core.doc import Doc, make_doc
 from pynndb.core.doorbell import Doorbell
 from pynndb.core.journal import KEY, SEQ, read_entry
@@ -22,7 +23,7 @@ from pynndb.errors import DatabaseClosed, InvalidArgument, JournalTrimmed, Malfo
 if TYPE_CHECKING:
     from pynndb.core.database import Database
 
-OPS = ("put", "delete", "empty", "drop")
+OPS = ops.CHANGE_KINDS
 BATCH_ENTRIES = 500
 BATCH_BYTES = 4 << 20
 SAFETY_WAIT = 1.0  # re-read the journal at least this often while waiting, in case a ring never came
@@ -181,7 +182,7 @@ def decode_entry(seq: int, body: bytes, wanted: frozenset[str] | None = None, sk
     final = len(chosen) - 1
     for position, (index, op) in enumerate(chosen):
         kind = op[0]
-        key = op[2] if kind == "put" or kind == "delete" else None
-        doc = make_doc(orjson.loads(op[3]), op[2].encode()) if kind == "put" else None
+        key = op[2] if kind == ops.PUT or kind == ops.DELETE else None
+        doc = make_doc(orjson.loads(op[3]), op[2].encode()) if kind == ops.PUT else None
         found.append(Change(seq, op[1], kind, key, doc, origin, index, position == final))
     return found

@@ -16,6 +16,7 @@ from typing import Any
 
 import lmdb
 
+from pynndb.core import meta
 from pynndb.core.catalog import TABLE_PREFIX, Catalog
 from pynndb.core.changes import Change, follow
 from pynndb.core.config import DatabaseConfig
@@ -77,7 +78,7 @@ class Database(Catalog):
                 self._meta = self._env.open_db(b"__meta__", txn=txn)
             self.replication = Replication(self, txn)
             if cfg.replication is not None and not cfg.readonly:
-                txn.put(b"replication", b"1" if cfg.replication else b"0", db=self._meta)
+                txn.put(meta.REPLICATION, b"1" if cfg.replication else b"0", db=self._meta)
                 self.replication.enabled = cfg.replication
             txn.commit()
         except lmdb.Error as error:
@@ -110,7 +111,7 @@ class Database(Catalog):
             except lmdb.MapResizedError:
                 self._env.set_mapsize(0)  # another process grew the map: adopt its size
                 txn = self._env.begin(write=write)
-            if write and txn.get(b"schema", db=self._meta) != self._schema_token:
+            if write and txn.get(meta.SCHEMA, db=self._meta) != self._schema_token:
                 # Another process changed the schema. Handles must be opened in a transaction that commits
                 # (LMDB closes those opened in one that aborts), so reload in a transaction of its own.
                 txn.abort()

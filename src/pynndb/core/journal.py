@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import lmdb
 import orjson
 
+from pynndb.core import meta
+from pynndb.core.ops import PUT
 from pynndb.errors import DatabaseError, MalformedEntry, ReplicationNotEnabled
 
 if TYPE_CHECKING:
@@ -65,12 +67,12 @@ class Replication:
         opener = txn if create else None  # (readonly: see Database.__init__)
         self._journal = env.open_db(b"__journal__", txn=opener, create=create)
         self._versions = env.open_db(b"__versions__", txn=opener, create=create)
-        stored = txn.get(b"uuid", db=self._meta)
+        stored = txn.get(meta.UUID, db=self._meta)
         if stored is None and not create:
             raise DatabaseError(f"{db.path} has no UUID: not a pynndb database")
         if stored is None:
             stored = str(uuid_module.uuid4()).encode()
-            txn.put(b"uuid", stored, db=self._meta)
+            txn.put(meta.UUID, stored, db=self._meta)
         self.uuid: str = stored.decode()
         self._uuid_ascii = stored
         self._trim_every = min(TRIM_EVERY, max(1, db.config.journal.max_entries // 4))
@@ -84,7 +86,7 @@ class Replication:
         if cursor.last():
             last_seq, last_clock = KEY.unpack(cursor.key())
         else:
-            stored = t.txn.get(b"seq", db=self._meta)
+            stored = t.txn.get(meta.SEQ, db=self._meta)
             last_seq, last_clock = (0, 0) if stored is None else KEY.unpack(stored)
         t.seq = last_seq + 1
         t.hlc = max(now_clock(), last_clock + 1)
@@ -136,7 +138,7 @@ class Replication:
 
     def emptied(self, txn: lmdb.Transaction[bytes], table: str) -> tuple[int, bytes]:
         """The version (clock, origin) at which a table was last emptied in a versioned database, or (0, b'')."""
-        raw = txn.get(b"emptied:" + table.encode(), db=self._meta)
+        raw = txn.get(meta.keyed(meta.EMPTIED, table), db=self._meta)
         return (0, b"") if raw is None else (struct.unpack(">Q", raw[:8])[0], raw[8:])
 
     def record_emptied(self, t: Transaction, table: str) -> None:
@@ -147,7 +149,7 @@ class Replication:
             self.stamp(t)
         clock, origin = (t.hlc, self.uuid_bytes) if t.origin is None else (t.version, t.origin)
         if (clock, origin) > self.emptied(t.txn, table):
-            t.txn.put(b"emptied:" + table.encode(), struct.pack(">Q", clock) + origin, db=self._meta)
+            t.txn.put(meta.keyed(meta.EMPTIED, table), struct.pack(">Q", clock) + origin, db=self._meta)
 
     def version_of(self, txn: lmdb.Transaction[bytes], table: str, oid: bytes) -> Version | None:
         raw = txn.get(version_key(table, oid), db=self._versions)
@@ -189,7 +191,7 @@ class Replication:
             approx_bytes -= len(cursor.value()) + 16
             removed += 1
             # Remember where the journal stood, so the sequence survives even a journal trimmed to nothing.
-            txn.put(b"seq", key, db=self._meta)
+            txn.put(meta.SEQ, key, db=self._meta)
             if not cursor.delete():
                 break
 
@@ -197,28 +199,28 @@ class Replication:
     def enable(self, enabled: bool = True) -> None:
         """Turn the journal on (persisted) or off."""
         with self._db._env.begin(write=True) as txn:
-            txn.put(b"replication", b"1" if enabled else b"0", db=self._meta)
+            txn.put(meta.REPLICATION, b"1" if enabled else b"0", db=self._meta)
             self._db._touch_schema(txn)
         self.enabled = enabled
 
     def set_read_only(self, read_only: bool) -> None:
         """Make the database a read-only replica (application writes refused) or writable again (persisted)."""
         with self._db._env.begin(write=True) as txn:
-            txn.put(b"read_only", b"1" if read_only else b"0", db=self._meta)
+            txn.put(meta.READ_ONLY, b"1" if read_only else b"0", db=self._meta)
             self._db._touch_schema(txn)
         self.read_only = read_only
 
     def set_versioned(self, versioned: bool = True) -> None:
         """Keep a version per document for local writes too (needed once the database is in a two-way pair)."""
         with self._db._env.begin(write=True) as txn:
-            txn.put(b"versioned", b"1" if versioned else b"0", db=self._meta)
+            txn.put(meta.VERSIONED, b"1" if versioned else b"0", db=self._meta)
             self._db._touch_schema(txn)
         self.versioned = versioned
 
     def _refresh(self, txn: lmdb.Transaction[bytes]) -> None:
-        self.enabled = txn.get(b"replication", db=self._meta) == b"1"
-        self.read_only = txn.get(b"read_only", db=self._meta) == b"1"
-        self.versioned = txn.get(b"versioned", db=self._meta) == b"1"
+        self.enabled = txn.get(meta.REPLICATION, db=self._meta) == b"1"
+        self.read_only = txn.get(meta.READ_ONLY, db=self._meta) == b"1"
+        self.versioned = txn.get(meta.VERSIONED, db=self._meta) == b"1"
 
     # --- reading --------------------------------------------------------------------------------------------
     def _require(self) -> None:
@@ -235,7 +237,7 @@ class Replication:
         cursor = txn.cursor(db=self._journal)
         if cursor.last():
             return int(KEY.unpack(cursor.key())[0])
-        stored = txn.get(b"seq", db=self._meta)
+        stored = txn.get(meta.SEQ, db=self._meta)
         return 0 if stored is None else int(KEY.unpack(stored)[0])
 
     @property
@@ -268,19 +270,19 @@ class Replication:
         with self._db._env.begin() as txn:
             cursor = txn.cursor(db=self._meta)
             found: dict[str, int] = {}
-            if cursor.set_range(b"hwm:"):
+            if cursor.set_range(meta.MARK):
                 for key, value in cursor:
-                    if not key.startswith(b"hwm:"):
+                    if not key.startswith(meta.MARK):
                         break
-                    found[key[4:].decode()] = SEQ.unpack(value)[0]
+                    found[key[len(meta.MARK) :].decode()] = SEQ.unpack(value)[0]
             return found
 
     def mark(self, txn: lmdb.Transaction[bytes], source: str) -> int:
-        raw = txn.get(b"hwm:" + source.encode(), db=self._meta)
+        raw = txn.get(meta.keyed(meta.MARK, source), db=self._meta)
         return 0 if raw is None else int(SEQ.unpack(raw)[0])
 
     def set_mark(self, txn: lmdb.Transaction[bytes], source: str, seq: int) -> None:
-        txn.put(b"hwm:" + source.encode(), SEQ.pack(seq), db=self._meta)
+        txn.put(meta.keyed(meta.MARK, source), SEQ.pack(seq), db=self._meta)
 
     def meta_get(self, txn: lmdb.Transaction[bytes], key: bytes) -> bytes | None:
         return txn.get(key, db=self._meta)
@@ -311,7 +313,7 @@ def read_entry(body: bytes) -> Entry:
         raise MalformedEntry(f"journal entry of unknown format (first byte {body[:1]!r})") from None
     checked = _checked(entry)
     for op in checked.ops:
-        if type(op) is list and len(op) == 4 and op[0] == "put" and type(op[3]) is dict:
+        if type(op) is list and len(op) == 4 and op[0] == PUT and type(op[3]) is dict:
             op[3] = orjson.dumps(op[3])  # format 1: documents inline; the same bytes an encoder would store
     return checked
 
@@ -321,7 +323,7 @@ def decode_body(body: bytes) -> Entry:
     entry = read_entry(body)
     loads = orjson.loads
     for op in entry.ops:
-        if type(op) is list and len(op) == 4 and op[0] == "put":
+        if type(op) is list and len(op) == 4 and op[0] == PUT:
             op[3] = loads(op[3])
     return entry
 
@@ -349,7 +351,7 @@ def _read_v2(body: bytes) -> Entry:
         raise MalformedEntry("journal entry header is not JSON") from None
     offset = end
     for op in entry.ops:
-        if type(op) is list and len(op) == 4 and op[0] == "put":
+        if type(op) is list and len(op) == 4 and op[0] == PUT:
             length = op[3]
             if type(length) is not int or length < 2:
                 raise MalformedEntry("a put op must carry its document's length")

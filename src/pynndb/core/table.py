@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 import orjson
 
+from pynndb.core import ops
 from pynndb.core.changes import Change, follow
 from pynndb.core.doc import Doc, _new_doc, make_doc
 from pynndb.core.ids import new_oid, normalise_key
@@ -160,7 +161,7 @@ class Table(TableWrites, TableReads):
         for index in self._index_list:
             t.txn.drop(index.dbi, delete=False)
         if t.ops is not None:
-            t.ops.append(orjson.dumps(["empty", self.name]))
+            t.ops.append(ops.empty(self.name))
             self._db.replication.drop_versions(t, self.name)
         self._db.replication.record_emptied(t, self.name)
 

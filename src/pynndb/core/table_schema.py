@@ -10,8 +10,8 @@ import base64
 from typing import TYPE_CHECKING, Any
 
 import lmdb
-import orjson
 
+from pynndb.core import meta, ops
 from pynndb.core.codec import Compressor, decode_value, raw_json, train_dictionary
 from pynndb.core.index import IndexDefinition, IndexFunction, key_function
 from pynndb.core.scan import walk_all
@@ -88,7 +88,7 @@ class TableSchema:
         self._index_list = tuple(indexes.values())
         compression = definition.get("compression")
         if compression:
-            dictionary = txn.get(b"zdict:" + self.name.encode(), db=self._db._meta)
+            dictionary = txn.get(meta.keyed(meta.DICTIONARY, self.name), db=self._db._meta)
             self._compressor = Compressor(compression.get("level", 3), dictionary)
         else:
             self._compressor = None
@@ -205,7 +205,7 @@ class TableSchema:
         self._index_list = tuple(self._indexes.values())
         self._save_definition(t)
         if t.ops is not None:
-            t.ops.append(orjson.dumps(["ensure", self.name, definition.name, definition.to_json()]))
+            t.ops.append(ops.ensure(self.name, definition.name, definition.to_json()))
         return index
 
     def _build(self, t: Transaction, index: Index) -> None:
@@ -229,7 +229,7 @@ class TableSchema:
         self._index_list = tuple(self._indexes.values())
         self._save_definition(t)
         if t.ops is not None:
-            t.ops.append(orjson.dumps(["drop_index", self.name, index_name]))
+            t.ops.append(ops.drop_index(self.name, index_name))
 
     def reindex(self, index_name: str, txn: Transaction | None = None) -> None:
         """Rebuild an index from the records."""
@@ -267,7 +267,7 @@ class TableSchema:
     def _set_compression(self, t: Transaction, level: int | None, dictionary: bytes | None) -> None:
         dbi = self._live()
         old = self._compressor
-        meta_key = b"zdict:" + self.name.encode()
+        meta_key = meta.keyed(meta.DICTIONARY, self.name)
         if dictionary is None:
             t.txn.delete(meta_key, db=self._db._meta)
         else:
@@ -282,4 +282,4 @@ class TableSchema:
         self._save_definition(t)
         if t.ops is not None:
             encoded = None if dictionary is None else base64.b64encode(dictionary).decode()
-            t.ops.append(orjson.dumps(["compress", self.name, level, encoded]))
+            t.ops.append(ops.compress(self.name, level, encoded))

@@ -15,6 +15,7 @@ import orjson
 
 from pynndb.core.codec import decode_value, encode_document
 from pynndb.core.doc import Doc
+from pynndb.core.ops import DELETE_FORMAT, PUT_FORMAT
 from pynndb.core.table_schema import Index, TableSchema
 from pynndb.core.transaction import Transaction
 from pynndb.errors import DuplicateKey, InvalidDocument
@@ -124,7 +125,7 @@ class TableWrites(TableSchema):
                         if not put(key, oid, True, overwrite, False, index.dbi):
                             self._undo_insert(txn, oid, additions, index, key)
             if ops is not None:
-                ops.append(b'["put",%b,"%b",%d]' % (name_json, oid, len(raw)))
+                ops.append(PUT_FORMAT % (name_json, oid, len(raw)))
                 documents += raw
             elif journaled:
                 self._journal_write(t, oid, raw)
@@ -160,7 +161,7 @@ class TableWrites(TableSchema):
                         if not put(key, oid, True, overwrite, False, index.dbi):
                             self._undo_insert(txn, oid, additions, index, key)
             if ops is not None:
-                ops.append(b'["put",%b,"%b",%d]' % (name_json, oid, len(raw)))
+                ops.append(PUT_FORMAT % (name_json, oid, len(raw)))
                 documents += raw
             elif versioned:
                 self._journal_write(t, oid, raw)
@@ -191,9 +192,9 @@ class TableWrites(TableSchema):
         if t.ops is None:
             pass
         elif raw is None:
-            t.ops.append(b'["delete",%b,"%b"]' % (self._name_json, oid))
+            t.ops.append(DELETE_FORMAT % (self._name_json, oid))
         else:
-            t.ops.append(b'["put",%b,"%b",%d]' % (self._name_json, oid, len(raw)))
+            t.ops.append(PUT_FORMAT % (self._name_json, oid, len(raw)))
             t.documents += raw
         self._db.replication.record_version(t, self.name, oid, raw is None)
 
