@@ -292,8 +292,6 @@ class Replica:
         stream = self.ordering.ask(self.clock())
         return Request(self.source, self.db.replication.uuid, self.hwm + 1, snapshot, listed(self.tables), stream)
 
-    _request = request  # (the mesh's older name; kept until it uses request)
-
     def _current_stream(self, message: SnapshotBegin | SnapshotChunk | SnapshotEnd) -> bool:
         """Whether a snapshot message belongs to the snapshot this replica is taking (0: a source that does not
         say, accepted as before)."""
