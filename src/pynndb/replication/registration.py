@@ -15,9 +15,7 @@ from pynndb.replication.table_filter import Tables, listed, tables_of
 if TYPE_CHECKING:
     from pynndb.core.database import Database
 
-REGISTRATION = meta.REGISTRATION  # (the key layout lives in core/meta.py)
-SNAPSHOT = meta.SNAPSHOT
-LEFT_FILTER = meta.LEFT_FILTER
+REGISTRATION = meta.REGISTRATION  # + source (the key layout lives in core/meta.py)
 
 
 def _registered(db: Database) -> dict[str, dict[str, Any]]:

@@ -21,9 +21,7 @@ from pynndb.replication.appliers import APPLIERS, Applier
 from pynndb.replication.messages import Entries, Message, Request, SnapshotBegin, SnapshotChunk, SnapshotEnd
 from pynndb.replication.ordering import APPLY_BATCH, Entry, Ordering
 from pynndb.replication.registration import (  # noqa: F401  (re-exported: the registration API of a replica)
-    LEFT_FILTER,
     REGISTRATION,
-    SNAPSHOT,
     check_filter,
     filters,
     register,
