@@ -1,7 +1,8 @@
 """``Controller``: one mesh node. Binds three ports, links to other nodes, routes, and serves commands.
 
 port1 is the front door (plaintext discovery, the node's address), port2 carries links to other nodes, port3 is
-the command port for ``Plugin`` clients. This class is the thread-safe facade over the socket loop (``engine``).
+the command port for ``Plugin`` clients. This class is the thread-safe facade over the socket loop: it drives its
+engine only through `local.NodeLoop`, and the engine sees the node only as `NodeConfig` and `Endpoints`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import threading
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,9 @@ from pynndb.mesh import commands, security, wire
 from pynndb.mesh.commands import Command
 from pynndb.mesh.engine import Engine
 from pynndb.mesh.links import discover, split_address
+from pynndb.mesh.local import Endpoints, NodeConfig, NodeLoop
 from pynndb.mesh.security import KeyPair
+from pynndb.mesh.services import Service, ServiceFactory, default_services
 from pynndb.mesh.workers import ReplyFuture
 
 if TYPE_CHECKING:
@@ -45,7 +48,8 @@ def _stop_all() -> None:
 
 
 class Controller:
-    """A mesh node; ``start()`` binds its ports and runs its loop, ``stop()`` leaves the mesh cleanly."""
+    """A mesh node; ``start()`` binds its ports, starts its services and runs its loop, ``stop()`` leaves the mesh
+    cleanly. ``services`` maps a name to a factory (default: `services.default_services`, i.e. replication)."""
 
     def __init__(
         self,
@@ -59,6 +63,7 @@ class Controller:
         heartbeat: float = 1.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         command_workers: int = 4,
+        services: Mapping[str, ServiceFactory] | None = None,
     ) -> None:
         if not isinstance(label, str) or not 0 < len(label) <= 256:
             raise InvalidArgument("label must be a non-empty string of at most 256 characters")
@@ -79,17 +84,10 @@ class Controller:
         self.command_workers = max(1, command_workers)
         self.id = uuid.uuid4().hex
         self.id_bytes = uuid.UUID(hex=self.id).bytes
-        self.subscriptions: dict[str, Callable[[str, bytes, str], None]] = {}
-        self.message_handlers: dict[str, Callable[[bytes, str], None]] = {}
-        self.inline_topics: set[str] = set()  # delivered on the socket loop (see subscribe)
-        self.inline_kinds: set[str] = set()
-        self.peer_callbacks: list[Callable[[str, str], None]] = []
-        self.services: dict[str, Any] = {}
-        self._commands: dict[str, Command] = {}
-        for command in commands.builtins():
-            self._commands[command.name] = command
-        self._engine: Engine | None = None
-        self.replication: ReplicationService | None = None
+        self._endpoints = Endpoints(node=self, commands={command.name: command for command in commands.builtins()})
+        self._factories = dict(default_services() if services is None else services)
+        self._services: dict[str, Service] = {}
+        self._engine: NodeLoop | None = None
         self._context: zmq.Context | None = None
         self._authenticator: Any = None
         self._lifecycle = threading.Lock()
@@ -108,8 +106,17 @@ class Controller:
     def running(self) -> bool:
         return self._engine is not None
 
+    def service(self, name: str) -> Service | None:
+        """A running service of this node by name (None when stopped or not plugged in)."""
+        return self._services.get(name)
+
+    @property
+    def replication(self) -> ReplicationService | None:
+        """The replication service, when this node runs it."""
+        return self._services.get("replication")  # type: ignore[return-value]
+
     def start(self) -> Controller:
-        """Bind the three ports and start the loop; returns self."""
+        """Bind the three ports, start the services and the loop; returns self."""
         with self._lifecycle:
             if self._engine is not None:
                 return self
@@ -123,21 +130,21 @@ class Controller:
             self._context = context
             if self.keys is not None:
                 self._authenticator = security.start_authenticator(context, self.allowed)
-            engine = Engine(self)
+            config = NodeConfig(
+                self.id, self.id_bytes, self.label, self.host, self.port1, self.port2, self.port3, self.keys,
+                self.heartbeat, self.max_message_size, self.command_workers,
+            )  # fmt: skip
+            engine = Engine(config, self._endpoints)
             try:
                 engine.bind(context)
             except zmq.ZMQError as error:
                 self._shutdown_context()
                 raise MeshError(f"cannot bind {self.label}: {error}") from error
-            engine.delivery.start()
-            engine.handlers.start()
             self._engine = engine
-            # Every node serves databases: REGISTER, REPLICATE, DIGEST... come with the replication service. They
-            # are registered before the loop starts, so the first command the node answers can be any of them.
-            from pynndb.mesh.replicator import ReplicationService
-
-            self.replication = ReplicationService(self)
-            engine.thread.start()
+            # Services register their commands before the loop starts: the first command answered can be theirs.
+            for name, factory in self._factories.items():
+                self._services[name] = factory(self)
+            engine.start()
             _running.add(self)
         return self
 
@@ -148,15 +155,10 @@ class Controller:
             if engine is None:
                 return
             _running.discard(self)
-            if self.replication is not None:
-                self.replication.stop()
-                self.replication = None
-            engine.stopping = True
-            engine.wake()
-            engine.thread.join(timeout=5.0)
-            engine.close_sockets()
-            engine.delivery.stop()
-            engine.handlers.stop()
+            services, self._services = self._services, {}
+            for service in reversed(list(services.values())):
+                service.stop()
+            engine.stop()
             self._shutdown_context()
 
     def _shutdown_context(self) -> None:
@@ -175,34 +177,11 @@ class Controller:
     def __repr__(self) -> str:
         return f"<Controller {self.label} {self.id[:8]} {self.address}>"
 
-    def _running_engine(self) -> Engine:
+    def _running_engine(self) -> NodeLoop:
         engine = self._engine
         if engine is None:
             raise MeshError(f"node {self.label} is not running")
         return engine
-
-    def _on_loop(self, operation: Callable[[Engine], Any], timeout: float = 5.0) -> Any:
-        """Run ``operation`` on the loop thread and wait (bounded) for its result."""
-        engine = self._running_engine()
-        if threading.current_thread() is engine.thread:
-            return operation(engine)
-        done = threading.Event()
-        outcome: list[Any] = []
-
-        def run() -> None:
-            try:
-                outcome.append((True, operation(engine)))
-            except Exception as error:
-                outcome.append((False, error))
-            done.set()
-
-        engine.post(run)
-        if not done.wait(timeout):
-            raise MeshError("the node loop did not answer in time")
-        ok, value = outcome[0]
-        if not ok:
-            raise value
-        return value
 
     # --- links --------------------------------------------------------------------------------------------
     def connect(self, peer: Controller | str, timeout: float = 5.0) -> str:
@@ -225,52 +204,19 @@ class Controller:
         return self._open_link(f"tcp://{host}:{info['link_port']}", address, raw_key, timeout, engine)
 
     def _open_link(
-        self, link_address: str, address: str, server_key: bytes | None, timeout: float, engine: Engine
+        self, link_address: str, address: str, server_key: bytes | None, timeout: float, engine: NodeLoop
     ) -> str:
         """Open the link socket and wait for WELCOME (split out so tests can put a tap in between)."""
-        up = threading.Event()
-
-        def open_on_loop(engine: Engine) -> tuple[Any, str | None]:
-            assert self._context is not None
-            channel = engine.open_link(self._context, link_address, address, server_key)
-            if channel.up:
-                up.set()
-            else:
-                channel.waiters.append(up)
-            return channel, channel.peer
-
-        channel, _ = self._on_loop(open_on_loop)
-        if not up.wait(timeout):
-            self._on_loop(lambda engine: engine.close_link(address))
-            raise MeshError(f"link handshake with {address} did not complete within {timeout}s")
-        return str(channel.peer)
+        assert self._context is not None
+        return engine.link(self._context, link_address, address, server_key, timeout)
 
     def disconnect(self, peer: Controller | str) -> bool:
         """Remove the link(s) to a node (Controller, address, id or label); False if there was none."""
-        name = peer.id if isinstance(peer, Controller) else peer
-        return bool(self._on_loop(lambda engine: engine.close_link(name)))
+        return self._running_engine().unlink(peer.id if isinstance(peer, Controller) else peer)
 
     def links(self) -> list[dict[str, Any]]:
         """The current links: peer id, label, address, direction, up."""
-
-        def collect(engine: Engine) -> list[dict[str, Any]]:
-            result = []
-            for key, channel in engine.channels.items():
-                if key[0] == "address":
-                    continue
-                entry = engine.directory.entries.get(channel.peer or "")
-                result.append(
-                    {
-                        "peer": channel.peer,
-                        "label": entry["label"] if entry else None,
-                        "address": channel.address,
-                        "direction": "out" if channel.outbound else "in",
-                        "up": channel.up,
-                    }
-                )
-            return result
-
-        return list(self._on_loop(collect))
+        return self._running_engine().links_listing()
 
     # --- service API --------------------------------------------------------------------------------------
     def register_command(
@@ -280,13 +226,13 @@ class Controller:
         if not isinstance(name, str) or not name or len(name) > 64:
             raise InvalidArgument("command name must be a non-empty string of at most 64 characters")
         text = help if help is not None else (handler.__doc__ or "").strip()
-        self._commands[name.upper()] = Command(name.upper(), handler, text)
+        self._endpoints.commands[name.upper()] = Command(name.upper(), handler, text)
 
     def command(self, name: str) -> Command | None:
-        return self._commands.get(name)
+        return self._endpoints.commands.get(name)
 
     def commands_help(self) -> dict[str, str]:
-        return {name: command.help for name, command in sorted(self._commands.items())}
+        return {name: command.help for name, command in sorted(self._endpoints.commands.items())}
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Send a payload to every node in the mesh that subscribed to ``topic`` (not to this node)."""
@@ -303,34 +249,23 @@ class Controller:
         queue work and return, never block."""
         if len(topic.encode()) > wire.MAX_TOPIC_BYTES:
             raise InvalidArgument("topic too long")
-        (self.inline_topics.add if inline else self.inline_topics.discard)(topic)
-        self._change_entry(lambda: self.subscriptions.__setitem__(topic, callback))
+        self._change_entry(lambda: self._endpoints.topics.__setitem__(topic, (callback, inline)))
 
     def unsubscribe(self, topic: str) -> None:
         """Stop receiving a topic."""
-
-        def remove() -> None:
-            self.subscriptions.pop(topic, None)
-
-        self._change_entry(remove)
+        self._change_entry(lambda: self._endpoints.topics.pop(topic, None))
 
     def set_service_info(self, key: str, value: Any) -> None:
         """Publish ``value`` (JSON-able) under ``services[key]`` of this node's directory entry."""
         wire.encode_control(0, value)  # fail here, in the caller, if it is not JSON-able
-        self._change_entry(lambda: self.services.__setitem__(key, value))
+        self._change_entry(lambda: self._endpoints.service_info.__setitem__(key, value))
 
-    def _change_entry(self, change: Callable[[], None]) -> None:
+    def _change_entry(self, change: Callable[[], Any]) -> None:
         engine = self._engine
         if engine is None:
             change()
-            return
-        with engine.lock:
-            change()
-
-        def announce() -> None:
-            engine.heartbeat_due = True
-
-        engine.post(announce)
+        else:
+            engine.change_entry(change)
 
     def send(self, target: str, kind: str, payload: bytes) -> None:
         """Route a payload of a named kind to one node (id or label); it arrives through its ``on_message``."""
@@ -340,30 +275,23 @@ class Controller:
         entry = self.lookup(target)
         if entry is None:
             raise MeshError(f"unknown target {target!r}")
-        peer = entry["peer"]
-        body = wire.encode_send_body(kind, bytes(payload))
-        if peer == self.id:
-            engine.post(lambda: engine.deliver_message(kind, bytes(payload), self.id))
-        else:
-            engine.post(lambda: engine.originate(wire.SEND, body, target=peer))
+        engine.send(entry["peer"], kind, bytes(payload))
 
     def on_message(self, kind: str, callback: Callable[[bytes, str], None], inline: bool = False) -> None:
         """Receive targeted messages of ``kind`` as ``callback(payload, origin)`` on the callback thread (or, with
         ``inline=True``, on the socket loop: the callback must only queue work)."""
-        (self.inline_kinds.add if inline else self.inline_kinds.discard)(kind)
-        self.message_handlers[kind] = callback
+        self._endpoints.kinds[kind] = (callback, inline)
 
     def on_peer_change(self, callback: Callable[[str, str], None]) -> None:
         """Call ``callback(node_id, 'up' | 'down')`` when a node joins, comes back, or is marked gone."""
-        self.peer_callbacks.append(callback)
+        self._endpoints.peer_callbacks.append(callback)
 
     def call(
         self, command: str, params: dict[str, Any] | None = None, target: str | None = None, timeout: float = 5.0
     ) -> dict[str, Any]:
         """Run a command on a node (this one by default) and return its result; same errors as Plugin.call."""
-        engine = self._running_engine()
         future = ReplyFuture()
-        engine.post(lambda: engine.requests.start_request(command, params, target, timeout, future.set))
+        self._running_engine().request(command, params, target, timeout, future.set)
         reply = future.wait(timeout + 0.5)
         if reply is None:
             raise CommandTimeout(f"{command} got no reply within {timeout}s")
@@ -372,49 +300,12 @@ class Controller:
     # --- directory ----------------------------------------------------------------------------------------
     def directory(self) -> dict[str, dict[str, Any]]:
         """Every known node by id: label, address, alive, links, services, topics, last_seen."""
-        engine = self._running_engine()
-        with engine.lock:
-            return engine.directory.snapshot()
+        return self._running_engine().directory_snapshot()
 
     def lookup(self, name: str) -> dict[str, Any] | None:
         """The directory entry of a node by id or label, with its id under 'peer'; None if unknown."""
-        engine = self._running_engine()
-        with engine.lock:
-            entry = engine.directory.lookup(name)
-            if entry is None:
-                return None
-            return dict(engine.directory.snapshot()[entry["id"]], peer=entry["id"])
+        return self._running_engine().lookup(name)
 
     def status(self) -> dict[str, Any]:
         """Health and counters of this node."""
-        engine = self._running_engine()
-        with engine.lock:
-            nodes = engine.directory.snapshot()
-        links = []
-        for key, channel in list(engine.channels.items()):
-            if key[0] != "address":
-                links.append(
-                    {
-                        "peer": channel.peer,
-                        "address": channel.address,
-                        "direction": "out" if channel.outbound else "in",
-                        "up": channel.up,
-                    }
-                )
-        return {
-            "peer": self.id,
-            "label": self.label,
-            "address": self.address,
-            "health": "ok",
-            "secure": self.keys is not None,
-            "links": links,
-            "nodes": len(nodes),
-            "alive": sum(1 for entry in nodes.values() if entry["alive"]),
-            "counters": dict(engine.counters),
-            "callback_backlog": engine.delivery.backlog(),
-            "callbacks_dropped": engine.delivery.dropped,
-            "callbacks_failed": engine.delivery.failed,
-            "pending_requests": len(engine.requests.pending),
-            "command_results": engine.requests.results_by_command(),
-            "seen_cache": len(engine.seen),
-        }
+        return self._running_engine().status()

@@ -14,7 +14,7 @@ import orjson
 
 from pynndb.errors import MalformedMessage
 from pynndb.mesh import wire
-from pynndb.mesh.directory import is_node_id, validate_entry
+from pynndb.mesh.directory import Entry, is_node_id, validate_entry
 from pynndb.mesh.membership import Action, Membership
 
 if TYPE_CHECKING:
@@ -30,8 +30,8 @@ class Gossip:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.period = engine.node.heartbeat
-        self.membership = Membership(engine.node.id, self.period)
+        self.period = engine.config.heartbeat
+        self.membership = Membership(engine.config.id, self.period)
         self.members: tuple[int, frozenset[str]] = (-1, frozenset())
         self.announced = b""
         self.digest_misses: dict[str, int] = {}
@@ -41,11 +41,27 @@ class Gossip:
         self.unreachable: dict[str, float] = {}
 
     # --- our own entry --------------------------------------------------------------------------------------
+    def own_entry(self) -> Entry:
+        engine = self.engine
+        config, endpoints = engine.config, engine.endpoints
+        return Entry(
+            id=config.id,
+            label=config.label,
+            address=config.address,
+            links=sorted(engine.neighbors()),
+            services=dict(endpoints.service_info),
+            topics=sorted(endpoints.topics),
+            public_key=config.public_key,
+            heartbeat=config.heartbeat,
+            seq=engine.seq,
+            started=engine.started,
+        )
+
     def announce(self, force: bool = False) -> None:
         """Flood our entry under a new seq if it changed since it was last announced (or ``force``: a refutation)."""
         engine = self.engine
         with engine.lock:
-            entry = engine.own_entry()
+            entry = self.own_entry()
             content = orjson.dumps([entry["links"], entry["services"], entry["topics"]])
             if content == self.announced and not force:
                 return
@@ -57,7 +73,7 @@ class Gossip:
 
     def refute(self, seq: int) -> None:
         """Someone suspects us, or declared us dead, at incarnation ``seq``: announce a newer one."""
-        if self.engine.stopping:
+        if self.engine.loop.stopping:
             return
         self.engine.seq = max(self.engine.seq, seq)
         self.announce(force=True)
@@ -66,7 +82,7 @@ class Gossip:
     def live_members(self) -> frozenset[str]:
         directory = self.engine.directory
         if self.members[0] != directory.version:
-            alive = frozenset(n for n, up in directory.alive.items() if up and n != self.engine.node.id)
+            alive = frozenset(n for n, up in directory.alive.items() if up and n != self.engine.config.id)
             self.members = (directory.version, alive)
         return self.members[1]
 
@@ -78,12 +94,13 @@ class Gossip:
         """Members two hops away (neighbors of neighbors): a random probe reaches them through one relay."""
         engine = self.engine
         engine.refresh_routes()
-        if self.nearby_cache[0] != engine.route_key:
+        routes = engine.routes
+        if self.nearby_cache[0] != routes.key:
             own = set(engine.neighbors())
             found: set[str] = set()
             for neighbor in own:
-                found |= engine.graph.get(neighbor, set())
-            self.nearby_cache = (engine.route_key, frozenset(found - own - {engine.node.id}))
+                found |= routes.graph.get(neighbor, set())
+            self.nearby_cache = (routes.key, frozenset(found - own - {engine.config.id}))
         return self.nearby_cache[1]
 
     def unreachable_members(self) -> list[Action]:
@@ -92,15 +109,9 @@ class Gossip:
         engine = self.engine
         engine.refresh_routes()
         now = time.monotonic()
-        if self.reach_key != engine.route_key:
-            self.reach_key = engine.route_key
-            reached = {engine.node.id}
-            frontier = [engine.node.id]
-            while frontier:
-                for peer in engine.graph.get(frontier.pop(), ()):
-                    if peer not in reached:
-                        reached.add(peer)
-                        frontier.append(peer)
+        if self.reach_key != engine.routes.key:
+            self.reach_key = engine.routes.key
+            reached = engine.routes.reachable()
             with engine.lock:
                 lost = self.live_members() - reached
             self.unreachable = {node_id: self.unreachable.get(node_id, now) for node_id in lost}
@@ -174,7 +185,7 @@ class Gossip:
                 news, changes = engine.directory.accept(entry)
         else:
             node_id, seq = self.decode_fact(frame, offset)
-            if node_id == engine.node.id:
+            if node_id == engine.config.id:
                 self.refute(seq)
                 return False
             with engine.lock:
@@ -210,7 +221,7 @@ class Gossip:
         elif kind == wire.PROBE_REQ:
             number = wire.require_field(body, "n", int)
             target = body.get("target")
-            if not is_node_id(target) or target == engine.node.id:
+            if not is_node_id(target) or target == engine.config.id:
                 raise MalformedMessage("probe request needs another node's id")
             self.act([self.membership.probe_for(origin, number, str(target))])
         elif kind == wire.SYNC:
@@ -257,10 +268,10 @@ class Gossip:
         refute_at = -1
         with engine.lock:
             for entry in checked:
-                if entry["id"] != engine.node.id:
+                if entry["id"] != engine.config.id:
                     changes += engine.directory.merge(entry)
             for node_id, seq in facts:
-                if node_id == engine.node.id:
+                if node_id == engine.config.id:
                     refute_at = max(refute_at, seq)
                 else:
                     changes += engine.directory.confirm(node_id, seq)[1]

@@ -65,11 +65,11 @@ class Requests:
             entry = self.engine.directory.lookup(target) if target is not None else None
         if (
             target is None
-            or target in (self.engine.node.id, self.engine.node.label)
+            or target in (self.engine.config.id, self.engine.config.label)
             or entry
-            and entry["id"] == self.engine.node.id
+            and entry["id"] == self.engine.config.id
         ):
-            self.run_command(name, params, self.engine.node.id, on_reply)
+            self.run_command(name, params, self.engine.config.id, on_reply)
             return
         if entry is None:
             on_reply(commands.error_reply(commands.UNKNOWN_TARGET, f"no node {target!r} in the mesh"))
@@ -87,8 +87,8 @@ class Requests:
 
     def run_command(self, name: str, params: Any, origin: str, on_reply: OnReply) -> None:
         self.engine.counters["commands"] += 1
-        command = self.engine.node.command(name.upper())
-        context = {"origin": origin, "node": self.engine.node}
+        command = self.engine.endpoints.commands.get(name.upper())
+        context = {"origin": origin, "node": self.engine.endpoints.node}
         on_reply = self._counted(command.name if command is not None else "unknown", on_reply)
         if command is not None and command.inline:
             on_reply(commands.run(command, name, params, context))

@@ -1,12 +1,14 @@
 """Routing decisions: the seen-cache that stops duplicates and loops, and next hops for topics and targets.
 
-Pure functions over the directory's link graph; the controller caches their answers per directory version.
+Pure functions over the directory's link graph, and `Routes`, which caches their answers until the directory or
+the links change (loop-free: the engine passes the graph and its neighbors).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
+from typing import Any
 
 
 class SeenCache:
@@ -82,3 +84,48 @@ def target_next_hops(graph: dict[str, set[str]], self_id: str, neighbors: Iterab
     closer = {n for n in neighbors if n in distance and (own is None or distance[n] < own)}
     # An unknown or unreachable target, or a stale graph: flood, the seen-cache removes duplicates.
     return closer or neighbors
+
+
+class Routes:
+    """Next hops per topic and per target of one node, valid for one (directory version, links version) key."""
+
+    def __init__(self, self_id: str, max_targets: int = 10_000) -> None:
+        self.self_id = self_id
+        self.max_targets = max_targets
+        self.key: Any = None
+        self.graph: dict[str, set[str]] = {}
+        self.topics: dict[str, set[str]] = {}
+        self.targets: dict[str, set[str]] = {}
+
+    def refresh(self, key: Any, graph: Callable[[], dict[str, set[str]]], neighbors: Collection[str]) -> bool:
+        """Start over when ``key`` changed: ``graph()`` (the directory's link graph) plus this node's own links."""
+        if key == self.key:
+            return False
+        self.key = key
+        self.topics.clear()
+        self.targets.clear()
+        links = graph()
+        own = set(neighbors)
+        links[self.self_id] = own
+        for peer in own:
+            links.setdefault(peer, set()).add(self.self_id)
+        self.graph = links
+        return True
+
+    def topic_hops(self, topic: str, subscribers: Callable[[str], set[str]], neighbors: Collection[str]) -> set[str]:
+        hops = self.topics.get(topic)
+        if hops is None:
+            hops = self.topics[topic] = topic_next_hops(self.graph, self.self_id, neighbors, subscribers(topic))
+        return hops
+
+    def target_hops(self, target: str, neighbors: Collection[str]) -> set[str]:
+        hops = self.targets.get(target)
+        if hops is None:
+            hops = target_next_hops(self.graph, self.self_id, neighbors, target)
+            if len(self.targets) < self.max_targets:
+                self.targets[target] = hops
+        return hops
+
+    def reachable(self) -> set[str]:
+        """Every node the link graph reaches from this one."""
+        return _reachable(self.graph, self.self_id, "")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import struct
 import uuid
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,6 +187,26 @@ def encode_topic_body(topic: str, payloads: Sequence[bytes]) -> bytes:
         parts.append(pack(len(payload)))
         parts.append(payload)
     return b"".join(parts)
+
+
+def topic_batches(
+    queued: deque[tuple[str, bytes]], max_bytes: int, max_items: int
+) -> Iterator[tuple[str, list[bytes]]]:
+    """Take what is queued now as PUBLISH batches: one per run of a topic, each within ``max_bytes`` (unless one
+    payload is bigger) and ``max_items``."""
+    topic: str | None = None
+    batch: list[bytes] = []
+    size = 0
+    for _ in range(len(queued)):
+        item_topic, payload = queued.popleft()
+        if batch and (item_topic != topic or size + len(payload) > max_bytes or len(batch) >= max_items):
+            yield topic or "", batch
+            batch, size = [], 0
+        topic = item_topic
+        batch.append(payload)
+        size += len(payload)
+    if batch:
+        yield topic or "", batch
 
 
 def decode_topic_name(frame: bytes, offset: int) -> str:
