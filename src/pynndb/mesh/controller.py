@@ -131,9 +131,18 @@ class Controller:
             if self.keys is not None:
                 self._authenticator = security.start_authenticator(context, self.allowed)
             config = NodeConfig(
-                self.id, self.id_bytes, self.label, self.host, self.port1, self.port2, self.port3, self.keys,
-                self.heartbeat, self.max_message_size, self.command_workers,
-            )  # fmt: skip
+                id=self.id,
+                id_bytes=self.id_bytes,
+                label=self.label,
+                host=self.host,
+                port1=self.port1,
+                port2=self.port2,
+                port3=self.port3,
+                keys=self.keys,
+                heartbeat=self.heartbeat,
+                max_message_size=self.max_message_size,
+                command_workers=self.command_workers,
+            )
             engine = Engine(config, self._endpoints)
             try:
                 engine.bind(context)

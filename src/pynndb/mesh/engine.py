@@ -54,8 +54,6 @@ class Engine:
         self.message_ids = itertools.count(1)
         self.channel_ids = itertools.count(1)
         self.outbox: deque[tuple[str, bytes]] = deque()
-        self.seq = 0
-        self.started = time.time()
         self.heartbeat_due = True
         self.next_tick = 0.0
         self.next_fine = 0.0
@@ -65,7 +63,19 @@ class Engine:
         self.delivery = Delivery(config.label, endpoints, self.counters)
         self.handlers = WorkerPool(f"pynndb-{config.label}-commands", config.command_workers)
         self.requests = Requests(self)
-        self.gossip = Gossip(self)
+        self.gossip = Gossip(
+            config,
+            endpoints,
+            self.directory,
+            self.links,
+            self.routes,
+            send=self.originate,
+            notify=self.notify,
+            refresh_routes=self.refresh_routes,
+            lock=self.lock,
+            counters=self.counters,
+            stopping=self.is_stopping,
+        )
         self.linking = Linking(self)
         self.post = self.loop.post
         self.call_soon = self.loop.call_soon
@@ -108,6 +118,9 @@ class Engine:
             if socket is not None:
                 socket.close(linger=linger)
         self.loop.close()
+
+    def is_stopping(self) -> bool:
+        return self.loop.stopping
 
     # --- NodeLoop: requests from other threads -------------------------------------------------------------
     def publish(self, topic: str, payload: bytes) -> None:
