@@ -74,7 +74,7 @@ class Engine:
             refresh_routes=self.refresh_routes,
             lock=self.lock,
             counters=self.counters,
-            stopping=self.is_stopping,
+            stopping=lambda: self.loop.stopping,
         )
         self.linking = Linking(self)
         self.post = self.loop.post
@@ -118,9 +118,6 @@ class Engine:
             if socket is not None:
                 socket.close(linger=linger)
         self.loop.close()
-
-    def is_stopping(self) -> bool:
-        return self.loop.stopping
 
     # --- NodeLoop: requests from other threads -------------------------------------------------------------
     def publish(self, topic: str, payload: bytes) -> None:
@@ -268,7 +265,9 @@ class Engine:
                 self.counters["dropped"] += 1
 
     def refresh_routes(self) -> None:
-        self.routes.refresh((self.directory.version, self.links.version), self.link_graph, self.neighbors())
+        key = (self.directory.version, self.links.version)
+        if key != self.routes.key:
+            self.routes.refresh(key, self.link_graph, self.neighbors())
 
     def link_graph(self) -> dict[str, set[str]]:
         with self.lock:
@@ -280,11 +279,13 @@ class Engine:
 
     def topic_hops(self, topic: str) -> set[str]:
         self.refresh_routes()
-        return self.routes.topic_hops(topic, self.subscribers, self.neighbors())
+        hops = self.routes.topics.get(topic)  # the hot path: a cached answer, no call
+        return hops if hops is not None else self.routes.topic_hops(topic, self.subscribers, self.neighbors())
 
     def target_hops(self, target: str) -> set[str]:
         self.refresh_routes()
-        return self.routes.target_hops(target, self.neighbors())
+        hops = self.routes.targets.get(target)
+        return hops if hops is not None else self.routes.target_hops(target, self.neighbors())
 
     def flush_outbox(self) -> None:
         """Turn queued publishes into PUBLISH frames: one per topic run, bounded in bytes and count."""
