@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from pynndb.core.storage import ApplyTransaction, StoredDocument
     from pynndb.replication.messages import StoredPairs
 
+ORIGINS_KEPT = 1024
+
 
 class Applier:
     """Applies one source's journal ops and snapshot content in a given mode (the base: read-only modes)."""
@@ -36,6 +38,7 @@ class Applier:
 
     def __init__(self, source: bytes) -> None:
         self.source = source
+        self._origins: dict[str, bytes] = {}  # origin UUID text -> its 16 bytes (parsing one costs ~1.5 us)
 
     # --- journal ops ---------------------------------------------------------------------------------------------
     def apply_entries(self, tx: ApplyTransaction, entries: list[Entry], own: str, tables: Tables) -> int:
@@ -54,7 +57,9 @@ class Applier:
                     continue  # our own change coming back through a two-way pair: never re-apply it
                 ops = filter_ops(tables, ops)  # ops of other tables are skipped; the mark still passes the entry
                 documents += op.document_count(ops)
-                origin_bytes = uuid_module.UUID(origin).bytes
+                origin_bytes = self._origins.get(origin)
+                if origin_bytes is None:
+                    origin_bytes = self._origin_bytes(origin)
                 tx.set_origin(origin_bytes, version, source)
                 self.apply_ops(tx, ops, version, origin_bytes)
                 tx.journal(origin, version)  # a relayed change keeps its origin
@@ -62,6 +67,14 @@ class Applier:
             if collecting:
                 gc.enable()
         return documents
+
+    def _origin_bytes(self, origin: str) -> bytes:
+        """Parse an origin UUID (ValueError if it is not one) and remember it: a source relays few origins."""
+        origin_bytes = uuid_module.UUID(origin).bytes
+        if len(self._origins) >= ORIGINS_KEPT:
+            self._origins.clear()  # bounded, whatever a stream carries
+        self._origins[origin] = origin_bytes
+        return origin_bytes
 
     def apply_ops(self, tx: ApplyTransaction, ops: list[Any], version: int, origin: bytes) -> None:
         """Apply an entry's ops in order (the transaction already carries their origin and version)."""
