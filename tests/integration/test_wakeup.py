@@ -68,3 +68,37 @@ def test_bursts_and_a_write_after_idle_wake_the_node(deployment: Deployment, tmp
         assert counters["found_by_polling"] == 0, counters
     finally:
         application.stop()
+
+
+def test_a_replica_node_wakes_once_per_arrival_not_again_for_its_own_apply(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """The replica's apply commits (which ring its own doorbell, the replica being served too, and call its commit
+    listener) must not wake its service for a second, idle step: one wake-up per write that arrives."""
+    source, replica = str(tmp_path / "source"), str(tmp_path / "replica")
+    with Manager() as manager:
+        uuid = manager.database("s", source, config={"replication": True}).replication.uuid
+        manager.database("r", replica, config={"replication": True})
+    a = deployment.node("a", [source])
+    b = deployment.node("b", [replica], connect=[a])
+    cmd = deployment.plugin(a)
+    cmd.call("REPLICATE", {"path": replica, "uuid": uuid}, target=b.label)
+    application = Child([sys.executable, "-c", APPLICATION, source, "1"], tmp_path / "app.log")
+    writes = 30
+    try:
+        assert application.line().strip() == "ready"
+        application.process.stdin.write("1\n")  # type: ignore[union-attr]
+        application.process.stdin.flush()  # type: ignore[union-attr]
+        assert application.line().strip() == "done"
+        wait_until(lambda: replica_records(replica) == 1, timeout=20)
+        before = cmd.call("STATUS", target=b.label)["replication"]["wakeups"]
+        for total in range(2, writes + 2):
+            application.process.stdin.write("1\n")  # type: ignore[union-attr]
+            application.process.stdin.flush()  # type: ignore[union-attr]
+            assert application.line().strip() == "done"
+            wait_until(lambda: replica_records(replica) == total, timeout=20)  # noqa: B023
+        woken = cmd.call("STATUS", target=b.label)["replication"]["wakeups"] - before
+        # One per write, and a few for anything else (a command, a peer change); two or more per write before.
+        assert woken <= writes + 5, woken
+    finally:
+        application.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,9 +41,11 @@ class Hosted:
 class Holdings:
     """Databases by path, served sources by uuid, hosted replicas by (replica uuid, source uuid)."""
 
-    def __init__(self, waker: Waker) -> None:
+    def __init__(self, waker: Waker, on_commit: Callable[[], None] | None = None) -> None:
         self.lock = threading.RLock()
         self._waker = waker
+        # Called after each commit this process makes to a database held here (default: wake the service).
+        self._on_commit = waker.set if on_commit is None else on_commit
         self._databases: dict[str, Database] = {}
         self._sources: dict[str, Source] = {}
         self._replicas: dict[Key, Hosted] = {}
@@ -58,7 +61,7 @@ class Holdings:
             if not os.path.isfile(os.path.join(real, "data.mdb")):
                 raise CommandError(f"{path} is not a pynndb database (no data.mdb)", NOT_FOUND)
             db = registry.open_database(real, real)
-            db.add_listener(self._waker.set)
+            db.add_listener(self._on_commit)
             self._databases[real] = db
             return db
 
@@ -165,5 +168,5 @@ class Holdings:
             self._sources.clear()
             self._replicas.clear()
         for db in databases:
-            db.remove_listener(self._waker.set)
+            db.remove_listener(self._on_commit)
             registry.release(db)

@@ -52,14 +52,17 @@ class ReplicationService:
         self.node = node
         self.poll_interval = poll_interval
         self._waker = Waker()
-        self.holdings = Holdings(self._waker)
+        self.holdings = Holdings(self._waker, self._on_commit)
         self._inbox: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
         self._outbox = RequestOutbox()  # requests waiting for their source's node to be known
         self._server = SourceServer(node.label, self._answer, self._served)
         self._stop = threading.Event()
         self._info_at = 0.0
         self._woken = False
+        self._poll_ahead = False  # the service thread is in a step that has yet to poll the served journals
+        self._self_committed = False  # ...and it committed to a held database meanwhile (an apply)
         self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0, "found_by_polling": 0}
+        self.counters["wakeups"] = 0  # steps run because something woke the thread (not its timer)
         self._source_clocks: dict[str, int] = {}  # source uuid -> clock of its latest entry, from announcements
         self.divergence = DivergenceDetector(self)
         self.commands = ReplicationCommands(self)
@@ -171,6 +174,8 @@ class ReplicationService:
                 self._step()
             except Exception:  # a node never dies of replication trouble; the cause is logged
                 log.exception("replication step failed")
+            finally:
+                self._poll_ahead = False
             # Commits of any process ring the served databases' doorbells and messages set the waker, so the
             # thread sleeps until then; it polls only journals it has no doorbell for, and waiting requests.
             hosting, serving = self.holdings.busy()
@@ -184,8 +189,12 @@ class ReplicationService:
             else:
                 interval = SAFETY_POLL
             self._woken = self._waker.wait(interval)
+            if self._woken:
+                self.counters["wakeups"] += 1
 
     def _step(self) -> None:
+        self._self_committed = False
+        self._poll_ahead = True
         arrived = []
         for _ in range(1000):
             try:
@@ -194,6 +203,9 @@ class ReplicationService:
                 break
         self.take(arrived)
         _databases, sources, hosted_list = self.holdings.snapshot()
+        if self._self_committed:
+            self._waker.drain_bells()  # our applies rang our own doorbells: the polls below read what they wrote
+        self._poll_ahead = False
         for source in sources:
             for message in source.publisher.poll():
                 if not self._woken:
@@ -303,6 +315,15 @@ class ReplicationService:
         hosted = self.holdings.hosted((request.replica, request.source))
         if hosted is not None:
             change(hosted.replica)
+
+    def _on_commit(self) -> None:
+        """After any commit of this process to a held database: wake the service thread, unless the service thread
+        made it in a step that has yet to poll the served journals (an apply: that step publishes it anyway, so
+        waking would only run one more, idle step per applied batch)."""
+        if self._poll_ahead and threading.current_thread() is self._thread:
+            self._self_committed = True
+            return
+        self._waker.set()
 
     # --- mesh callbacks (mesh threads: only queue) ----------------------------------------------------------
     def _on_topic(self, topic: str, payload: bytes, origin: str) -> None:

@@ -71,6 +71,13 @@ class Waker:
                 bell.drain()
         return True
 
+    def drain_bells(self) -> None:
+        """Consume the pending rings of the watched databases (not `set()`'s wake-ups): a caller about to read
+        every watched journal anyway, whose own commits rang them."""
+        for bell in list(self._bells.values()):
+            if not bell.closed:
+                bell.drain()
+
     @staticmethod
     def _drain(descriptor: int) -> None:
         for _ in range(64):  # bounded: each read empties up to 64 KiB of wake bytes
