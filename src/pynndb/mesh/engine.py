@@ -2,8 +2,9 @@
 the `Controller` uses.
 
 The decisions live in loop-free parts (`handshake.Links`, `routing.Routes`, `directory.Directory`,
-`membership.Membership`); this class reads frames into them and sends what they decide. Only the loop thread
-(`loop.SocketLoop`) touches sockets; other threads go through ``post`` and read shared state under ``lock``.
+`membership.Membership`, `requests.Requests`); this class reads frames into them and sends what they decide. Only
+the loop thread (`loop.SocketLoop`) touches sockets; other threads go through ``post`` and read shared state under
+``lock``.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Engine:
         self.loop.farewell = self.farewell
         self.delivery = Delivery(config.label, endpoints, self.counters)
         self.handlers = WorkerPool(f"pynndb-{config.label}-commands", config.command_workers)
-        self.requests = Requests(self)
+        self.requests = command_requests(self)
         self.gossip = Gossip(
             config,
             endpoints,
@@ -78,7 +79,6 @@ class Engine:
         )
         self.linking = Linking(self)
         self.post = self.loop.post
-        self.call_soon = self.loop.call_soon
 
     # --- NodeLoop: lifecycle -------------------------------------------------------------------------------
     def bind(self, context: zmq.Context) -> None:
@@ -337,6 +337,26 @@ class Engine:
         except zmq.ZMQError:
             pass
         self.requests.cancel_all()
+
+
+def command_requests(engine: Engine) -> Requests:
+    """The engine's loop-free `Requests`, wired to its directory, routed sends, command port and command workers."""
+
+    def answer(identity: bytes, frame: bytes) -> None:
+        engine.send_router(engine.command_router, identity, frame)
+
+    return Requests(
+        engine.config.id,
+        engine.config.label,
+        engine.directory,
+        engine.endpoints,
+        send=engine.originate,
+        answer=answer,
+        submit=engine.handlers.submit,
+        call_soon=engine.loop.call_soon,
+        lock=engine.lock,
+        counters=engine.counters,
+    )
 
 
 def node_status(engine: Engine) -> dict[str, Any]:

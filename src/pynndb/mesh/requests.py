@@ -1,33 +1,61 @@
-"""Command requests: from Plugins on the command port and from other nodes, run here or routed on.
+"""Command requests, loop-free: from Plugins on the command port and from other nodes, run here or routed on.
 
-Keeps the table of requests in flight (each gets exactly one reply: the result, an error, or a timeout).
+Keeps the table of requests in flight (each gets exactly one reply: the result, an error, or a timeout). No
+sockets, threads or engine: it reads the directory, and sends, answers and runs handlers through the callables it
+is given; the engine wires them to its loop and calls it on the loop thread; tests call it with plain values.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from pynndb.errors import MalformedMessage
 from pynndb.mesh import commands, wire
-
-if TYPE_CHECKING:
-    from pynndb.mesh.engine import Engine
+from pynndb.mesh.directory import Directory
+from pynndb.mesh.local import Endpoints
 
 MAX_PENDING = 10_000
 Reply = dict[str, Any]
 OnReply = Callable[[Reply], None]
+Job = Callable[[], None]
+Send = Callable[[int, bytes, "str | None"], None]  # (message type, body, target node id): a routed frame from here
+Answer = Callable[[bytes, bytes], None]  # (client identity, RESPONSE frame): to a Plugin on the command port
 
 
 class Requests:
-    """Command dispatch for one engine; every method runs on the loop thread."""
+    """Command dispatch for one node; every method runs on the loop thread.
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    ``send`` and ``answer`` put a frame on a socket (loop thread only); ``submit`` queues a handler off the loop
+    (False when its queue is full); ``call_soon`` runs a job on the loop thread (at once when already on it), so a
+    reply made on a worker goes out from the loop; ``clock`` sets deadlines."""
+
+    def __init__(
+        self,
+        self_id: str,
+        label: str,
+        directory: Directory,
+        endpoints: Endpoints,
+        send: Send,
+        answer: Answer,
+        submit: Callable[[Job], bool],
+        call_soon: Callable[[Job], None],
+        lock: threading.RLock | None = None,
+        counters: dict[str, int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.self_id, self.label = self_id, label
+        self.directory, self.endpoints = directory, endpoints
+        self.send, self.answer, self.submit, self.call_soon = send, answer, submit, call_soon
+        self.lock = lock if lock is not None else threading.RLock()  # the directory's, for lookups
+        self.counters = counters if counters is not None else {"requests": 0, "commands": 0}
+        self.clock, self.wall_clock = clock, wall_clock
         self.pending: dict[int, tuple[OnReply, float, str]] = {}  # reply callback, deadline, target node id
         self.request_ids = itertools.count(1)
         self.results: dict[tuple[str, str], int] = {}  # (command, 'ok' or error code) -> count, for metrics
@@ -40,11 +68,12 @@ class Requests:
         request_id = body.get("req")
         if not isinstance(request_id, (int, str)) or isinstance(request_id, bool):
             raise MalformedMessage("request without a valid 'req'")
-        self.engine.counters["requests"] += 1
+        self.counters["requests"] += 1
+        answer, call_soon = self.answer, self.call_soon
 
         def respond(reply: Reply) -> None:
             frame = wire.encode_control(wire.RESPONSE, dict(reply, req=request_id))
-            self.engine.call_soon(lambda: self.engine.send_router(self.engine.command_router, identity, frame))
+            call_soon(lambda: answer(identity, frame))
 
         self.start_request(body.get("cmd"), body.get("params"), body.get("target"), body.get("timeout"), respond)
 
@@ -61,38 +90,32 @@ class Requests:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
             on_reply(commands.error_reply(commands.BAD_PARAMS, "'timeout' must be a positive number"))
             return
-        with self.engine.lock:
-            entry = self.engine.directory.lookup(target) if target is not None else None
-        if (
-            target is None
-            or target in (self.engine.config.id, self.engine.config.label)
-            or entry
-            and entry["id"] == self.engine.config.id
-        ):
-            self.run_command(name, params, self.engine.config.id, on_reply)
+        with self.lock:
+            entry = self.directory.lookup(target) if target is not None else None
+        if target is None or target in (self.self_id, self.label) or entry and entry["id"] == self.self_id:
+            self.run_command(name, params, self.self_id, on_reply)
             return
         if entry is None:
             on_reply(commands.error_reply(commands.UNKNOWN_TARGET, f"no node {target!r} in the mesh"))
             return
-        if not self.engine.directory.is_alive(entry["id"]):
+        if not self.directory.is_alive(entry["id"]):
             on_reply(commands.error_reply(commands.NODE_GONE, self.gone_message(entry["id"])))
             return
         if len(self.pending) >= MAX_PENDING:
             on_reply(commands.error_reply(commands.BUSY, "too many requests in flight"))
             return
         request_id = next(self.request_ids)
-        self.pending[request_id] = (on_reply, time.monotonic() + timeout, entry["id"])
-        body = orjson.dumps({"req": request_id, "cmd": name, "params": params})
-        self.engine.originate(wire.COMMAND, body, target=entry["id"])
+        self.pending[request_id] = (on_reply, self.clock() + timeout, entry["id"])
+        self.send(wire.COMMAND, orjson.dumps({"req": request_id, "cmd": name, "params": params}), entry["id"])
 
     def run_command(self, name: str, params: Any, origin: str, on_reply: OnReply) -> None:
-        self.engine.counters["commands"] += 1
-        command = self.engine.endpoints.commands.get(name.upper())
-        context = {"origin": origin, "node": self.engine.endpoints.node}
+        self.counters["commands"] += 1
+        command = self.endpoints.commands.get(name.upper())
+        context = {"origin": origin, "node": self.endpoints.node}
         on_reply = self._counted(command.name if command is not None else "unknown", on_reply)
         if command is not None and command.inline:
             on_reply(commands.run(command, name, params, context))
-        elif not self.engine.handlers.submit(lambda: on_reply(commands.run(command, name, params, context))):
+        elif not self.submit(lambda: on_reply(commands.run(command, name, params, context))):
             on_reply(commands.error_reply(commands.BUSY, "command queue full"))
 
     def results_by_command(self) -> dict[str, dict[str, int]]:
@@ -115,10 +138,11 @@ class Requests:
     def on_command(self, origin: str, body: Any) -> None:
         body = wire.require_dict(body, "command")
         request_id = wire.require_field(body, "req", int)
+        send, call_soon = self.send, self.call_soon
 
         def reply(result: Reply) -> None:
             frame = orjson.dumps(dict(result, req=request_id))
-            self.engine.call_soon(lambda: self.engine.originate(wire.REPLY, frame, target=origin))
+            call_soon(lambda: send(wire.REPLY, frame, origin))
 
         name = body.get("cmd")
         if not isinstance(name, str):
@@ -134,11 +158,11 @@ class Requests:
             waiting[0](body)
 
     def gone_message(self, node_id: str) -> str:
-        directory = self.engine.directory
+        directory = self.directory
         entry = directory.entries.get(node_id)
         label = f" ({entry['label']})" if entry else ""
         heard = directory.last_seen.get(node_id)
-        ago = f", last heard {time.time() - heard:.1f}s ago" if heard else ""
+        ago = f", last heard {self.wall_clock() - heard:.1f}s ago" if heard else ""
         return f"node {node_id}{label} is gone{ago}"
 
     def node_gone(self, node_id: str) -> None:
