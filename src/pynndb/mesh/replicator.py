@@ -25,7 +25,7 @@ from pynndb.mesh.replication_inbox import TOPIC as TOPIC_FRAME
 from pynndb.mesh.replication_info import SERVICE, replica_holder, source_owners, source_progress
 from pynndb.mesh.replication_outbox import RequestOutbox, clear_missing_source, stall_for_missing_source
 from pynndb.mesh.replication_serving import SourceServer
-from pynndb.mesh.watch import Waker
+from pynndb.mesh.watch import CommitWake, Waker
 from pynndb.replication.messages import Entries, Message, Request, decode, encode
 from pynndb.replication.replica import Replica, check_filter, filters, registrations, unregister
 from pynndb.replication.table_filter import listed, tables_of
@@ -52,15 +52,14 @@ class ReplicationService:
         self.node = node
         self.poll_interval = poll_interval
         self._waker = Waker()
-        self.holdings = Holdings(self._waker, self._on_commit)
+        self._commits = CommitWake(self._waker)
+        self.holdings = Holdings(self._waker, self._commits)
         self._inbox: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
         self._outbox = RequestOutbox()  # requests waiting for their source's node to be known
         self._server = SourceServer(node.label, self._answer, self._served)
         self._stop = threading.Event()
         self._info_at = 0.0
         self._woken = False
-        self._poll_ahead = False  # the service thread is in a step that has yet to poll the served journals
-        self._self_committed = False  # ...and it committed to a held database meanwhile (an apply)
         self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0, "found_by_polling": 0}
         self.counters["wakeups"] = 0  # steps run because something woke the thread (not its timer)
         self._source_clocks: dict[str, int] = {}  # source uuid -> clock of its latest entry, from announcements
@@ -70,6 +69,7 @@ class ReplicationService:
         node.on_message(KIND, self._on_message, inline=True)
         node.on_peer_change(self._on_peer_change)
         self._thread = threading.Thread(target=self._run, name=f"pynndb-{node.label}-replication", daemon=True)
+        self._commits.thread = self._thread
         self._thread.start()
 
     # --- databases ------------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ class ReplicationService:
             except Exception:  # a node never dies of replication trouble; the cause is logged
                 log.exception("replication step failed")
             finally:
-                self._poll_ahead = False
+                self._commits.end()
             # Commits of any process ring the served databases' doorbells and messages set the waker, so the
             # thread sleeps until then; it polls only journals it has no doorbell for, and waiting requests.
             hosting, serving = self.holdings.busy()
@@ -193,8 +193,7 @@ class ReplicationService:
                 self.counters["wakeups"] += 1
 
     def _step(self) -> None:
-        self._self_committed = False
-        self._poll_ahead = True
+        self._commits.begin()
         arrived = []
         for _ in range(1000):
             try:
@@ -203,9 +202,7 @@ class ReplicationService:
                 break
         self.take(arrived)
         _databases, sources, hosted_list = self.holdings.snapshot()
-        if self._self_committed:
-            self._waker.drain_bells()  # our applies rang our own doorbells: the polls below read what they wrote
-        self._poll_ahead = False
+        self._commits.polling()  # (commits before this, the applies of this step, woke nobody)
         for source in sources:
             for message in source.publisher.poll():
                 if not self._woken:
@@ -315,15 +312,6 @@ class ReplicationService:
         hosted = self.holdings.hosted((request.replica, request.source))
         if hosted is not None:
             change(hosted.replica)
-
-    def _on_commit(self) -> None:
-        """After any commit of this process to a held database: wake the service thread, unless the service thread
-        made it in a step that has yet to poll the served journals (an apply: that step publishes it anyway, so
-        waking would only run one more, idle step per applied batch)."""
-        if self._poll_ahead and threading.current_thread() is self._thread:
-            self._self_committed = True
-            return
-        self._waker.set()
 
     # --- mesh callbacks (mesh threads: only queue) ----------------------------------------------------------
     def _on_topic(self, topic: str, payload: bytes, origin: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import select
+import threading
 
 from pynndb.core.doorbell import Doorbell
 from pynndb.errors import DatabaseError
@@ -98,3 +99,34 @@ class Waker:
                 except OSError:
                     pass
         self._read = self._write = -1
+
+
+class CommitWake:
+    """The commit listener of a service's databases: wakes its `Waker` after commits this process makes, except
+    those its own thread makes in a step before the step polls the served journals (its applies: that step
+    publishes them anyway, so a wake-up would only run one more, idle step). The step calls `begin()`, then
+    `polling()` just before it polls; `end()` when the step is over, whatever happened."""
+
+    def __init__(self, waker: Waker) -> None:
+        self.waker = waker
+        self.thread: threading.Thread | None = None  # the service thread
+        self._ahead = False
+        self._committed = False
+
+    def __call__(self) -> None:
+        if self._ahead and threading.current_thread() is self.thread:
+            self._committed = True
+            return
+        self.waker.set()
+
+    def begin(self) -> None:
+        self._committed = False
+        self._ahead = True
+
+    def polling(self) -> None:
+        if self._committed:
+            self.waker.drain_bells()  # our own commits rang our doorbells: the poll that follows reads them
+        self._ahead = False
+
+    def end(self) -> None:
+        self._ahead = False
