@@ -182,9 +182,7 @@ class Mesh:
         try:
             for i in range(size):
                 connect = self.nodes[-1].address if self.nodes else None
-                self.nodes.append(NodeProcess(f"n{i}", workdir, connect, heartbeat))
-            for node in self.nodes:
-                node.wait_ready()
+                self.nodes.append(self.start(f"n{i}", workdir, connect, heartbeat))
             self.plugin = Plugin(self.nodes[0].command_address).connect()
             ends = (self.nodes[0].label, self.nodes[-1].label)
             wait_for(
@@ -196,6 +194,20 @@ class Mesh:
         except BaseException:
             self.stop()
             raise
+
+    @staticmethod
+    def start(label: str, workdir: str, connect: str | None, heartbeat: float, attempts: int = 3) -> NodeProcess:
+        """A ready node; started again on fresh ports when another process took one of its free ports meanwhile."""
+        for attempt in range(attempts):
+            node = NodeProcess(label, workdir, connect, heartbeat)
+            try:
+                node.wait_ready()
+                return node
+            except RuntimeError:
+                node.stop()
+                if attempt == attempts - 1 or "Address already in use" not in node.tail():
+                    raise
+        raise RuntimeError(f"node {label} did not start")
 
     def alive_nodes(self, label: str) -> int:
         nodes = self.call("NODES", {}, label)["nodes"]
