@@ -348,10 +348,33 @@ def pynndb_lag(
             lags, lost = measure_lag(write, lambda oid: replica.get(oid) is not None, samples, pattern, idle)
             results[pattern] = {"lags": lags, "lost": lost}
             print(f"  {hops}-hop lag, {pattern}: p50/p99 {fmt_lag(results[pattern])}", flush=True)
+            if lags and sorted(lags)[len(lags) // 2] > CLIFF:
+                explain_cliff(mesh, pair)
             offset += documents_needed(samples, [pattern], idle)
         return results
     finally:
         pair.close()
+
+
+CLIFF = 0.02  # a p50 lag above this is a timer, not work: say what the nodes saw
+
+
+def explain_cliff(mesh: Mesh, pair: Pair) -> None:
+    """Print what tells a missed wake-up from a missed route: the service counters of both ends (found_by_polling:
+    the source's safety poll found the entries; wakeups; published/received) and the topic's subscribers."""
+    for label in (pair.source_node, pair.replica_node):
+        try:
+            status = mesh.call("STATUS", {}, label)
+            print(f"    CLIFF {label} replication counters: {status.get('replication')}", flush=True)
+        except Exception as error:  # diagnostics must not end the run
+            print(f"    CLIFF {label}: STATUS failed: {error}", flush=True)
+    try:
+        topic = f"db:{pair.uuid}"
+        nodes = mesh.call("NODES", {}, pair.source_node)["nodes"]
+        subscribers = [entry.get("label") for entry in nodes.values() if topic in entry.get("topics", [])]
+        print(f"    CLIFF {pair.source_node} sees subscribers of {topic}: {subscribers}", flush=True)
+    except Exception as error:
+        print(f"    CLIFF NODES failed: {error}", flush=True)
 
 
 def batched(documents: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
