@@ -366,6 +366,7 @@ def explain_cliff(mesh: Mesh, pair: Pair) -> None:
         try:
             status = mesh.call("STATUS", {}, label)
             print(f"    CLIFF {label} replication counters: {status.get('replication')}", flush=True)
+            print(f"    CLIFF {label} mesh counters: {status.get('counters')} links {status.get('links')}", flush=True)
         except Exception as error:  # diagnostics must not end the run
             print(f"    CLIFF {label}: STATUS failed: {error}", flush=True)
     try:

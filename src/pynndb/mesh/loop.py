@@ -89,12 +89,25 @@ class SocketLoop:
 
     # --- hand-over from other threads --------------------------------------------------------------------
     def wake(self) -> None:
+        """Make the loop turn soon (from any thread); one byte in the pipe stands for every wake-up until read."""
         if not self.wake_pending:
             self.wake_pending = True
             try:
                 os.write(self.wake_write, b"!")
             except (BlockingIOError, OSError):
                 pass  # the pipe is full (a wake-up is already pending) or closed (stopping)
+
+    def consume_wake(self) -> None:
+        """Empty the wake-up pipe, then allow the next wake-up to write again (on the loop thread, before the turn
+        that runs what was posted). In this order a `wake()` racing with it either finds the flag still set (what it
+        posted runs in this turn) or writes a new byte: the flag is never set over an empty pipe, which would make
+        every later `wake()` skip its write and leave the loop to its timers (a publish waiting for the next
+        heartbeat, ~0.5 s)."""
+        try:
+            os.read(self.wake_read, 4096)
+        except (BlockingIOError, OSError):
+            pass
+        self.wake_pending = False
 
     def post(self, operation: Callable[[], None]) -> None:
         """Run ``operation`` on the loop thread soon."""
@@ -142,11 +155,7 @@ class SocketLoop:
             timeout = 0.0 if ready else max(0.0, (deadline - time.monotonic()) * 1000)
             for fd, _ in self.poller.poll(timeout):
                 if fd == wake_read:
-                    self.wake_pending = False
-                    try:
-                        os.read(wake_read, 4096)
-                    except (BlockingIOError, OSError):
-                        pass
+                    self.consume_wake()
                 else:
                     socket = fd_sockets.get(fd)
                     if socket is not None:
