@@ -9,13 +9,14 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pynndb import Manager
 from pynndb.mesh.replicator import SAFETY_POLL
 from tests.helpers import wait_until
-from tests.integration.deployment import Child, Deployment
+from tests.integration.deployment import Child, Deployment, Node
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -42,8 +43,9 @@ def replica_records(path: str) -> int:
         return db.table("events").records() if "events" in db.tables() else 0
 
 
-@pytest.mark.parametrize("writemap", [False, True], ids=["plain", "writemap"])
-def test_bursts_and_a_write_after_idle_wake_the_node(deployment: Deployment, tmp_path: Path, writemap: bool) -> None:
+def replicated(deployment: Deployment, tmp_path: Path) -> tuple[str, str, Any, Node, Node]:
+    """A source served by node a, replicated one-way into a replica that node b serves too; (source, replica, a
+    Plugin connected to a, a, b)."""
     source, replica = str(tmp_path / "source"), str(tmp_path / "replica")
     with Manager() as manager:
         uuid = manager.database("s", source, config={"replication": True}).replication.uuid
@@ -52,6 +54,12 @@ def test_bursts_and_a_write_after_idle_wake_the_node(deployment: Deployment, tmp
     b = deployment.node("b", [replica], connect=[a])
     cmd = deployment.plugin(a)
     cmd.call("REPLICATE", {"path": replica, "uuid": uuid}, target=b.label)
+    return source, replica, cmd, a, b
+
+
+@pytest.mark.parametrize("writemap", [False, True], ids=["plain", "writemap"])
+def test_bursts_and_a_write_after_idle_wake_the_node(deployment: Deployment, tmp_path: Path, writemap: bool) -> None:
+    source, replica, cmd, a, b = replicated(deployment, tmp_path)
     application = Child([sys.executable, "-c", APPLICATION, source, "1" if writemap else "0"], tmp_path / "app.log")
     try:
         assert application.line().strip() == "ready"
@@ -75,14 +83,7 @@ def test_a_replica_node_wakes_once_per_arrival_not_again_for_its_own_apply(
 ) -> None:
     """The replica's apply commits (which ring its own doorbell, the replica being served too, and call its commit
     listener) must not wake its service for a second, idle step: one wake-up per write that arrives."""
-    source, replica = str(tmp_path / "source"), str(tmp_path / "replica")
-    with Manager() as manager:
-        uuid = manager.database("s", source, config={"replication": True}).replication.uuid
-        manager.database("r", replica, config={"replication": True})
-    a = deployment.node("a", [source])
-    b = deployment.node("b", [replica], connect=[a])
-    cmd = deployment.plugin(a)
-    cmd.call("REPLICATE", {"path": replica, "uuid": uuid}, target=b.label)
+    source, replica, cmd, a, b = replicated(deployment, tmp_path)
     application = Child([sys.executable, "-c", APPLICATION, source, "1"], tmp_path / "app.log")
     writes = 30
     try:
