@@ -56,11 +56,11 @@ class SocketLoop:
     # --- sockets -------------------------------------------------------------------------------------------
     def watch_router(self, socket: zmq.Socket, handle: RouterHandler) -> None:
         """Read a ROUTER in the loop: ``handle(identity, frame)`` per message."""
-        self._watch(socket, lambda s: self._drain_router(s, handle))
+        self._watch(socket, lambda s: self._drain(s, 2, lambda frames: handle(frames[0], frames[1])))
 
     def watch_dealer(self, socket: zmq.Socket, owner: Any, handle: DealerHandler) -> None:
         """Read a DEALER in the loop: ``handle(owner, frame)`` per message."""
-        self._watch(socket, lambda s: self._drain_dealer(s, owner, handle))
+        self._watch(socket, lambda s: self._drain(s, 1, lambda frames: handle(owner, frames[0])))
 
     def _watch(self, socket: zmq.Socket, reader: Callable[[zmq.Socket], None]) -> None:
         fd = int(socket.getsockopt(zmq.FD))
@@ -191,26 +191,8 @@ class SocketLoop:
             except Exception:
                 log.exception("loop operation failed")
 
-    def _drain_router(self, socket: zmq.Socket, handle: RouterHandler) -> None:
-        counters = self.counters
-        for _ in range(DRAIN_LIMIT):
-            try:
-                frames = socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                self.touched.discard(socket)  # EAGAIN processed its signals: its ZMQ_FD will fire again
-                return
-            counters["frames_in"] += 1
-            counters["bytes_in"] += len(frames[-1])
-            if len(frames) != 2:
-                counters["malformed"] += 1
-                continue
-            try:
-                handle(frames[0], frames[1])
-            except DECODE_ERRORS:
-                counters["malformed"] += 1
-        self.ready.add(socket)  # more may be waiting: read on in the next turn, after the others
-
-    def _drain_dealer(self, socket: zmq.Socket, owner: Any, handle: DealerHandler) -> None:
+    def _drain(self, socket: zmq.Socket, parts: int, handle: Callable[[list[bytes]], None]) -> None:
+        """Read what ``socket`` holds (at most DRAIN_LIMIT messages) and hand each message of ``parts`` frames on."""
         counters = self.counters
         for _ in range(DRAIN_LIMIT):
             if socket.closed:
@@ -222,11 +204,11 @@ class SocketLoop:
                 return
             counters["frames_in"] += 1
             counters["bytes_in"] += len(frames[-1])
-            if len(frames) != 1:
+            if len(frames) != parts:
                 counters["malformed"] += 1
                 continue
             try:
-                handle(owner, frames[0])
+                handle(frames)
             except DECODE_ERRORS:
                 counters["malformed"] += 1
         self.ready.add(socket)  # more may be waiting: read on in the next turn, after the others
