@@ -24,6 +24,7 @@ from pynndb.mesh.commands import Command
 from pynndb.mesh.engine import Engine
 from pynndb.mesh.links import discover, split_address
 from pynndb.mesh.local import Endpoints, NodeConfig, NodeLoop
+from pynndb.mesh.loop import LoopTask
 from pynndb.mesh.security import KeyPair
 from pynndb.mesh.services import Service, ServiceFactory, default_services
 from pynndb.mesh.workers import ReplyFuture
@@ -160,13 +161,14 @@ class Controller:
     def stop(self) -> None:
         """Leave the mesh and release every socket and thread; calling it again does nothing."""
         with self._lifecycle:
-            engine, self._engine = self._engine, None
+            engine = self._engine
             if engine is None:
                 return
             _running.discard(self)
             services, self._services = self._services, {}
             for service in reversed(list(services.values())):
-                service.stop()
+                service.stop()  # while the engine runs: a service takes its tasks off the loop
+            self._engine = None
             engine.stop()
             self._shutdown_context()
 
@@ -290,6 +292,17 @@ class Controller:
         """Receive targeted messages of ``kind`` as ``callback(payload, origin)`` on the callback thread (or, with
         ``inline=True``, on the socket loop: the callback must only queue work)."""
         self._endpoints.kinds[kind] = (callback, inline)
+
+    def run_task(self, task: LoopTask) -> None:
+        """Run a service's work on the node's socket loop (see `loop.LoopTask`): no thread of its own, no hand-off
+        between what arrives, the work, and what it publishes."""
+        self._running_engine().add_task(task)
+
+    def stop_task(self, task: LoopTask) -> None:
+        """Stop running ``task``; when this returns no step of it runs (a stopped node runs none)."""
+        engine = self._engine
+        if engine is not None:
+            engine.remove_task(task)
 
     def on_peer_change(self, callback: Callable[[str, str], None]) -> None:
         """Call ``callback(node_id, 'up' | 'down')`` when a node joins, comes back, or is marked gone."""

@@ -1,8 +1,9 @@
 """Divergence detection: a one-way replica compares a digest of its content with its source's at the same mark.
 
-The source's node digests its database in one read transaction at sequence S (`DIGEST`); the replica's service
-thread digests the replica when its mark is exactly S. A mismatch shows the replica as `diverged` in STATUS until
-`RESYNC` replaces its content by a fresh snapshot. Checks run every `every` seconds and on demand (`VERIFY`).
+The source's node digests its database in one read transaction at sequence S (`DIGEST`); the replica is held at
+S and digested on a worker thread once its mark is exactly S (a digest reads every document: never on the loop).
+A mismatch shows the replica as `diverged` in STATUS until `RESYNC` replaces its content by a fresh snapshot.
+Checks run every `every` seconds and on demand (`VERIFY`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pynndb.replication.digest import summary
 from pynndb.replication.table_filter import has_table
 
 if TYPE_CHECKING:
+    from pynndb.core.database import Database
     from pynndb.mesh.replication_holdings import Hosted
     from pynndb.mesh.replicator import ReplicationService
     from pynndb.replication.replica import Replica
@@ -42,7 +44,8 @@ def key_of(replica: Replica) -> Key:
 
 
 class DivergenceDetector:
-    """Owned by a `ReplicationService`: `step` runs on its service thread, digests are fetched on a worker."""
+    """Owned by a `ReplicationService`: `step` runs with the service's steps, digests are fetched and taken on a
+    worker."""
 
     def __init__(self, service: ReplicationService, every: float = VERIFY_EVERY) -> None:
         self.service = service
@@ -51,14 +54,15 @@ class DivergenceDetector:
         self._fetcher = ThreadPoolExecutor(1, thread_name_prefix=f"pynndb-{service.node.label}-verify")
         self._changed = threading.Condition()
         self._checks: dict[Key, Check] = {}
-        self._fetching: set[Key] = set()
-        self._wanted: set[Key] = set()  # checks asked for (VERIFY) that the service thread has not started yet
+        self._fetching: set[Key] = set()  # source digests being fetched, replica digests being taken
+        self._mine: dict[Key, dict[str, Any]] = {}  # the replica's digest at the check's sequence, once taken
+        self._wanted: set[Key] = set()  # checks asked for (VERIFY) that the service's steps have not started yet
         self._next: dict[Key, float] = {}
         self._outcome: dict[Key, tuple[int, str]] = {}  # (generation, last outcome)
         self._diverged: dict[Key, str] = {}
         self._verified: dict[Key, float] = {}
 
-    # --- the service thread ---------------------------------------------------------------------------------
+    # --- the service's steps -------------------------------------------------------------------------------
     def step(self, hosted_list: list[Hosted], now: float) -> None:
         """Start wanted or due checks; finish a check whose replica stands at the source's digest sequence.
 
@@ -86,7 +90,11 @@ class DivergenceDetector:
                     self._finish(key, "inconclusive", f"the replica is {replica.state}")
                 continue
             if replica.hwm == check.sequence and settled:
-                mine = orjson.loads(orjson.dumps(summary(replica.db)))
+                with self._changed:
+                    mine = self._mine.pop(key, None)
+                if mine is None:
+                    self._digest_later(key, replica)  # the replica stays held at S meanwhile
+                    continue
                 tables = set(mine) | set(check.tables)
                 different = sorted(
                     name
@@ -123,6 +131,26 @@ class DivergenceDetector:
             self._next[key] = time.monotonic() + self.every
         self._fetcher.submit(self._fetch, key, source)
 
+    def _digest_later(self, key: Key, replica: Replica) -> None:
+        """Digest the replica on the worker (it reads every document: never on the node's loop)."""
+        with self._changed:
+            self._fetching.add(key)
+        self._fetcher.submit(self._digest, key, replica.db)
+
+    def _digest(self, key: Key, db: Database) -> None:
+        try:
+            mine: dict[str, Any] = orjson.loads(orjson.dumps(summary(db)))
+        except PyNNDBError as error:
+            with self._changed:
+                self._fetching.discard(key)
+            self._finish(key, "inconclusive", str(error))
+            return
+        with self._changed:
+            self._fetching.discard(key)
+            if key in self._checks:
+                self._mine[key] = mine
+        self.service.wake()
+
     def _fetch(self, key: Key, source: str) -> None:
         try:
             owner = self.service.source_owners().get(source)
@@ -146,6 +174,7 @@ class DivergenceDetector:
     def _finish(self, key: Key, outcome: str, detail: str = "") -> None:
         with self._changed:
             self._checks.pop(key, None)
+            self._mine.pop(key, None)
             self._wanted.discard(key)
             self.counters["checks"] += 1
             if outcome == "match":

@@ -26,7 +26,7 @@ from pynndb.mesh.handshake import Links
 from pynndb.mesh.linking import Linking
 from pynndb.mesh.links import Channel, make_ports
 from pynndb.mesh.local import Endpoints, NodeConfig, OnReply
-from pynndb.mesh.loop import SocketLoop
+from pynndb.mesh.loop import LoopTask, SocketLoop
 from pynndb.mesh.requests import Requests
 from pynndb.mesh.routing import Routes, SeenCache
 from pynndb.mesh.workers import WorkerPool
@@ -166,6 +166,13 @@ class Engine:
     def links_listing(self) -> list[dict[str, Any]]:
         return self.linking.listing()
 
+    # --- NodeLoop: services' tasks (see loop.LoopTask) -----------------------------------------------------
+    def add_task(self, task: LoopTask) -> None:
+        self.loop.add_task(task)
+
+    def remove_task(self, task: LoopTask) -> None:
+        self.loop.remove_task(task)
+
     def neighbors(self) -> dict[str, Channel]:
         return self.links.neighbors()
 
@@ -229,8 +236,10 @@ class Engine:
         except zmq.ZMQError:
             self.counters["dropped"] += 1
 
-    def forward(self, frame: bytes, peers: Collection[str], came_from: str | None) -> None:
+    def forward(self, frame: bytes, peers: Collection[str], came_from: str | None, relayed: int = 1) -> None:
+        """Send a frame to the peers that are neighbors (not back where it came from); ``relayed=0``: our own."""
         neighbors = self.neighbors()
+        counters = self.counters
         for peer in peers:
             if peer == came_from:
                 continue
@@ -238,10 +247,10 @@ class Engine:
             if channel is None:
                 continue
             if self.send_link(channel, frame):
-                self.counters["relayed"] += 1
-                self.counters["frames_out"] += 1
+                counters["relayed"] += relayed
+                counters["frames_out"] += 1
             else:
-                self.counters["dropped"] += 1
+                counters["dropped"] += 1
 
     def originate(self, kind: int, body: bytes, target: str | None = None) -> None:
         """Send a new routed message from this node (loop thread only)."""
@@ -254,15 +263,7 @@ class Engine:
             peers = self.target_hops(target)
         else:
             peers = self.neighbors()
-        neighbors = self.neighbors()
-        for peer in peers:
-            channel = neighbors.get(peer)
-            if channel is None:
-                continue
-            if self.send_link(channel, frame):
-                self.counters["frames_out"] += 1
-            else:
-                self.counters["dropped"] += 1
+        self.forward(frame, peers, None, relayed=0)
 
     def refresh_routes(self) -> None:
         key = (self.directory.version, self.links.version)
@@ -316,7 +317,7 @@ class Engine:
             self.next_fine = self.next_tick  # idle nodes wake once a period...
         elif self.next_fine > now + FINE_TIMER:
             self.next_fine = now + FINE_TIMER  # ...hellos, requests and probes in flight need finer deadlines
-        return min(self.next_tick, self.next_fine)
+        return now if self.outbox else min(self.next_tick, self.next_fine)  # (a publish from the loop thread)
 
     def heartbeat(self, now: float) -> None:
         """Once a probe period: settle suspicions, probe, forget long-gone nodes, and drop links gone silent."""

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import zmq
 
 from pynndb.mesh.commands import Command
+from pynndb.mesh.loop import LoopTask
 from pynndb.mesh.security import KeyPair
 
 TopicCallback = Callable[[str, bytes, str], None]  # (topic, payload, origin node id)
@@ -102,3 +103,9 @@ class NodeLoop(Protocol):
 
     def status(self) -> dict[str, Any]:
         """Health, links and counters."""
+
+    def add_task(self, task: LoopTask) -> None:
+        """Run a service's task on the socket loop (see loop.LoopTask)."""
+
+    def remove_task(self, task: LoopTask) -> None:
+        """Stop running a task; when this returns no step of it runs."""

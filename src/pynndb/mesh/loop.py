@@ -1,10 +1,14 @@
 """The thin socket loop of a node: waits on its sockets and a wake-up pipe, reads what arrived, and hands every
 frame to the engine; other threads hand it work through ``post``.
 
+Services run their work on the loop too, as tasks (`LoopTask`): a task is stepped when its descriptor turns
+readable, when it asks to be (``pending``), or at its deadline, after the sockets were read and before queued
+publishes are flushed, so neither what arrived nor what it publishes waits for a thread hand-off.
+
 The loop waits on the sockets' ZMQ_FD descriptors with one ``select.poll`` call instead of ``zmq_poll``, which
 probes every socket (a syscall each) twice per wait. Those descriptors are edge-triggered: a socket is drained until
-EAGAIN, and any socket sent on during a turn is re-checked with ZMQ_EVENTS before the loop sleeps again, because a
-send can consume the signal of a message that arrived meanwhile.
+its ZMQ_EVENTS shows no input, and any socket sent on during a turn is re-checked with ZMQ_EVENTS before the loop
+sleeps again, because a send can consume the signal of a message that arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -30,6 +34,27 @@ RouterHandler = Callable[[bytes, bytes], None]  # (identity, frame)
 DealerHandler = Callable[[Any, bytes], None]  # (the socket's owner, frame)
 
 
+class LoopTask(Protocol):
+    """Work that runs on a node's socket loop instead of a thread of its own (a service's steps).
+
+    The loop waits on ``fileno()`` with its sockets and calls ``collect()`` when it is readable; it calls ``step()``
+    in each turn in which ``pending`` is true or ``deadline`` (time.monotonic) has passed, and never sleeps while
+    ``pending`` is true. A step must be short (it holds up every socket of the node): long work is cut in slices,
+    leaving ``pending`` set for the next turn."""
+
+    @property
+    def pending(self) -> bool: ...
+
+    @property
+    def deadline(self) -> float: ...
+
+    def fileno(self) -> int: ...
+
+    def collect(self) -> bool: ...
+
+    def step(self) -> None: ...
+
+
 class SocketLoop:
     """Owns the poller; after each wake-up ``turn()`` (the engine's timers and queued sends) runs and returns
     the next deadline, and ``farewell()`` runs once the loop stops."""
@@ -38,6 +63,9 @@ class SocketLoop:
         self.counters = counters
         self.ops: deque[Callable[[], None]] = deque()
         self.wake_pending = False
+        self.ident: int | None = None  # the loop thread's ident, once it runs
+        self.tasks: list[LoopTask] = []
+        self.fd_tasks: dict[int, LoopTask] = {}
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
@@ -90,6 +118,8 @@ class SocketLoop:
     # --- hand-over from other threads --------------------------------------------------------------------
     def wake(self) -> None:
         """Make the loop turn soon (from any thread); one byte in the pipe stands for every wake-up until read."""
+        if threading.get_ident() == self.ident:
+            return  # on the loop thread: it runs posted operations before it sleeps, and turn() sends what is queued
         if not self.wake_pending:
             self.wake_pending = True
             try:
@@ -143,23 +173,85 @@ class SocketLoop:
             raise value
         return value
 
+    # --- tasks -------------------------------------------------------------------------------------------
+    def add_task(self, task: LoopTask) -> None:
+        """Run ``task`` on the loop from its next turn (from any thread)."""
+        self.call_soon(lambda: self._add_task(task))
+
+    def remove_task(self, task: LoopTask) -> None:
+        """Stop running ``task``; when this returns no step of it runs or will run (its descriptor may be closed)."""
+        if self.thread.is_alive() and threading.get_ident() != self.ident:
+            try:
+                self.on_loop(lambda: self._remove_task(task))
+                return
+            except MeshError:
+                pass  # the loop is stuck or stopping: it reads the task list afresh each turn
+        self._remove_task(task)
+
+    def _add_task(self, task: LoopTask) -> None:
+        if task not in self.tasks:
+            self.tasks = [*self.tasks, task]
+            self.fd_tasks[task.fileno()] = task
+            self.poller.register(task.fileno(), select.POLLIN)
+
+    def _remove_task(self, task: LoopTask) -> None:
+        if task in self.tasks:
+            self.tasks = [other for other in self.tasks if other is not task]
+            fd = task.fileno()
+            if self.fd_tasks.pop(fd, None) is not None:
+                self.poller.unregister(fd)
+
+    def run_tasks(self) -> float:
+        """Step the tasks that are due; the earliest deadline among them afterwards."""
+        now = time.monotonic()
+        earliest = now + 1.0
+        for task in self.tasks:
+            if task.pending or now >= task.deadline:
+                try:
+                    task.step()
+                except Exception:
+                    log.exception("a loop task failed")
+            earliest = min(earliest, task.deadline)
+        return earliest
+
+    def collect(self, fd: int, events: int) -> None:
+        task = self.fd_tasks[fd]
+        if events & select.POLLNVAL:
+            log.error("a loop task's descriptor was closed while the task ran: the task is dropped")
+            self._remove_task(task)
+            return
+        try:
+            task.collect()
+        except Exception:
+            log.exception("a loop task failed")
+
+    def tasks_pending(self) -> bool:
+        return any(task.pending for task in self.tasks)
+
     # --- the loop ------------------------------------------------------------------------------------------
     def run(self) -> None:
+        self.ident = threading.get_ident()
         deadline = 0.0
         ready = self.ready
         fd_sockets = self.fd_sockets
+        fd_tasks = self.fd_tasks
         wake_read = self.wake_read
         readers = self.readers
         while not self.stopping:
             # In milliseconds; select.poll rounds a fraction up, so the loop never spins on a timer.
-            timeout = 0.0 if ready else max(0.0, (deadline - time.monotonic()) * 1000)
-            for fd, _ in self.poller.poll(timeout):
+            if ready or self.ops or (self.tasks and self.tasks_pending()):
+                timeout = 0.0
+            else:
+                timeout = max(0.0, (deadline - time.monotonic()) * 1000)
+            for fd, events in self.poller.poll(timeout):
                 if fd == wake_read:
                     self.consume_wake()
                 else:
                     socket = fd_sockets.get(fd)
                     if socket is not None:
                         ready.add(socket)
+                    elif fd in fd_tasks:
+                        self.collect(fd, events)
             self.counters["loop_turns"] += 1
             batch = list(ready)
             ready.clear()
@@ -168,7 +260,11 @@ class SocketLoop:
                 if reader is not None and not socket.closed:
                     reader(socket)
             self.run_ops()
-            deadline = self.turn()
+            if self.tasks:
+                task_deadline = self.run_tasks()  # before turn(): what the tasks publish is flushed in this turn
+                deadline = min(self.turn(), task_deadline)
+            else:
+                deadline = self.turn()
             if self.touched:
                 self.recheck_touched()
         self.farewell()
@@ -197,10 +293,15 @@ class SocketLoop:
         for _ in range(DRAIN_LIMIT):
             if socket.closed:
                 return  # a BYE just removed this link
+            # ZMQ_EVENTS processes the socket's pending signals like a failed read would (its ZMQ_FD fires again
+            # on new input), without the cost of raising zmq.Again.
+            if not int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                self.touched.discard(socket)
+                return
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                self.touched.discard(socket)  # EAGAIN processed its signals: its ZMQ_FD will fire again
+                self.touched.discard(socket)
                 return
             counters["frames_in"] += 1
             counters["bytes_in"] += len(frames[-1])

@@ -1,7 +1,7 @@
 """What a node's replication service holds: open databases, the sources it serves, the replicas it hosts.
 
-Thread-safe (one lock): the service thread, command handlers and mesh callbacks all read it; only the service's
-methods change it. It also says what the node advertises (`ReplicationInfo`).
+Thread-safe (one lock): the service's steps (on the node loop), command handlers and mesh callbacks all read it;
+only the service's methods change it. It also says what the node advertises (`ReplicationInfo`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Loop-free: ``coalesce`` gets the arrivals and three functions (decode, deliver, 
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable
 
 from pynndb.replication.messages import Entries, Message
@@ -47,3 +48,18 @@ def coalesce(
         handle(payload, origin)
     if merged is not None:
         deliver(merged)
+
+
+def take_slice(inbox: queue.SimpleQueue[Arrival], frames: int, size: int) -> tuple[list[Arrival], bool]:
+    """What one step handles: arrivals in order, up to ``frames`` of them or until ``size`` payload bytes are taken;
+    and whether the limit was reached (more may wait)."""
+    arrived: list[Arrival] = []
+    taken = 0
+    while len(arrived) < frames and taken < size:
+        try:
+            arrival = inbox.get_nowait()
+        except queue.Empty:
+            return arrived, False
+        arrived.append(arrival)
+        taken += len(arrival[1])
+    return arrived, True

@@ -29,7 +29,7 @@ class Routed:
 
 
 class RequestOutbox:
-    """Thread-safe: replicas' requests are added from the service thread and from command handlers."""
+    """Thread-safe: replicas' requests are added by the service's steps (on the node loop) and by command handlers."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock

@@ -1,4 +1,4 @@
-"""Answers to replicas' requests for a source served by this node (gap repair, snapshots), off the service thread.
+"""Answers to replicas' requests for a source served by this node (gap repair, snapshots), off the node loop.
 
 A snapshot can take long: answers run on a small pool, each streamed frame by frame to the requester's node.
 """

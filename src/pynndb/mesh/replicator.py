@@ -2,8 +2,9 @@
 
 The mesh only moves the replication engine's frames: live entries are published on topic ``db:<uuid>``; requests
 (gap repair, snapshots) and their answers are targeted messages of kind ``repl``. All replica state lives in the
-databases (marks, registrations), so a restarted node resumes where it stood. One service thread owns every
-`Replica` and `Publisher`; command handlers (`replication_commands`) only queue work for it or read.
+databases (marks, registrations), so a restarted node resumes where it stood. The service's steps run on the node's
+socket loop (a `loop.LoopTask`), which owns every `Replica` and `Publisher`; command handlers
+(`replication_commands`) only queue work for it or read.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pynndb.errors import MalformedEntry, PyNNDBError
 from pynndb.mesh.divergence import DivergenceDetector
 from pynndb.mesh.replication_commands import ReplicationCommands
 from pynndb.mesh.replication_holdings import Holdings
-from pynndb.mesh.replication_inbox import TARGETED, Arrival, coalesce
+from pynndb.mesh.replication_inbox import TARGETED, Arrival, coalesce, take_slice
 from pynndb.mesh.replication_inbox import TOPIC as TOPIC_FRAME
 from pynndb.mesh.replication_info import SERVICE, replica_holder, source_owners, source_progress
 from pynndb.mesh.replication_outbox import RequestOutbox, clear_missing_source, stall_for_missing_source
@@ -41,6 +42,8 @@ POLL_IDLE = 0.002  # journal polling for a served database whose doorbell cannot
 SAFETY_POLL = 0.5  # everything is woken by doorbells and messages: this only catches a ring that never came
 REPLICA_TICK = 0.05  # hosted replicas re-send unanswered requests on ticks
 CATCH_UP_AFTER = 0.25
+SLICE_FRAMES = 1000  # arrivals taken by one step (a step holds up the node's sockets: long work goes in slices)
+SLICE_BYTES = 4 << 20
 INFO_EVERY = 0.5
 
 
@@ -57,7 +60,7 @@ class ReplicationService:
         self._inbox: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
         self._outbox = RequestOutbox()  # requests waiting for their source's node to be known
         self._server = SourceServer(node.label, self._answer, self._served)
-        self._stop = threading.Event()
+        self._deadline = 0.0  # when the next step is due even if nothing wakes it (0: at once)
         self._info_at = 0.0
         self._woken = False
         self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0, "found_by_polling": 0}
@@ -68,9 +71,7 @@ class ReplicationService:
         self.commands.install(node)
         node.on_message(KIND, self._on_message, inline=True)
         node.on_peer_change(self._on_peer_change)
-        self._thread = threading.Thread(target=self._run, name=f"pynndb-{node.label}-replication", daemon=True)
-        self._commits.thread = self._thread
-        self._thread.start()
+        node.run_task(self)  # the steps run on the node's socket loop: see "the service's steps" below
 
     # --- databases ------------------------------------------------------------------------------------------
     def open(self, path: str) -> Database:
@@ -159,47 +160,52 @@ class ReplicationService:
             self._source_clocks[uuid] = max(self._source_clocks.get(uuid, 0), source.publisher.published_clock)
         return sequences
 
-    # --- the service thread ---------------------------------------------------------------------------------
+    # --- asking for steps ------------------------------------------------------------------------------------
     def wake(self) -> None:
-        """Make the service thread run a step now (from any thread)."""
+        """Make the service run a step now (from any thread)."""
         self._waker.set()
 
     def queue_requests(self, requests: list[Request]) -> None:
-        """Send replicas' requests to their sources' nodes on the service thread's next step."""
+        """Send replicas' requests to their sources' nodes on the service's next step."""
         self._outbox.add(requests)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._step()
-            except Exception:  # a node never dies of replication trouble; the cause is logged
-                log.exception("replication step failed")
-            finally:
-                self._commits.end()
-            # Commits of any process ring the served databases' doorbells and messages set the waker, so the
-            # thread sleeps until then; it polls only journals it has no doorbell for, and waiting requests.
-            hosting, serving = self.holdings.busy()
-            waiting = bool(self._outbox)
-            if not (hosting or serving or waiting):
-                interval = 1.0
-            elif waiting or not self.holdings.all_watched:
-                interval = self.poll_interval
-            elif hosting:
-                interval = REPLICA_TICK
-            else:
-                interval = SAFETY_POLL
-            self._woken = self._waker.wait(interval)
-            if self._woken:
-                self.counters["wakeups"] += 1
+    # --- the service's steps: a task of the node's socket loop (loop.LoopTask) ----------------------------------
+    # Live entries arrive on the loop (inline callbacks queue them), commits of any process ring the served
+    # databases' doorbells, which the loop waits on with its sockets, and what a step publishes is flushed in the
+    # same turn: no thread hand-off from a commit to its frame on the wire, nor from a frame to its apply.
+    @property
+    def pending(self) -> bool:
+        return self._waker.pending
+
+    @property
+    def deadline(self) -> float:
+        return self._deadline
+
+    def fileno(self) -> int:
+        return self._waker.fileno()
+
+    def collect(self) -> bool:
+        return self._waker.collect()
+
+    def step(self) -> None:
+        """One step: what arrived, the served journals, the replicas' ticks; then when the next is due."""
+        waker = self._waker
+        waker.owner = threading.get_ident()
+        self._woken = waker.pending
+        waker.pending = False  # cleared before the step: a wake-up during it runs another step
+        if self._woken:
+            self.counters["wakeups"] += 1
+        try:
+            self._step()
+        finally:
+            self._commits.end()
+        self._deadline = time.monotonic() + step_interval(self.holdings, bool(self._outbox), self.poll_interval)
 
     def _step(self) -> None:
         self._commits.begin()
-        arrived = []
-        for _ in range(1000):
-            try:
-                arrived.append(self._inbox.get_nowait())
-            except queue.Empty:
-                break
+        arrived, more = take_slice(self._inbox, SLICE_FRAMES, SLICE_BYTES)
+        if more:
+            self._waker.pending = True  # the loop serves its sockets, then steps again at once
         self.take(arrived)
         _databases, sources, hosted_list = self.holdings.snapshot()
         self._commits.polling()  # (commits before this, the applies of this step, woke nobody)
@@ -329,11 +335,20 @@ class ReplicationService:
             self._waker.set()
 
     def stop(self) -> None:
-        """Stop the service thread and release the databases."""
-        self._stop.set()
-        self._waker.set()
-        self._thread.join(timeout=10)
+        """Stop the service's steps and release the databases."""
+        self.node.stop_task(self)
         self.divergence.stop()
         self._waker.close()
         self._server.stop()
         self.holdings.release()
+
+
+def step_interval(holdings: Holdings, waiting: bool, poll_interval: float) -> float:
+    """How long the service may sleep unless woken: it polls only journals it has no doorbell for, and requests
+    waiting for their source's node; hosted replicas tick (re-sending unanswered requests)."""
+    hosting, serving = holdings.busy()
+    if not (hosting or serving or waiting):
+        return 1.0
+    if waiting or not holdings.all_watched:
+        return poll_interval
+    return REPLICA_TICK if hosting else SAFETY_POLL

@@ -1,7 +1,9 @@
 """Wake the replication service the moment any process commits to a database it serves.
 
-A `Waker` waits on its own pipe (`set()` from any thread) and on the commit doorbell of every watched database
-(see core/doorbell.py): commits by other processes wake it within microseconds, for every LMDB setting.
+A `Waker` is one descriptor (an epoll set) that becomes readable when `set()` is called from another thread or any
+process commits to a watched database (its doorbell, see core/doorbell.py). The node's socket loop waits on it with
+its sockets, so the service's work runs on the loop thread without a hand-off: commits by other processes wake it
+within microseconds, for every LMDB setting.
 """
 
 from __future__ import annotations
@@ -18,11 +20,26 @@ _NONBLOCK_CLOEXEC = os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class Waker:
-    """A select()-able event: `set()` from any thread wakes `wait()`; commits to watched databases wake it too."""
+    """A pollable event for one service: ``set()`` from any thread, or a commit to a watched database, makes
+    ``fileno()`` readable and ``pending`` true; the owning thread (the one that runs the service's steps) sets
+    ``pending`` without a system call.
+
+    The owner clears ``pending`` *before* it runs a step and ``collect()``s the descriptor when it is readable: a
+    ``set()`` racing with a step either finds the step still ahead or makes the descriptor readable again, so a
+    wake-up is never lost."""
 
     def __init__(self) -> None:
-        self._read, self._write = os.pipe2(_NONBLOCK_CLOEXEC) if hasattr(os, "pipe2") else os.pipe()
+        self._epoll = select.epoll()
+        self._read, self._write = os.pipe2(_NONBLOCK_CLOEXEC)
+        self._epoll.register(self._read, select.EPOLLIN)
         self._bells: dict[str, Doorbell] = {}
+        self._by_fd: dict[int, Doorbell] = {}
+        self.pending = False  # a step is wanted
+        self.owner: int | None = None  # thread ident of the stepping thread (its set() needs no system call)
+
+    def fileno(self) -> int:
+        """Readable while a wake-up or a ring waits to be collected."""
+        return self._epoll.fileno()
 
     @property
     def watching(self) -> bool:
@@ -36,17 +53,28 @@ class Waker:
                 bell = Doorbell(path)
             except DatabaseError:
                 return False
-            self._bells = {**self._bells, path: bell}  # replaced whole: wait() may be iterating the old one
-            self.set()  # a wait in progress selects again, now with this doorbell
+            self._epoll.register(bell.fileno(), select.EPOLLIN)  # epoll_ctl is safe while another thread waits
+            self._by_fd = {**self._by_fd, bell.fileno(): bell}  # replaced whole: collect() may be reading it
+            self._bells = {**self._bells, path: bell}
+            self.set()  # commits made before the doorbell existed rang nobody
         return True
 
     def unwatch(self, path: str) -> None:
         bell = self._bells.get(path)
         if bell is not None:
             self._bells = {other: kept for other, kept in self._bells.items() if other != path}
+            self._by_fd = {fd: kept for fd, kept in self._by_fd.items() if kept is not bell}
+            try:
+                self._epoll.unregister(bell.fileno())
+            except (OSError, ValueError):
+                pass
             bell.close()
 
     def set(self) -> None:
+        """Ask for a step (from any thread)."""
+        self.pending = True
+        if threading.get_ident() == self.owner:
+            return  # the owner looks at `pending` before it sleeps
         try:
             os.write(self._write, b"\x01")
         except BlockingIOError:
@@ -55,22 +83,35 @@ class Waker:
             if error.errno != errno.EBADF:
                 raise
 
-    def wait(self, timeout: float) -> bool:
-        """Block until set(), a commit to a watched database, or `timeout` passes; True if woken.
-
-        Rings are consumed before returning, so a commit made after this returns wakes the next wait."""
-        bells = list(self._bells.values())
+    def collect(self) -> bool:
+        """Consume what made the descriptor readable (wake-ups and rings); True (and ``pending``) if anything was."""
         try:
-            ready, _, _ = select.select([self._read, *(bell.fileno() for bell in bells)], [], [], timeout)
+            ready = self._epoll.poll(0)
         except (OSError, ValueError):
-            return True  # a doorbell was closed by unwatch() meanwhile: the caller loops and waits again
+            return False  # closed meanwhile (stopping)
         if not ready:
             return False
-        self._drain(self._read)
-        for bell in bells:
-            if not bell.closed:
-                bell.drain()
+        by_fd = self._by_fd
+        for fd, _events in ready:
+            if fd == self._read:
+                self._drain(fd)
+            else:
+                bell = by_fd.get(fd)
+                if bell is not None and not bell.closed:
+                    bell.drain()
+        self.pending = True
         return True
+
+    def wait(self, timeout: float) -> bool:
+        """Block until set(), a commit to a watched database, or `timeout` passes; True if woken (for a thread that
+        owns the waker itself rather than a node loop)."""
+        if self.pending and self.owner == threading.get_ident():
+            return True
+        try:
+            select.select([self.fileno()], [], [], timeout)
+        except (OSError, ValueError):
+            return True
+        return self.collect()
 
     def drain_bells(self) -> None:
         """Consume the pending rings of the watched databases (not `set()`'s wake-ups): a caller about to read
@@ -91,7 +132,8 @@ class Waker:
     def close(self) -> None:
         for bell in self._bells.values():
             bell.close()
-        self._bells.clear()
+        self._bells = {}
+        self._by_fd = {}
         for descriptor in (self._read, self._write):
             if descriptor >= 0:
                 try:
@@ -99,6 +141,7 @@ class Waker:
                 except OSError:
                     pass
         self._read = self._write = -1
+        self._epoll.close()
 
 
 class CommitWake:
@@ -109,12 +152,11 @@ class CommitWake:
 
     def __init__(self, waker: Waker) -> None:
         self.waker = waker
-        self.thread: threading.Thread | None = None  # the service thread
         self._ahead = False
         self._committed = False
 
     def __call__(self) -> None:
-        if self._ahead and threading.current_thread() is self.thread:
+        if self._ahead and threading.get_ident() == self.waker.owner:
             self._committed = True
             return
         self.waker.set()

@@ -1,0 +1,69 @@
+"""The replication service has no thread of its own: its steps run on the node's socket loop (no hand-off between
+a frame, its apply and what is published), and whole-database work (a replica's digest) runs on a worker, never on
+the loop."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pynndb import Manager
+from pynndb.mesh import divergence
+from pynndb.mesh.replicator import ReplicationService
+from tests.helpers import person, wait_until
+from tests.mesh.conftest import Mesh
+
+
+def test_steps_run_on_the_loop_thread_and_no_service_thread_exists(
+    mesh: Mesh, manager: Manager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: set[str] = set()
+    step = ReplicationService._step
+
+    def recorded(service: ReplicationService) -> None:
+        threads.add(threading.current_thread().name)
+        step(service)
+
+    monkeypatch.setattr(ReplicationService, "_step", recorded)
+    nodea, nodeb = mesh.node("a"), mesh.node("b")
+    nodea.connect(nodeb)
+    source = manager.database("s", str(tmp_path / "s"), config={"replication": True})
+    replica = manager.database("r", str(tmp_path / "r"), config={"replication": True})
+    cmd = mesh.plugin(nodea)
+    cmd.call("REGISTER", {"path": source.path})
+    peer = cmd.call("LOOKUP", {"name": "b"})["peer"]
+    cmd.call("REPLICATE", {"path": replica.path, "uuid": source.replication.uuid}, target=peer)
+    people = source.table("people")
+    for number in range(20):
+        people.append(person(number))
+    wait_until(lambda: "people" in replica.tables() and replica.table("people").records() == 20, timeout=10)
+    assert threads == {"pynndb-a-loop", "pynndb-b-loop"}
+    names = [thread.name for thread in threading.enumerate()]
+    assert not [name for name in names if name.endswith("-replication")], names
+
+
+def test_a_replica_is_digested_on_a_worker_not_on_the_loop(
+    mesh: Mesh, manager: Manager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digested: list[str] = []
+    summary = divergence.summary
+
+    def recorded(db: Any) -> Any:
+        digested.append(threading.current_thread().name)
+        return summary(db)
+
+    monkeypatch.setattr(divergence, "summary", recorded)
+    node = mesh.node("solo")
+    source = manager.database("s", str(tmp_path / "s"), config={"replication": True})
+    replica = manager.database("r", str(tmp_path / "r"), config={"replication": True})
+    source.table("people").append_many([person(number) for number in range(30)])
+    cmd = mesh.plugin(node)
+    cmd.call("REGISTER", {"path": source.path})
+    cmd.call("REPLICATE", {"path": replica.path, "uuid": source.replication.uuid})
+    wait_until(lambda: "people" in replica.tables() and replica.table("people").records() == 30, timeout=10)
+    reply = cmd.call("VERIFY", {"path": replica.path, "uuid": source.replication.uuid}, timeout=20)
+    assert [entry["verification"] for entry in reply["replicas"]] == ["match"]
+    assert digested and all(name.startswith("pynndb-solo-verify") for name in digested), digested
