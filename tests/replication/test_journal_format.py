@@ -148,3 +148,59 @@ def test_puts_to_keys_the_replica_holds_are_updates_in_a_batch(open_db) -> None:
     names = [doc.doc["name"] for doc in target["people"].find("by_name")]
     assert names == [doc.doc["name"] for doc in people.find("by_name")]
     assert sorted(names) == ["Again", "Name 3", "Renamed"]
+
+
+def test_a_one_way_replica_journals_plain_puts_as_they_came(open_db, monkeypatch) -> None:
+    """Entries of nothing but puts are applied in runs across entries and journaled verbatim (no entry is built
+    again): the replica's entry for each is the source's body, byte for byte."""
+    source = open_db("source")
+    people = source.table("people")
+    people.ensure("by_name", "{name}", duplicates=True)
+    target = open_db("target")
+    replica = Replica(target, source.replication.uuid).register()
+    publisher = Publisher(source)
+    serve(publisher, replica, replica.start())
+    start = source.replication.sequence + 1
+    for number in range(20):
+        people.append(person(number))
+    people.append_many([person(number) for number in range(20, 30)])
+    sent = source.replication.entries(start, 1000)
+
+    def refuse(*args: object) -> int:
+        raise AssertionError("an entry of plain puts was built again instead of relayed as it came")
+
+    monkeypatch.setattr(target.replication, "write_entry", refuse)
+    deliver(replica, [Entries(source.replication.uuid, sent, sent[-1][0])])  # one batch: one run of 21 entries
+    monkeypatch.undo()
+    assert replica.status()["state"] == "live"
+    assert diff(source, target) == {}
+    relayed = target.replication.entries(target.replication.sequence - len(sent) + 1, 1000)
+    assert [body for _seq, _clock, body in relayed] == [body for _seq, _clock, body in sent]
+
+
+def test_runs_of_puts_and_other_ops_keep_their_order(open_db) -> None:
+    """Runs into one table end at an entry into another table or of another op (index, delete, update): every
+    change lands in order and the replica's journal describes the same changes."""
+    source = open_db("source")
+    people, pets = source.table("people"), source.table("pets")
+    target = open_db("target")
+    replica = Replica(target, source.replication.uuid).register()
+    publisher = Publisher(source)
+    serve(publisher, replica, replica.start())
+    start = source.replication.sequence + 1
+    first = people.append(person(1))
+    people.append(person(2))
+    dog = pets.append({"name": "Rex"})
+    people.ensure("by_name", "{name}", duplicates=True)
+    people.append(person(3))
+    pets.delete(dog.key)
+    first["name"] = "Renamed"
+    people.save(first)
+    pets.append({"name": "Tom"})
+    sent = source.replication.entries(start, 1000)
+    deliver(replica, [Entries(source.replication.uuid, sent, sent[-1][0])])
+    assert replica.status()["state"] == "live"
+    assert diff(source, target) == {}
+    assert [doc.doc["name"] for doc in target["people"].find("by_name")] == ["Name 2", "Name 3", "Renamed"]
+    relayed = target.replication.entries(target.replication.sequence - len(sent) + 1, 1000)
+    assert [decode_body(body) for _seq, _clock, body in relayed] == [decode_body(body) for _seq, _clock, body in sent]

@@ -33,6 +33,7 @@ SEQ = struct.Struct(">Q")
 KEY = struct.Struct(">QQ")  # sequence, clock
 VERSION = struct.Struct(">Q16sB16s")  # clock, origin uuid, tombstone flag, source uuid
 HEADER_LENGTH = struct.Struct("<I")
+HEADER_START = 1 + HEADER_LENGTH.size  # a format 2 body: format byte, header length, header, documents
 FORMAT = 2  # the first byte of an entry body; a format 1 body is JSON (its first byte is '{')
 FORMAT_BYTE = bytes([FORMAT])
 TRIM_EVERY = 512
@@ -104,11 +105,23 @@ class Replication:
             b",".join(ops),
         )
         body = b"".join((FORMAT_BYTE, HEADER_LENGTH.pack(len(header)), header, t.documents))
+        t.ops = []
+        t.documents = bytearray()
+        return self._append(t, body)
+
+    def write_verbatim(self, t: Transaction, body: bytes, version: int) -> int:
+        """Append a source's entry body as it is (a replica relaying a change unchanged: same origin, version and
+        ops, so the same bytes `write_entry` would build); return its sequence number here."""
+        if not t.hlc:
+            self.stamp(t)
+        if version >= t.hlc:
+            t.hlc = version + 1
+        return self._append(t, body)
+
+    def _append(self, t: Transaction, body: bytes) -> int:
         seq = t.seq
         # Positional (key, value, dupdata, overwrite, append, db): the per-transaction path, kept lean.
         t.txn.put(KEY.pack(seq, t.hlc), body, True, True, True, self._journal)
-        t.ops = []
-        t.documents = bytearray()
         t.seq += 1
         t.hlc += 1
         if seq % self._trim_every == 0:
@@ -328,6 +341,9 @@ def decode_body(body: bytes) -> Entry:
     return entry
 
 
+_new_entry = tuple.__new__  # an Entry without NamedTuple's Python-level constructor (hot path)
+
+
 def _checked(entry: Any) -> Entry:
     if not isinstance(entry, dict) or not isinstance(entry.get("ops"), list):
         raise MalformedEntry("journal entry must be an object with 'ops'")
@@ -339,21 +355,29 @@ def _checked(entry: Any) -> Entry:
 
 
 def _read_v2(body: bytes) -> Entry:
-    if len(body) < 1 + HEADER_LENGTH.size:
+    # The hot path of every replica (an entry per source commit): `_checked` inlined, exact classes compared.
+    size = len(body)
+    if size < HEADER_START:
         raise MalformedEntry("journal entry truncated")
-    start = 1 + HEADER_LENGTH.size
-    end = start + HEADER_LENGTH.unpack_from(body, 1)[0]
-    if end > len(body):
+    end = HEADER_START + HEADER_LENGTH.unpack_from(body, 1)[0]
+    if end > size:
         raise MalformedEntry("journal entry header truncated")
     try:
-        entry = _checked(orjson.loads(body[start:end]))
+        header = orjson.loads(body[HEADER_START:end])
     except orjson.JSONDecodeError:
         raise MalformedEntry("journal entry header is not JSON") from None
+    if header.__class__ is not dict:
+        raise MalformedEntry("journal entry must be an object with 'ops'")
+    ops = header.get("ops")
+    origin = header.get("o")
+    version = header.get("v")
+    if ops.__class__ is not list or origin.__class__ is not str or version.__class__ is not int:
+        return _checked(header)  # raises with the reason
     offset = end
-    for op in entry.ops:
-        if type(op) is list and len(op) == 4 and op[0] == PUT:
+    for op in ops:
+        if op.__class__ is list and len(op) == 4 and op[0] == PUT:
             length = op[3]
-            if type(length) is not int or length < 2:
+            if length.__class__ is not int or length < 2:
                 raise MalformedEntry("a put op must carry its document's length")
             document = body[offset : offset + length]
             # Every document is a JSON object: a cheap check that the lengths and the bytes line up.
@@ -361,6 +385,6 @@ def _read_v2(body: bytes) -> Entry:
                 raise MalformedEntry("a put op's document is not a JSON object (or lengths do not add up)")
             op[3] = document
             offset += length
-    if offset != len(body):
+    if offset != size:
         raise MalformedEntry("journal entry documents do not add up to the body")
-    return entry
+    return _new_entry(Entry, (origin, version, ops))

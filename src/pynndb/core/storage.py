@@ -186,6 +186,28 @@ class ApplyTransaction:
             self._put(target, oid, fields)
             position += 1
 
+    @property
+    def relays_verbatim(self) -> bool:
+        """True when a source's entries of plain puts may be applied with `put_verbatim` (no per-document versions
+        to keep: the database journals each entry as it came)."""
+        return not self._db.replication.versioned
+
+    def put_verbatim(self, table: str, documents: list[StoredDocument], entries: list[tuple[bytes, int]]) -> None:
+        """Apply source entries (body, version) that are nothing but puts of `documents` into `table`, in order:
+        the documents in one run, then each entry journaled as it came (`Replication.write_verbatim`), since this
+        database's entry for a change it relays unchanged is the same bytes."""
+        t = self._t
+        journal = t.ops
+        t.ops = None  # the documents are journaled by their entries' bodies, not op by op
+        try:
+            self.put_documents(table, documents)
+        finally:
+            t.ops = journal
+        if journal is not None:
+            append = self._db.replication.write_verbatim
+            for body, version in entries:
+                append(t, body, version)
+
     def put(self, table: str, oid: bytes, fields: dict[str, Any] | None) -> None:
         """Write (fields None: delete) one document; deleting an absent one leaves a tombstone when versioned."""
         self._put(self._table(table), oid, fields)

@@ -308,7 +308,7 @@ class Replica:
         """Where this replica stands: mark, lag, state and counters."""
         self.storage.refresh()  # another replica of this database may have registered since (its mode follows)
         # The committed mark, not only the in-memory one: STATUS runs on another thread, which may ask between an
-        # apply's commit and the service thread's update of `hwm` (readers of the database already see the data).
+        # apply's commit and the service step's update of `hwm` (readers of the database already see the data).
         hwm = max(self.hwm, self.storage.mark(self.source))
         lag_entries = max(0, self.source_last - hwm)
         # The age of the oldest entry known to be missing: a held entry past a gap, else the source's latest (from
