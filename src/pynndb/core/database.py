@@ -96,22 +96,20 @@ class Database(Catalog):
     def _begin(self, write: bool, applying: bool = False) -> Transaction:
         if self._closed:
             raise DatabaseClosed(f"database {self.path} is closed")
-        if write and self.config.readonly:
-            raise ReadOnlyDatabase(f"{self.path} was opened read-only (config readonly=True)")
-        if write and self.replication.read_only and not applying:
-            raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
-        if write and self._writer is not None and self._writer_owner == get_ident():
-            raise TransactionError(
-                f"{self.path}: a write transaction is already open in this thread; pass it as txn= "
-                "(LMDB allows one writer at a time, so a second one here would wait for ever)"
-            )
+        if write and (
+            self.config.readonly
+            or (self.replication.read_only and not applying)
+            or (self._writer is not None and self._writer_owner == get_ident())
+        ):
+            self._refuse_writer(applying)
+        env = self._env
         for _attempt in range(16):
             try:
-                txn = self._env.begin(write=write)
+                txn = env.begin(None, None, write)  # (positional: py-lmdb parses them faster; once per call)
             except lmdb.MapResizedError:
-                self._env.set_mapsize(0)  # another process grew the map: adopt its size
-                txn = self._env.begin(write=write)
-            if write and txn.get(meta.SCHEMA, db=self._meta) != self._schema_token:
+                env.set_mapsize(0)  # another process grew the map: adopt its size
+                txn = env.begin(None, None, write)
+            if write and txn.get(meta.SCHEMA, None, self._meta) != self._schema_token:
                 # Another process changed the schema. Handles must be opened in a transaction that commits
                 # (LMDB closes those opened in one that aborts), so reload in a transaction of its own.
                 txn.abort()
@@ -126,6 +124,17 @@ class Database(Catalog):
                 self._writer_owner = get_ident()
             return transaction
         raise DatabaseError(f"{self.path}: the schema keeps changing under this writer")
+
+    def _refuse_writer(self, applying: bool) -> None:
+        """Why a write transaction cannot begin here (`_begin` tested all three in one expression)."""
+        if self.config.readonly:
+            raise ReadOnlyDatabase(f"{self.path} was opened read-only (config readonly=True)")
+        if self.replication.read_only and not applying:
+            raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
+        raise TransactionError(
+            f"{self.path}: a write transaction is already open in this thread; pass it as txn= "
+            "(LMDB allows one writer at a time, so a second one here would wait for ever)"
+        )
 
     def write_transaction(self) -> Transaction:
         """A write transaction: ``with db.write_transaction() as txn: table.append(doc, txn=txn)``."""
