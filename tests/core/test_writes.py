@@ -60,6 +60,21 @@ def test_append_many(table: Table) -> None:
     assert [d.key for d in table.find()] == [d.key for d in docs]
 
 
+def test_append_many_mixes_new_keys_and_chosen_keys_in_creation_order(table: Table) -> None:
+    """A batch takes its new keys in one go: they follow the keys appended before it and precede those after it;
+    Docs that carry a key keep it."""
+    before = table.append(person(0)).key
+    chosen = "000000000000000000000abc"
+    docs = table.append_many([person(1), Doc(person(2), oid=chosen), Doc(person(3)), person(4)])
+    after = table.append(person(5)).key
+    keys = [doc.key for doc in docs]
+    assert keys[1] == chosen
+    fresh = [keys[0], keys[2], keys[3]]
+    assert all(re.fullmatch(r"[0-9a-f]{24}", key) for key in fresh)
+    assert before < fresh[0] < fresh[1] < fresh[2] < after
+    assert [table.get(key)["age"] for key in keys] == [person(n)["age"] for n in range(1, 5)]
+
+
 def test_append_many_is_atomic(table: Table) -> None:
     table.append(person(5))
     with pytest.raises(DuplicateKey):

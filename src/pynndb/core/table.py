@@ -17,7 +17,7 @@ import orjson
 from pynndb.core import ops
 from pynndb.core.changes import Change, follow
 from pynndb.core.doc import Doc, _new_doc, make_doc
-from pynndb.core.ids import new_oid, normalise_key
+from pynndb.core.ids import new_oid, new_oids, normalise_key
 from pynndb.core.reads import TableReads
 from pynndb.core.table_schema import Index, check_name
 from pynndb.core.transaction import Transaction
@@ -99,9 +99,13 @@ class Table(TableWrites, TableReads):
         gc.disable()
         try:
             records: list[tuple[bytes, dict[str, Any]]] = []
-            for doc in docs:
-                data, oid = (doc, None) if doc.__class__ is dict else self._unwrap(doc)
-                records.append((new_oid() if oid is None else oid, data))
+            # One new id per document (one clock read); a Doc that carries its key keeps it (its id goes unused).
+            for doc, fresh in zip(docs, new_oids(len(docs)), strict=True):
+                if doc.__class__ is dict:
+                    records.append((fresh, doc))
+                else:
+                    data, oid = self._unwrap(doc)
+                    records.append((fresh if oid is None else oid, data))
             self._insert(t, records)
             results: list[Doc] = []
             for doc, (oid, data) in zip(docs, records, strict=True):
