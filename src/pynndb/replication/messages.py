@@ -236,9 +236,14 @@ def _decode_entries(header: dict[str, Any], source: str, payload: bytes) -> Entr
     offset = 0
     previous = None
     for item in described:
-        if not (isinstance(item, list) and len(item) == 3 and all(type(x) is int and x >= 0 for x in item)):
+        # (exact classes, no generator: this runs for every entry a replica receives)
+        if item.__class__ is not list or len(item) != 3:
             raise MalformedEntry("each entry must be [seq, clock, length]")
         seq, clock, length = item
+        if not (seq.__class__ is int and clock.__class__ is int and length.__class__ is int):
+            raise MalformedEntry("each entry must be [seq, clock, length]")
+        if seq < 0 or clock < 0 or length < 0:
+            raise MalformedEntry("each entry must be [seq, clock, length]")
         if previous is not None and seq != previous + 1:
             raise MalformedEntry("entries in a frame must be consecutive")
         previous = seq
