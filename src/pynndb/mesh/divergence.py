@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -138,29 +139,26 @@ class DivergenceDetector:
         self._fetcher.submit(self._digest, key, replica.db)
 
     def _digest(self, key: Key, db: Database) -> None:
-        try:
-            mine: dict[str, Any] = orjson.loads(orjson.dumps(summary(db)))
-        except PyNNDBError as error:
-            with self._changed:
-                self._fetching.discard(key)
-            self._finish(key, "inconclusive", str(error))
-            return
-        with self._changed:
-            self._fetching.discard(key)
-            if key in self._checks:
-                self._mine[key] = mine
-        self.service.wake()
+        self._on_worker(key, lambda: orjson.loads(orjson.dumps(summary(db))), self._mine)
 
     def _fetch(self, key: Key, source: str) -> None:
+        self._on_worker(key, lambda: self._source_digest(source), self._checks)
+
+    def _source_digest(self, source: str) -> Check:
+        owner = self.service.source_owners().get(source)
+        if owner is None:
+            raise PyNNDBError(f"source {source} is not registered on any node")
+        if owner == self.service.node.id:
+            reply = self.service.commands.digest({"uuid": source}, {})
+        else:
+            reply = self.service.node.call("DIGEST", {"uuid": source}, target=owner, timeout=5.0)
+        return Check(int(reply["sequence"]), dict(reply["tables"]), time.monotonic() + CATCH_UP_WITHIN)
+
+    def _on_worker(self, key: Key, work: Callable[[], Any], results: dict[Key, Any]) -> None:
+        """Run a check's slow part on the worker; keep its result for the service's next step (a replica's digest
+        only while its check is still on), or end the check as inconclusive if it failed."""
         try:
-            owner = self.service.source_owners().get(source)
-            if owner is None:
-                raise PyNNDBError(f"source {source} is not registered on any node")
-            if owner == self.service.node.id:
-                reply = self.service.commands.digest({"uuid": source}, {})
-            else:
-                reply = self.service.node.call("DIGEST", {"uuid": source}, target=owner, timeout=5.0)
-            check = Check(int(reply["sequence"]), dict(reply["tables"]), time.monotonic() + CATCH_UP_WITHIN)
+            value = work()
         except (PyNNDBError, KeyError, TypeError, ValueError) as error:
             with self._changed:
                 self._fetching.discard(key)
@@ -168,7 +166,8 @@ class DivergenceDetector:
             return
         with self._changed:
             self._fetching.discard(key)
-            self._checks[key] = check
+            if results is self._checks or key in self._checks:
+                results[key] = value
         self.service.wake()
 
     def _finish(self, key: Key, outcome: str, detail: str = "") -> None:
