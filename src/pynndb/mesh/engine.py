@@ -24,7 +24,7 @@ from pynndb.mesh.directory import Change, Directory
 from pynndb.mesh.gossip import Gossip
 from pynndb.mesh.handshake import Links
 from pynndb.mesh.linking import Linking
-from pynndb.mesh.links import Channel, make_ports
+from pynndb.mesh.links import NOBLOCK, NOBLOCK_MORE, Channel, make_ports
 from pynndb.mesh.local import Endpoints, NodeConfig, OnReply
 from pynndb.mesh.loop import LoopTask, SocketLoop
 from pynndb.mesh.requests import Requests
@@ -230,8 +230,8 @@ class Engine:
     def send_router(self, socket: zmq.Socket, identity: bytes, frame: bytes) -> None:
         self.loop.touched.add(socket)
         try:
-            socket.send(identity, zmq.NOBLOCK | zmq.SNDMORE)
-            socket.send(frame, zmq.NOBLOCK)
+            socket.send(identity, NOBLOCK_MORE)
+            socket.send(frame, NOBLOCK)
             self.counters["frames_out"] += 1
         except zmq.ZMQError:
             self.counters["dropped"] += 1

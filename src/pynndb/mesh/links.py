@@ -19,6 +19,7 @@ from pynndb.mesh.security import make_server
 
 HIGH_WATER_MARK = 100_000
 DISCOVERY_MAX_BYTES = 64 * 1024
+NOBLOCK, NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)  # plain ints: pyzmq's enums cost ~1 us per use
 
 
 def configure(socket: zmq.Socket, max_message_size: int | None = None, hwm: int = HIGH_WATER_MARK) -> None:
@@ -80,11 +81,11 @@ class Channel:
         """Send one frame without blocking; False if the peer is unreachable or its queue is full."""
         try:
             if self.socket is not None:
-                self.socket.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
+                self.socket.send(frame, NOBLOCK, copy=len(frame) < 65536)
             else:
                 # ROUTER framing needs the identity frame first; SNDMORE is cheaper than send_multipart.
-                router.send(self.identity or b"", zmq.NOBLOCK | zmq.SNDMORE)
-                router.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
+                router.send(self.identity or b"", NOBLOCK_MORE)
+                router.send(frame, NOBLOCK, copy=len(frame) < 65536)
         except zmq.ZMQError:
             return False
         return True

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import zmq
 
@@ -28,6 +28,8 @@ from pynndb.errors import MalformedMessage, MeshError
 
 log = logging.getLogger("pynndb.mesh.engine")
 
+# pyzmq's constants are enums: `&` and `|` on them run Python code (~1 us each); the hot paths use plain ints.
+EVENTS, POLLIN, NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn, so no socket starves the others
 DECODE_ERRORS = (MalformedMessage, ValueError, KeyError, TypeError, UnicodeDecodeError)
 RouterHandler = Callable[[bytes, bytes], None]  # (identity, frame)
@@ -274,7 +276,7 @@ class SocketLoop:
         touched = self.touched
         while touched:
             socket = touched.pop()
-            if socket in self.socket_fds and not socket.closed and int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            if socket in self.socket_fds and not socket.closed and cast(int, socket.getsockopt(EVENTS)) & POLLIN:
                 self.ready.add(socket)
 
     def run_ops(self) -> None:
@@ -295,11 +297,11 @@ class SocketLoop:
                 return  # a BYE just removed this link
             # ZMQ_EVENTS processes the socket's pending signals like a failed read would (its ZMQ_FD fires again
             # on new input), without the cost of raising zmq.Again.
-            if not int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            if not cast(int, socket.getsockopt(EVENTS)) & POLLIN:
                 self.touched.discard(socket)
                 return
             try:
-                frames = socket.recv_multipart(zmq.NOBLOCK)
+                frames = socket.recv_multipart(NOBLOCK)
             except zmq.Again:
                 self.touched.discard(socket)
                 return
