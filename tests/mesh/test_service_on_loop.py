@@ -67,3 +67,43 @@ def test_a_replica_is_digested_on_a_worker_not_on_the_loop(
     reply = cmd.call("VERIFY", {"path": replica.path, "uuid": source.replication.uuid}, timeout=20)
     assert [entry["verification"] for entry in reply["replicas"]] == ["match"]
     assert digested and all(name.startswith("pynndb-solo-verify") for name in digested), digested
+
+
+def test_a_backlog_is_published_in_slices_in_order(
+    mesh: Mesh, manager: Manager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A served database's backlog goes out a few batches per step (the loop serves its sockets in between), every
+    batch once and in order."""
+    steps_publishing: list[int] = []  # per step that published: how many batches
+    step = ReplicationService._step
+
+    def recorded(service: ReplicationService) -> None:
+        before = service.counters["published"]
+        step(service)
+        if service.counters["published"] > before:
+            steps_publishing.append(service.counters["published"] - before)
+
+    monkeypatch.setattr(ReplicationService, "_step", recorded)
+    node = mesh.node("solo")
+    source = manager.database("s", str(tmp_path / "s"), config={"replication": True})
+    replica = manager.database("r", str(tmp_path / "r"), config={"replication": True})
+    people = source.table("people")
+    service = node.replication
+    assert service is not None
+    service.register(service.open(source.path))
+    held = service.holdings.source(source.replication.uuid)
+    assert held is not None
+    held.publisher.batch_entries = 1  # one batch per entry: 20 commits are 20 batches
+    service.replicate(service.open(replica.path), source.replication.uuid, "one-way")
+    uuid = source.replication.uuid
+    wait_until(lambda: replica.replication.marks().get(uuid, 0) >= source.replication.sequence, timeout=10)
+    steps_publishing.clear()
+
+    def backlog() -> None:
+        for number in range(20):
+            people.append(person(number))  # 20 commits while the loop is busy here: one backlog
+
+    node._engine.loop.on_loop(backlog)  # type: ignore[union-attr]
+    wait_until(lambda: "people" in replica.tables() and replica.table("people").records() == 20, timeout=10)
+    assert [doc["name"] for doc in replica.table("people").find()] == [person(n)["name"] for n in range(20)]
+    assert steps_publishing == [8, 8, 4]

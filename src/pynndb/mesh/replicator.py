@@ -44,6 +44,7 @@ REPLICA_TICK = 0.05  # hosted replicas re-send unanswered requests on ticks
 CATCH_UP_AFTER = 0.25
 SLICE_FRAMES = 1000  # arrivals taken by one step (a step holds up the node's sockets: long work goes in slices)
 SLICE_BYTES = 4 << 20
+SLICE_MESSAGES = 8  # batches of live entries (each up to 1 MiB) a step publishes per served database
 INFO_EVERY = 0.5
 
 
@@ -210,7 +211,10 @@ class ReplicationService:
         _databases, sources, hosted_list = self.holdings.snapshot()
         self._commits.polling()  # (commits before this, the applies of this step, woke nobody)
         for source in sources:
-            for message in source.publisher.poll():
+            messages = source.publisher.poll(SLICE_MESSAGES)
+            if len(messages) == SLICE_MESSAGES:
+                self._waker.pending = True  # more may wait: the rest in the next step, after the loop's sockets
+            for message in messages:
                 if not self._woken:
                     self.counters["found_by_polling"] += 1
                 self.node.publish(TOPIC + source.publisher.uuid, encode(message))
