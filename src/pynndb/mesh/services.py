@@ -2,7 +2,8 @@
 its commands answer from the first request) and stopped before the node leaves the mesh.
 
 A service uses only the Controller's service API (`register_command`, `subscribe`, `on_message`, `send`,
-`publish`, `set_service_info`, `directory`, `call`, `on_peer_change`). Every node runs the default services
+`publish`, `set_service_info`, `directory`, `call`, `on_peer_change`, and `run_task`/`stop_task` for work that runs
+on the node's socket loop, see `loop.LoopTask`). Every node runs the default services
 unless it is given others: ``Controller(..., services={})`` is a bare mesh node.
 """
 
