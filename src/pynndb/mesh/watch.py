@@ -102,17 +102,6 @@ class Waker:
         self.pending = True
         return True
 
-    def wait(self, timeout: float) -> bool:
-        """Block until set(), a commit to a watched database, or `timeout` passes; True if woken (for a thread that
-        owns the waker itself rather than a node loop)."""
-        if self.pending and self.owner == threading.get_ident():
-            return True
-        try:
-            select.select([self.fileno()], [], [], timeout)
-        except (OSError, ValueError):
-            return True
-        return self.collect()
-
     def drain_bells(self) -> None:
         """Consume the pending rings of the watched databases (not `set()`'s wake-ups): a caller about to read
         every watched journal anyway, whose own commits rang them."""
