@@ -181,9 +181,9 @@ class Doorbell:
                 chunk = os.read(self._read, 65536)
             except (BlockingIOError, InterruptedError):
                 break
-            if not chunk:
-                break
             count += len(chunk)
+            if len(chunk) < 65536:
+                break  # a short read emptied the FIFO (a later ring makes it readable again): no EAGAIN read
         return count
 
     def close(self) -> None:

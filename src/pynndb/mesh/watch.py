@@ -113,8 +113,8 @@ class Waker:
     def _drain(descriptor: int) -> None:
         for _ in range(64):  # bounded: each read empties up to 64 KiB of wake bytes
             try:
-                if not os.read(descriptor, 65536):
-                    return
+                if len(os.read(descriptor, 65536)) < 65536:
+                    return  # a short read emptied the pipe: no read just to see EAGAIN
             except (BlockingIOError, InterruptedError):
                 return
 

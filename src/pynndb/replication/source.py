@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid as uuid_module
 from collections.abc import Iterator
 from dataclasses import replace
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from pynndb.core.journal import Version
@@ -69,6 +70,8 @@ class Publisher:
             self.published = batch[-1][0]
             self.published_clock = batch[-1][1]
             messages.append(Entries(self.uuid, batch, self.published))
+            if len(batch) < self.batch_entries and sum(map(len, map(itemgetter(2), batch))) < self.batch_bytes:
+                break  # the journal's end, not a batch's limit: no second read transaction to find nothing
         return messages
 
     def serve(self, request: Request) -> Iterator[Message]:
