@@ -5,6 +5,7 @@ the loop."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,30 @@ def test_a_backlog_is_published_in_slices_in_order(
     wait_until(lambda: "people" in replica.tables() and replica.table("people").records() == 20, timeout=10)
     assert [doc["name"] for doc in replica.table("people").find()] == [person(n)["name"] for n in range(20)]
     assert steps_publishing == [8, 8, 4]
+
+
+def test_a_failing_step_is_logged_and_waits_for_its_interval(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A step that raises must not run again in every loop turn (the loop would spin): its next deadline is set
+    whatever happened, and the node goes on."""
+    node = mesh.node("solo")
+    service = node.replication
+    assert service is not None
+    failures: list[float] = []
+
+    def broken(self: ReplicationService) -> None:
+        failures.append(time.monotonic())
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ReplicationService, "_step", broken)
+    service.wake()
+    wait_until(lambda: failures, timeout=5)
+    assert service.deadline > failures[0]  # the next step waits for the interval (1 s with nothing held)
+    turns = node.status()["counters"]["loop_turns"]
+    assert node.call("PING")["pong"]  # the loop turns (and answers) meanwhile
+    assert node.status()["counters"]["loop_turns"] > turns
+    # Within its interval nothing steps it again, however many turns the loop made.
+    early = [moment for moment in failures[1:] if moment - failures[0] < 0.5]
+    assert early == [], f"a failing step ran again {len(early)} times within 0.5 s"
+    assert "replication step failed" in caplog.text

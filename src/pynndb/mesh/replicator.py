@@ -198,9 +198,12 @@ class ReplicationService:
             self.counters["wakeups"] += 1
         try:
             self._step()
+        except Exception:  # a node never dies of replication trouble; the cause is logged
+            log.exception("replication step failed")
         finally:
             self._commits.end()
-        self._deadline = time.monotonic() + step_interval(self.holdings, bool(self._outbox), self.poll_interval)
+            # Always: a step that keeps failing must wait for its interval, not run again in every loop turn.
+            self._deadline = time.monotonic() + step_interval(self.holdings, bool(self._outbox), self.poll_interval)
 
     def _step(self) -> None:
         self._commits.begin()
