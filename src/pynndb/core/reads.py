@@ -157,14 +157,6 @@ class TableReads:
                 if limit == 0:
                     return
                 count = 0
-                if simple and not with_keys and expression is None and limit is None:
-                    # The plain full scan (`find()`): the cursor's own pairs, nothing tested per record.
-                    for oid, stored in walk_all(read, dbi):
-                        doc = _new_doc(Doc)
-                        doc._data = _loads(stored) if stored[0] == 123 else decode_value(stored, compressor)
-                        doc._oid = oid
-                        yield doc
-                    return
                 if simple and not with_keys:
                     # The full scan: the cursor's own pairs, without the (key, record, value) layer (~10% faster).
                     for oid, stored in walk_all(read, dbi):

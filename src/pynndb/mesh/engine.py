@@ -24,9 +24,9 @@ from pynndb.mesh.directory import Change, Directory
 from pynndb.mesh.gossip import Gossip
 from pynndb.mesh.handshake import Links
 from pynndb.mesh.linking import Linking
-from pynndb.mesh.links import NOBLOCK, NOBLOCK_MORE, Channel, make_ports
+from pynndb.mesh.links import Channel, make_ports
 from pynndb.mesh.local import Endpoints, NodeConfig, OnReply
-from pynndb.mesh.loop import LoopTask, SocketLoop
+from pynndb.mesh.loop import NOBLOCK, NOBLOCK_MORE, LoopTask, SocketLoop
 from pynndb.mesh.requests import Requests
 from pynndb.mesh.routing import Routes, SeenCache
 from pynndb.mesh.workers import WorkerPool

@@ -15,11 +15,11 @@ import zmq
 
 from pynndb.errors import InvalidAddress, MalformedMessage, MeshError
 from pynndb.mesh import wire
+from pynndb.mesh.loop import NOBLOCK, NOBLOCK_MORE
 from pynndb.mesh.security import make_server
 
 HIGH_WATER_MARK = 100_000
 DISCOVERY_MAX_BYTES = 64 * 1024
-NOBLOCK, NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)  # plain ints: pyzmq's enums cost ~1 us per use
 
 
 def configure(socket: zmq.Socket, max_message_size: int | None = None, hwm: int = HIGH_WATER_MARK) -> None:

@@ -30,6 +30,7 @@ log = logging.getLogger("pynndb.mesh.engine")
 
 # pyzmq's constants are enums: `&` and `|` on them run Python code (~1 us each); the hot paths use plain ints.
 EVENTS, POLLIN, NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
+NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn, so no socket starves the others
 DECODE_ERRORS = (MalformedMessage, ValueError, KeyError, TypeError, UnicodeDecodeError)
 RouterHandler = Callable[[bytes, bytes], None]  # (identity, frame)

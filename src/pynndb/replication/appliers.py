@@ -95,7 +95,6 @@ class Applier:
             return
         table = ""
         run: list[StoredDocument] = []
-        loads = orjson.loads
         for item in ops:
             if item.__class__ is list and len(item) == 4 and item[0] == op.PUT:
                 name = item[1]
@@ -104,14 +103,7 @@ class Applier:
                         tx.put_documents(table, run)
                         run = []
                     table = name
-                key = item[2]
-                oid = key.encode() if key.__class__ is str else b""
-                if not oid or item[3].__class__ is not bytes:
-                    raise MalformedEntry("a put op must carry a key and a document")
-                fields = loads(item[3])  # decoded once: the index keys need the fields
-                if fields.__class__ is not dict:
-                    raise MalformedEntry("a put op's document must be a JSON object")
-                run.append((oid, item[3], fields))
+                run.append(stored_document(item))
                 continue
             if run:
                 tx.put_documents(table, run)
@@ -240,17 +232,10 @@ class Run:
             return 0
         table = first[1]
         taken: list[StoredDocument] = []
-        loads = orjson.loads
         for item in ops:
             if not (item.__class__ is list and len(item) == 4 and item[0] == op.PUT and item[1] == table):
                 return 0
-            key, stored = item[2], item[3]
-            if key.__class__ is not str or not key or stored.__class__ is not bytes:
-                raise MalformedEntry("a put op must carry a key and a document")
-            fields = loads(stored)  # decoded once: the index keys need the fields
-            if fields.__class__ is not dict:
-                raise MalformedEntry("a put op's document must be a JSON object")
-            taken.append((key.encode(), stored, fields))
+            taken.append(stored_document(item))
         if table != self.table:
             self.flush(tx)
             self.table = table
@@ -263,6 +248,18 @@ class Run:
             tx.put_verbatim(self.table, self.documents, self.entries)
             self.documents = []
             self.entries = []
+
+
+def stored_document(item: list[Any]) -> StoredDocument:
+    """A put op (``["put", table, key, stored JSON bytes]``) as the storage seam takes it: (key, bytes, fields),
+    the fields decoded once (the index keys need them); MalformedEntry for a key or document that is not one."""
+    key, stored = item[2], item[3]
+    if key.__class__ is not str or not key or stored.__class__ is not bytes:
+        raise MalformedEntry("a put op must carry a key and a document")
+    fields = orjson.loads(stored)
+    if fields.__class__ is not dict:
+        raise MalformedEntry("a put op's document must be a JSON object")
+    return key.encode(), stored, fields
 
 
 def _fields(stored: Any) -> dict[str, Any]:
