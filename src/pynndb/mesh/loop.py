@@ -302,7 +302,7 @@ class SocketLoop:
                 self.touched.discard(socket)
                 return
             try:
-                frames = socket.recv_multipart(NOBLOCK)
+                frames = receive(socket)
             except zmq.Again:
                 self.touched.discard(socket)
                 return
@@ -316,3 +316,14 @@ class SocketLoop:
             except DECODE_ERRORS:
                 counters["malformed"] += 1
         self.ready.add(socket)  # more may be waiting: read on in the next turn, after the others
+
+
+def receive(socket: zmq.Socket) -> list[bytes]:
+    """One whole message, without blocking. A `zmq.Frame` says whether more parts follow, where `recv_multipart`
+    asks getsockopt(RCVMORE) after every part (pyzmq builds an enum member for each: ~0.6 µs a part more)."""
+    frame = socket.recv(NOBLOCK, copy=False)
+    parts = [frame.bytes]
+    while frame.more:  # (bounded: the parts of one message, which ZeroMQ delivers whole)
+        frame = socket.recv(NOBLOCK, copy=False)
+        parts.append(frame.bytes)
+    return parts
