@@ -13,6 +13,7 @@ import pytest
 
 from pynndb import Manager
 from pynndb.mesh import divergence
+from pynndb.mesh.replication_holdings import Hosted
 from pynndb.mesh.replicator import ReplicationService
 from tests.helpers import person, wait_until
 from tests.mesh.conftest import Mesh
@@ -138,3 +139,28 @@ def test_a_failing_step_is_logged_and_waits_for_its_interval(
     early = [moment for moment in failures[1:] if moment - failures[0] < 0.5]
     assert early == [], f"a failing step ran again {len(early)} times within 0.5 s"
     assert "replication step failed" in caplog.text
+
+
+def test_a_node_coming_up_hurries_the_hosted_replicas_on_the_loop_thread(
+    mesh: Mesh, manager: Manager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Peer changes arrive on a callback thread; the replicas' request state belongs to the loop thread, so the
+    next step (not the callback) tells them a link came up."""
+    threads: list[str] = []
+    link_restored = Hosted.link_restored
+
+    def recorded(hosted: Hosted) -> None:
+        threads.append(threading.current_thread().name)
+        link_restored(hosted)
+
+    monkeypatch.setattr(Hosted, "link_restored", recorded)
+    node = mesh.node("solo")
+    source = manager.database("s", str(tmp_path / "s"), config={"replication": True})
+    replica = manager.database("r", str(tmp_path / "r"), config={"replication": True})
+    cmd = mesh.plugin(node)
+    cmd.call("REGISTER", {"path": source.path})
+    cmd.call("REPLICATE", {"path": replica.path, "uuid": source.replication.uuid})
+    assert threads == []
+    node.connect(mesh.node("newcomer"))  # a node joins: 'up'
+    wait_until(lambda: threads, timeout=10)
+    assert set(threads) == {"pynndb-solo-loop"}

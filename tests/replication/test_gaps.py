@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pynndb.replication import Entries, Publisher, Replica, Request, diff
+from pynndb.replication.replica import LINK_SILENCE
 from tests.helpers import person
 from tests.replication.conftest import deliver, serve
 
@@ -82,6 +83,40 @@ def test_unanswered_request_is_repeated_after_the_timeout(open_db) -> None:
     clock.now = 10.0
     assert replica.tick() == []
     assert replica.status()["state"] == "live"
+
+
+def test_after_a_link_comes_up_an_unanswered_request_is_asked_again_soon(open_db) -> None:
+    """A request made before a fault may have been lost in it: once a link is back, it waits LINK_SILENCE more for
+    its answer, not the rest of the request timeout; a request answered meanwhile is not asked again."""
+    source, target = filled(open_db)
+    clock = FakeClock()
+    replica = Replica(target, source.replication.uuid, clock=clock, request_timeout=2.0).register()
+    (first,) = replica.start()
+    clock.now = 0.5
+    replica.link_restored()
+    clock.now = 0.5 + LINK_SILENCE - 0.05
+    assert replica.tick() == [], "an answer may still come"
+    clock.now = 0.5 + LINK_SILENCE + 0.05  # 0.8 s after the request: without the link event, 1.2 s to wait still
+    (again,) = replica.tick()
+    assert (again.start, again.snapshot) == (first.start, first.snapshot)
+    assert again.stream != first.stream  # a late answer to the first request is told apart
+    assert replica.tick() == []
+    serve(Publisher(source), replica, [again])
+    replica.link_restored()  # nothing awaits an answer: nothing to hurry
+    clock.now = 10.0
+    assert replica.tick() == []
+    assert replica.status()["state"] == "live"
+
+
+def test_a_link_event_does_not_hurry_a_fresh_request_past_its_timeout(open_db) -> None:
+    """Hurrying only ever shortens the wait: a request made just now still gets LINK_SILENCE, never less."""
+    source, target = filled(open_db)
+    clock = FakeClock()
+    replica = Replica(target, source.replication.uuid, clock=clock, request_timeout=2.0).register()
+    replica.start()
+    replica.link_restored()
+    clock.now = LINK_SILENCE - 0.01
+    assert replica.tick() == []
 
 
 def test_lost_last_batch_is_noticed_through_the_source_sequence(open_db) -> None:

@@ -37,6 +37,11 @@ class Hosted:
     paused: bool = False
     last_progress: float = field(default_factory=time.monotonic)
 
+    def link_restored(self) -> None:
+        """A mesh link came (back) up: ask at once if behind, and do not wait long for a request the fault lost."""
+        self.last_progress = 0.0  # the catch-up check asks at once
+        self.replica.link_restored()
+
 
 class Holdings:
     """Databases by path, served sources by uuid, hosted replicas by (replica uuid, source uuid)."""

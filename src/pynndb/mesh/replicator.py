@@ -64,6 +64,7 @@ class ReplicationService:
         self._deadline = 0.0  # when the next step is due even if nothing wakes it (0: at once)
         self._info_at = 0.0
         self._woken = False
+        self._restored = False  # a mesh link came up since the last step
         self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0, "found_by_polling": 0}
         self.counters["wakeups"] = 0  # steps run because something woke the thread (not its timer)
         self._source_clocks: dict[str, int] = {}  # source uuid -> clock of its latest entry, from announcements
@@ -212,6 +213,7 @@ class ReplicationService:
             self._waker.pending = True  # the loop serves its sockets, then steps again at once
         self.take(arrived)
         _databases, sources, hosted_list = self.holdings.snapshot()
+        restored, self._restored = self._restored, False
         self._commits.polling()  # (commits before this, the applies of this step, woke nobody)
         for source in sources:
             messages = source.publisher.poll(SLICE_MESSAGES)
@@ -228,6 +230,8 @@ class ReplicationService:
         known = self._source_sequences() if now - self._info_at >= INFO_EVERY else {}
         for hosted in hosted_list:
             replica = hosted.replica
+            if restored:
+                hosted.link_restored()
             if replica.source in known:
                 replica.source_last = max(replica.source_last, known[replica.source])
                 replica.source_clock = max(replica.source_clock, self._source_clocks.get(replica.source, 0))
@@ -245,7 +249,7 @@ class ReplicationService:
 
     def take(self, arrived: list[Arrival]) -> None:
         """Handle what arrived, in order (live entries of one source that arrived together are applied together)."""
-        coalesce(arrived, self._decode, self._deliver_live, self._handle)
+        coalesce(arrived, self._decode, lambda message: self._deliver(message, None), self._handle)
 
     def _decode(self, payload: bytes, origin: str) -> Message | None:
         self.counters["received"] += 1
@@ -270,9 +274,6 @@ class ReplicationService:
             self.serve(message, origin)
         elif message is not None:
             self._deliver(message, target)
-
-    def _deliver_live(self, message: Message) -> None:
-        self._deliver(message, None)
 
     def _deliver(self, message: Message, target: str | None) -> None:
         source = getattr(message, "source", None)
@@ -337,8 +338,7 @@ class ReplicationService:
 
     def _on_peer_change(self, node_id: str, change: str) -> None:
         if change == "up":
-            for hosted in self.holdings.snapshot()[2]:
-                hosted.last_progress = 0.0  # let the catch-up check ask at once
+            self._restored = True  # the next step (on the loop thread) tells the hosted replicas
             self._waker.set()
 
     def stop(self) -> None:

@@ -103,6 +103,12 @@ class Ordering:
         """Whether a request made less than `timeout` ago still awaits its answer."""
         return self.requested_at is not None and now - self.requested_at < timeout
 
+    def hurry(self, now: float, timeout: float, silence: float) -> None:
+        """A fault has just healed: the request awaiting its answer may have been lost in it, so it times out
+        `silence` seconds from now instead of `timeout` after it was made (an answer arriving resets the clock)."""
+        if self.requested_at is not None:
+            self.requested_at = min(self.requested_at, now + silence - timeout)
+
     def ask(self, now: float) -> int:
         """A request is made now: returns its stream id. A new one per request: a snapshot still arriving for an
         earlier request (asked again after a silence, a node restart) must not be mixed with this one's."""

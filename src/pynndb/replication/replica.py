@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pynndb.core.database import Database
 
 MODES = ("one-way", "two-way", "aggregate")
+LINK_SILENCE = 0.25  # after a link comes up: how long an unanswered request may stay silent before it is asked again
 MALFORMED = (MalformedEntry, KeyError, IndexError, TypeError, ValueError, AttributeError)
 
 
@@ -183,6 +184,11 @@ class Replica:
         except PyNNDBError as error:
             self._stall(f"{type(error).__name__}: {error}")
         return []
+
+    def link_restored(self) -> None:
+        """A mesh link came (back) up: a request still unanswered may have been lost in the fault, so it is asked
+        again if no answer comes within LINK_SILENCE, not after the whole request timeout."""
+        self.ordering.hurry(self.clock(), self.request_timeout, LINK_SILENCE)
 
     def tick(self) -> list[Request]:
         """Call now and then: re-sends a request that got no answer, retries after a stall."""
