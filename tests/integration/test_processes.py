@@ -174,3 +174,24 @@ def test_reopen_in_a_new_process_gives_the_same_results(workers: list[Worker], p
         expected = json.loads(json.dumps(process_workers.queries(db)))
     assert expected["records"] == 59 and len(expected["seek"]) == 20
     assert run(workers, "dump", path) == expected
+
+
+def test_a_writer_picks_up_an_index_another_process_added(tmp_path: Path) -> None:
+    """The schema changes under an open writer's feet (another process adds an index and a table): its next write
+    transaction reloads the schema first, so the new record lands in the index it did not know about."""
+    path = str(tmp_path / "schema")
+    manager = Manager()
+    try:
+        db = manager.database("schema", path)
+        people = db.table("people")
+        people.append({"name": "before", "age": 1})
+        script = (
+            "import sys; from pynndb import Manager; m = Manager(); db = m.database('x', sys.argv[1]); "
+            "db.table('people').ensure('by_age', '{age}'); db.table('other').append({'n': 1}); m.close()"
+        )
+        subprocess.run([sys.executable, "-c", script, path], check=True, timeout=60)
+        people.append({"name": "after", "age": 2})  # this process never asked for by_age
+        assert [doc["name"] for doc in people.find("by_age")] == ["before", "after"]
+        assert "other" in db.tables()
+    finally:
+        manager.close()

@@ -11,10 +11,14 @@ _counter = itertools.count()
 _clock = time.time
 
 
+_second = -1  # the second `_template` was made for
+_template = b""  # that second's 8 hex digits and this process's random part, then a %06x for the counter
+
+
 def _reset() -> None:
     # A forked child must not hand out the parent's ids: new random part, new counter.
-    global _random, _counter, _prefix
-    _prefix = (0, b"")
+    global _random, _counter, _second
+    _second = -1
     _random = os.urandom(5).hex().encode()
     _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
 
@@ -23,25 +27,26 @@ _reset()
 os.register_at_fork(after_in_child=_reset)
 
 
-_prefix = (0, b"")
+def _template_now() -> bytes:
+    """The id template of the current second (one clock read; the template is made again when the second changes)."""
+    global _second, _template
+    second = int(_clock())
+    if second != _second:
+        _template = b"%08x%s%%06x" % (second, _random)
+        _second = second
+    return _template
 
 
 def new_oid() -> bytes:
     """Return a new 24-hex id as ASCII bytes; ids from one process sort in creation order within a second."""
-    global _prefix
-    second = int(_clock())
-    if second != _prefix[0]:
-        _prefix = (second, b"%08x%s" % (second, _random))
-    return _prefix[1] + b"%06x" % (next(_counter) & 0xFFFFFF)
+    if int(_clock()) != _second:
+        _template_now()  # a new second (rare): a new template
+    return _template % (next(_counter) & 0xFFFFFF)
 
 
 def new_oids(count: int) -> list[bytes]:
     """`count` new ids at once, as `count` calls of `new_oid` would give them (one clock read: a bulk append)."""
-    global _prefix
-    second = int(_clock())
-    if second != _prefix[0]:
-        _prefix = (second, b"%08x%s" % (second, _random))
-    template = _prefix[1] + b"%06x"
+    template = _template_now()
     return [template % (number & 0xFFFFFF) for number in itertools.islice(_counter, count)]
 
 
