@@ -147,7 +147,10 @@ class Links:
 
     def connecting(self) -> bool:
         """True while an outbound link waits for its handshake (HELLOs need a finer timer than the period)."""
-        return any(key[0] == "out" and not channel.up for key, channel in self.channels.items())
+        for key, channel in self.channels.items():  # noqa: SIM110  (run every loop turn: no generator)
+            if key[0] == "out" and not channel.up:
+                return True
+        return False
 
     def hellos_due(self, now: float, period: float) -> list[Channel]:
         """Outbound links not up whose next HELLO is due; their next HELLO is scheduled."""
