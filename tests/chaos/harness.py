@@ -87,6 +87,12 @@ def run(settings: Settings) -> dict[str, Any]:
         result["links_down"] = links_down(cluster)
         _done, final = monitor.converged()
         result["stalled_replicas"] = sorted(f"{t}<-{s}" for (t, s), st in final.items() if st["state"] != "live")
+        # Why (a replica's own words), so a failed run can be diagnosed from its report alone.
+        result["stall_reasons"] = {
+            f"{t}<-{s}": {key: st.get(key) for key in ("state", "reason", "hwm", "source_last", "lag_entries")}
+            for (t, s), st in final.items()
+            if st["state"] != "live"
+        }
     finally:
         codes = cluster.close()
     result["duration_seconds"] = round(time.monotonic() - started, 1)
@@ -239,6 +245,14 @@ def links_down(cluster: Cluster, timeout: float = 15.0) -> list[str]:
             up = {link["address"] for link in links if link["direction"] == "out" and link["up"]}
             missing += [names[address] for address in node.connect if address not in up]
         if not missing or time.monotonic() > deadline:
+            for name in missing:  # what the node holding the missing link says of its links (for the log)
+                address = cluster.proxy.links[name].address
+                holder = next(node for node in cluster.nodes.values() if address in node.connect)
+                try:
+                    links = holder.call("STATUS", timeout=2)["links"]
+                    print(f"link {name} is down; its node's links: {links}", file=sys.stderr, flush=True)
+                except PyNNDBError as error:
+                    print(f"link {name} is down; its node does not answer: {error!r}", file=sys.stderr, flush=True)
             return missing
         time.sleep(0.5)
 

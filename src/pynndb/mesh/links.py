@@ -50,6 +50,11 @@ def make_ports(context: zmq.Context, node: Any) -> tuple[zmq.Socket, zmq.Socket,
     configure(link_router, node.max_message_size)
     command_router = context.socket(zmq.ROUTER)
     configure(command_router, 16 << 20, hwm=10_000)
+    for router in (front, link_router, command_router):
+        # A peer that reconnects keeps its routing id (a link's DEALER sets one). If its old connection is not yet
+        # closed here (a cut while this node was stopped, a proxy), a ROUTER without handover ignores the new one
+        # for good: the peer's HELLOs vanish and the link never comes back. With handover the new one takes over.
+        router.router_handover = True
     for router in (link_router, command_router):
         # Fail sends to vanished peers instead of dropping silently, so they are counted.
         router.router_mandatory = True
