@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +24,34 @@ from pynndb import Manager
 from pynndb.mesh.plugin import Plugin
 from tests.chaos.proxy import FaultProxy
 from tests.mesh.conftest import free_port
+
+_node_ports: set[int] = set()
+
+
+def node_port() -> int:
+    """A port for a node, below the kernel's ephemeral range: a node is killed and restarted on the same ports, and
+    a port from the ephemeral range (as `free_port` gives) can meanwhile be taken by a connection's local port or a
+    proxy's listener ("Address already in use" at the restart). Checked free on 127.0.0.1 when chosen."""
+    low = 20000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            first = int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768
+    high = max(low + 1000, first)
+    for _ in range(1000):
+        port = random.SystemRandom().randrange(low, high)
+        if port in _node_ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _node_ports.add(port)
+        return port
+    return free_port()  # (a machine with that whole range in use: the old way)
+
 
 WRITER = str(Path(__file__).with_name("writer.py"))
 HEARTBEAT = "0.2"
@@ -214,7 +244,7 @@ class Cluster:
         for index in range(nodes):
             label = f"n{index}"
             databases = [self.paths[name] for name, holder in self.holders.items() if holder == label]
-            ports = (free_port(), free_port(), free_port())
+            ports = (node_port(), node_port(), node_port())
             self.nodes[label] = Node(label, workdir / f"{label}.log", ports=ports, databases=databases)
         for source, target in edges:
             link = self.proxy.add(f"n{source}->n{target}", *self.nodes[f"n{target}"].ports[:2])
