@@ -22,7 +22,6 @@ from pynndb.core.changes import Change, follow
 from pynndb.core.config import DatabaseConfig
 from pynndb.core.doorbell import Bell
 from pynndb.core.journal import Replication
-from pynndb.core.meta import SCHEMA
 from pynndb.core.table import Table
 from pynndb.core.transaction import Transaction
 from pynndb.errors import DatabaseClosed, DatabaseError, ReadOnlyDatabase, TransactionError
@@ -104,38 +103,26 @@ class Database(Catalog):
         ):
             self._refuse_writer(applying)
         env = self._env
-        try:
-            txn = env.begin(None, None, write)  # (positional: py-lmdb parses them faster; once per call)
-        except lmdb.MapResizedError:
-            env.set_mapsize(0)  # another process grew the map: adopt its size
-            txn = env.begin(None, None, write)
-        if write and txn.get(SCHEMA, None, self._meta) != self._schema_token:
-            txn = self._begin_after_schema_change(txn, applying)
-        transaction = Transaction(self, txn, write, write and self.replication.enabled, applying)
-        if write:
-            # LMDB runs one writer at a time, so at most one write transaction is open in this process.
-            self._writer = transaction
-            self._writer_owner = get_ident()
-        return transaction
-
-    def _begin_after_schema_change(self, txn: lmdb.Transaction[bytes], applying: bool) -> lmdb.Transaction[bytes]:
-        """Another process changed the schema: reload it, then a write transaction that sees the reloaded schema.
-        Handles must be opened in a transaction that commits (LMDB closes those opened in one that aborts), so the
-        reload runs in a transaction of its own."""
-        env = self._env
         for _attempt in range(16):
-            txn.abort()
-            self._reload_schema()
-            if self.replication.read_only and not applying:
-                raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
             try:
-                txn = env.begin(None, None, True)
+                txn = env.begin(None, None, write)  # (positional: py-lmdb parses them faster; once per call)
             except lmdb.MapResizedError:
-                env.set_mapsize(0)
-                txn = env.begin(None, None, True)
-            if txn.get(SCHEMA, None, self._meta) == self._schema_token:
-                return txn
-        txn.abort()
+                env.set_mapsize(0)  # another process grew the map: adopt its size
+                txn = env.begin(None, None, write)
+            if write and txn.get(meta.SCHEMA, None, self._meta) != self._schema_token:
+                # Another process changed the schema. Handles must be opened in a transaction that commits
+                # (LMDB closes those opened in one that aborts), so reload in a transaction of its own.
+                txn.abort()
+                self._reload_schema()
+                if self.replication.read_only and not applying:
+                    raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
+                continue
+            transaction = Transaction(self, txn, write, write and self.replication.enabled, applying)
+            if write:
+                # LMDB runs one writer at a time, so at most one write transaction is open in this process.
+                self._writer = transaction
+                self._writer_owner = get_ident()
+            return transaction
         raise DatabaseError(f"{self.path}: the schema keeps changing under this writer")
 
     def _refuse_writer(self, applying: bool) -> None:

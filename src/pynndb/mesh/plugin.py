@@ -20,6 +20,7 @@ import zmq
 from pynndb.errors import CommandTimeout, InvalidArgument, InvalidKeys, MalformedMessage, MeshError, NodeUnreachable
 from pynndb.mesh import commands, security, wire
 from pynndb.mesh.links import configure, split_address
+from pynndb.mesh.loop import receive
 from pynndb.mesh.security import KeyPair
 from pynndb.mesh.verbs import CommandVerbs
 
@@ -156,14 +157,11 @@ class Plugin(CommandVerbs):
 
     @staticmethod
     def _read(socket: zmq.Socket) -> dict[str, Any] | None:
-        # A zmq.Frame tells whether more parts follow without a getsockopt (which costs pyzmq ~1-3 µs).
-        frame = socket.recv(copy=False)
-        if frame.more:
-            while frame.more:  # (bounded: the parts of one message, delivered whole by ZeroMQ)
-                frame = socket.recv(copy=False)  # a multipart message is not ours: all of it is dropped
-            return None
+        parts = receive(socket, 0)  # blocking for the first part, up to the socket's receive timeout
+        if len(parts) != 1:
+            return None  # a multipart message is not ours: all of it was read and is dropped
         try:
-            kind, body = wire.decode_control(frame.bytes)
+            kind, body = wire.decode_control(parts[0])
         except MalformedMessage:
             return None
         if kind != wire.RESPONSE or not isinstance(body, dict):
