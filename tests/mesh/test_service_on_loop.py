@@ -4,6 +4,7 @@ the loop."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 
 from pynndb import Manager
 from pynndb.mesh import divergence
-from pynndb.mesh.replication_holdings import Hosted
+from pynndb.mesh.replication_holdings import Holdings, Hosted
 from pynndb.mesh.replicator import ReplicationService
+from pynndb.mesh.watch import Waker
 from tests.helpers import person, wait_until
 from tests.mesh.conftest import Mesh
 
@@ -164,3 +166,38 @@ def test_a_node_coming_up_hurries_the_hosted_replicas_on_the_loop_thread(
     node.connect(mesh.node("newcomer"))  # a node joins: 'up'
     wait_until(lambda: threads, timeout=10)
     assert set(threads) == {"pynndb-solo-loop"}
+
+
+def test_a_link_coming_up_is_taken_exactly_once_whatever_the_interleaving() -> None:
+    """The peer-callback thread reports a link coming up while the loop thread takes reports in a loop: each report
+    is taken exactly once, never lost (the replicas would wait out their request timeout) nor taken twice. The
+    report and the take hold the holdings' lock, so this holds on any interpreter, free-threaded ones included."""
+    waker = Waker()
+    holdings = Holdings(waker)
+    assert holdings.take_link_up() is False
+    holdings.link_up()
+    assert holdings.take_link_up() is True
+    assert holdings.take_link_up() is False
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can: interleavings everywhere
+    try:
+        for _ in range(300):
+            taken = []
+            stop = threading.Event()
+
+            def step(taken: list[bool] = taken, stop: threading.Event = stop) -> None:
+                while not stop.is_set():
+                    if holdings.take_link_up():
+                        taken.append(True)
+
+            stepper = threading.Thread(target=step)
+            stepper.start()
+            holdings.link_up()  # this thread plays the peer callback
+            stop.set()
+            stepper.join(10)
+            if holdings.take_link_up():
+                taken.append(True)
+            assert taken == [True]
+    finally:
+        sys.setswitchinterval(interval)
+        waker.close()

@@ -55,6 +55,7 @@ class Holdings:
         self._sources: dict[str, Source] = {}
         self._replicas: dict[Key, Hosted] = {}
         self.all_watched = True  # every served database has a doorbell (else the service polls the journals)
+        self._restored = False  # a mesh link came up since the service last looked
 
     def open(self, path: str) -> Database:
         """Open (or share) the database at `path`; it must already exist."""
@@ -96,6 +97,17 @@ class Holdings:
     def hosted(self, key: Key) -> Hosted | None:
         with self.lock:
             return self._replicas.get(key)
+
+    def link_up(self) -> None:
+        """A mesh link came up (any thread): the service's next step tells every hosted replica."""
+        with self.lock:
+            self._restored = True
+
+    def take_link_up(self) -> bool:
+        """Whether a link came up since the last call (read and cleared under the lock: no report is lost)."""
+        with self.lock:
+            restored, self._restored = self._restored, False
+        return restored
 
     def unhost(self, key: Key) -> tuple[Hosted | None, bool]:
         """Remove a hosted replica; also say whether another replica here still follows its source."""

@@ -64,7 +64,6 @@ class ReplicationService:
         self._deadline = 0.0  # when the next step is due even if nothing wakes it (0: at once)
         self._info_at = 0.0
         self._woken = False
-        self._restored = False  # a mesh link came up since the last step
         self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0, "found_by_polling": 0}
         self.counters["wakeups"] = 0  # steps run because something woke the thread (not its timer)
         self._source_clocks: dict[str, int] = {}  # source uuid -> clock of its latest entry, from announcements
@@ -213,7 +212,7 @@ class ReplicationService:
             self._waker.pending = True  # the loop serves its sockets, then steps again at once
         self.take(arrived)
         _databases, sources, hosted_list = self.holdings.snapshot()
-        restored, self._restored = self._restored, False
+        restored = self.holdings.take_link_up()
         self._commits.polling()  # (commits before this, the applies of this step, woke nobody)
         for source in sources:
             messages = source.publisher.poll(SLICE_MESSAGES)
@@ -338,7 +337,7 @@ class ReplicationService:
 
     def _on_peer_change(self, node_id: str, change: str) -> None:
         if change == "up":
-            self._restored = True  # the next step (on the loop thread) tells the hosted replicas
+            self.holdings.link_up()  # the next step (on the loop thread) tells the hosted replicas
             self._waker.set()
 
     def stop(self) -> None:
