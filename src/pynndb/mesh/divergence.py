@@ -139,10 +139,10 @@ class DivergenceDetector:
         self._fetcher.submit(self._digest, key, replica.db)
 
     def _digest(self, key: Key, db: Database) -> None:
-        self._on_worker(key, lambda: orjson.loads(orjson.dumps(summary(db))), self._mine)
+        self._on_worker(key, lambda: orjson.loads(orjson.dumps(summary(db))), self._mine, starts_check=False)
 
     def _fetch(self, key: Key, source: str) -> None:
-        self._on_worker(key, lambda: self._source_digest(source), self._checks)
+        self._on_worker(key, lambda: self._source_digest(source), self._checks, starts_check=True)
 
     def _source_digest(self, source: str) -> Check:
         owner = self.service.source_owners().get(source)
@@ -154,9 +154,10 @@ class DivergenceDetector:
             reply = self.service.node.call("DIGEST", {"uuid": source}, target=owner, timeout=5.0)
         return Check(int(reply["sequence"]), dict(reply["tables"]), time.monotonic() + CATCH_UP_WITHIN)
 
-    def _on_worker(self, key: Key, work: Callable[[], Any], results: dict[Key, Any]) -> None:
-        """Run a check's slow part on the worker; keep its result for the service's next step (a replica's digest
-        only while its check is still on), or end the check as inconclusive if it failed."""
+    def _on_worker(self, key: Key, work: Callable[[], Any], results: dict[Key, Any], starts_check: bool) -> None:
+        """Run a check's slow part on the worker; keep its result in `results` for the service's next step, or end
+        the check as inconclusive if it failed. The source's digest starts a check (`starts_check`); the replica's
+        own digest is kept only while its check is still on."""
         try:
             value = work()
         except (PyNNDBError, KeyError, TypeError, ValueError) as error:
@@ -166,7 +167,7 @@ class DivergenceDetector:
             return
         with self._changed:
             self._fetching.discard(key)
-            if results is self._checks or key in self._checks:
+            if starts_check or key in self._checks:
                 results[key] = value
         self.service.wake()
 
