@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pynndb import Manager
 from pynndb.errors import PyNNDBError
+from pynndb.replication import diff
 from tests.chaos import report
 from tests.chaos.checker import check
 from tests.chaos.cluster import Cluster
@@ -75,6 +77,9 @@ def run(settings: Settings) -> dict[str, Any]:
         result["periodic_verifications"] = monitor.verifications()  # before the corruption: no mismatch allowed
         if result["periodic_verifications"].get("mismatches"):
             problems.append(f"the divergence detector found a diverged replica: {result['periodic_verifications']}")
+        result["diverged_seen"] = monitor.diverged
+        # The evidence, before the corruption step's RESYNC replaces a1: what differs now in every diverged pair.
+        result["diverged_content"] = diverged_content(cluster, monitor)
         try:
             result["divergence_detector"] = (
                 detect_and_repair(cluster, monitor, faults) if settings.corrupt else "skipped"
@@ -196,6 +201,20 @@ def wait_converged(monitor: Monitor, cluster: Cluster, timeout: float, problems:
     lagging = {f"{t}<-{s}": (st["state"], st["hwm"], monitor.sequence.get(s)) for (t, s), st in found.items()}
     problems.append(f"not converged within {timeout}s: {lagging}")
     return False
+
+
+def diverged_content(cluster: Cluster, monitor: Monitor) -> dict[str, str]:
+    """For each replica its node reports as diverged: a diff of its content against its source's (now)."""
+    _done, found = monitor.converged()
+    reports = {}
+    with Manager() as manager:
+        for target, source in sorted(key for key, status in found.items() if status["state"] == "diverged"):
+            report = diff(
+                manager.database(source, cluster.paths[source], config={"readonly": True}),
+                manager.database(target, cluster.paths[target], config={"readonly": True}),
+            )
+            reports[f"{target}<-{source}"] = str(report)[:3000] if report else "no difference now"
+    return reports
 
 
 def detect_and_repair(cluster: Cluster, monitor: Monitor, faults: Faults) -> str:

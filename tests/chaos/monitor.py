@@ -41,6 +41,7 @@ class Monitor:
     max_lag_seconds: float = 0.0
     polls: int = 0
     verify: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)  # (node, incarnation) -> counters
+    diverged: list[str] = field(default_factory=list)  # each time a replica turned 'diverged', with its reason
 
     def status(self, label: str, timeout: float = 1.0) -> dict[str, Any] | None:
         node = self.cluster.nodes[label]
@@ -108,6 +109,8 @@ class Monitor:
                         f"{time.time():.3f} {target}<-{source}: full resync at mark {view.hwm}, journal from {first}"
                     )
         self.partial_seen += max(0, partial - view.partial)
+        if replica["state"] == "diverged" and view.state != "diverged":
+            self.diverged.append(f"{time.time():.3f} {target}<-{source} on {label}: {replica.get('reason')}")
         view.full, view.partial = full, partial
         view.hwm, view.state = replica["hwm"], replica["state"]
         if not view.forced:  # a wiped replica (starting again from nothing) is not lagging

@@ -28,6 +28,8 @@ ROWS = [
     ("max lag during faults (s)", "max_lag_seconds"),
     ("time to converge after heal (s)", "converge_seconds"),
     ("divergence detector: periodic checks", "periodic_verifications"),
+    ("divergence detector: replicas found diverged", "diverged_seen"),
+    ("divergence detector: diverged content at the end", "diverged_content"),
     ("divergence detector: corrupted replica", "divergence_detector"),
     ("unexpected deaths", "unexpected_deaths"),
     ("tracebacks in node logs", "tracebacks"),
