@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pynndb import Manager
+from pynndb.core.storage import Storage
 from pynndb.mesh import divergence
 from pynndb.mesh.replication_holdings import Holdings, Hosted
 from pynndb.mesh.replicator import ReplicationService
@@ -53,13 +54,13 @@ def test_a_replica_is_digested_on_a_worker_not_on_the_loop(
     mesh: Mesh, manager: Manager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     digested: list[str] = []
-    summary = divergence.summary
+    replica_summary = divergence.replica_summary
 
-    def recorded(db: Any) -> Any:
+    def recorded(db: Any, source: str) -> Any:
         digested.append(threading.current_thread().name)
-        return summary(db)
+        return replica_summary(db, source)
 
-    monkeypatch.setattr(divergence, "summary", recorded)
+    monkeypatch.setattr(divergence, "replica_summary", recorded)
     node = mesh.node("solo")
     source = manager.database("s", str(tmp_path / "s"), config={"replication": True})
     replica = manager.database("r", str(tmp_path / "r"), config={"replication": True})
@@ -71,6 +72,37 @@ def test_a_replica_is_digested_on_a_worker_not_on_the_loop(
     reply = cmd.call("VERIFY", {"path": replica.path, "uuid": source.replication.uuid}, timeout=20)
     assert [entry["verification"] for entry in reply["replicas"]] == ["match"]
     assert digested and all(name.startswith("pynndb-solo-verify") for name in digested), digested
+
+
+def test_a_digest_taken_while_a_snapshot_is_under_way_is_inconclusive_not_a_mismatch(
+    mesh: Mesh, manager: Manager, tmp_path: Path
+) -> None:
+    """A snapshot answering an older request can begin after a check decided to digest the replica at S: what the
+    digest reads is then part of a snapshot, not the content at S, and must not make the replica 'diverged'."""
+    node = mesh.node("solo")
+    source = manager.database("s", str(tmp_path / "s"), config={"replication": True})
+    replica = manager.database("r", str(tmp_path / "r"), config={"replication": True})
+    source.table("people").append_many([person(number) for number in range(30)])
+    uuid = source.replication.uuid
+    cmd = mesh.plugin(node)
+    cmd.call("REGISTER", {"path": source.path})
+    cmd.call("REPLICATE", {"path": replica.path, "uuid": uuid})
+    params = {"path": replica.path, "uuid": uuid}
+    wait_until(lambda: cmd.call("VERIFY", params, timeout=20)["replicas"][0]["verification"] == "match", timeout=30)
+    victim = replica.table("people").first()
+    assert victim is not None
+    # What a snapshot under way looks like in storage: its marker, and the tables holding part of it.
+    for tx in Storage(replica).transactions(uuid):
+        with tx:
+            tx.set_snapshot_marker(uuid, source.replication.sequence)
+            tx.put("people", victim.oid, None)
+    found = cmd.call("VERIFY", params, timeout=20)["replicas"][0]
+    assert found["verification"] == "inconclusive" and found["state"] == "live", found
+    for tx in Storage(replica).transactions(uuid):
+        with tx:
+            tx.set_snapshot_marker(uuid, None)  # the same content, now standing for the mark: a real divergence
+    found = cmd.call("VERIFY", params, timeout=20)["replicas"][0]
+    assert found["verification"] == "mismatch" and found["state"] == "diverged", found
 
 
 def test_a_backlog_is_published_in_slices_in_order(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from pynndb import Database
 from pynndb.replication import Publisher, Replica
-from pynndb.replication.digest import sequenced_summary, summary
+from pynndb.replication.digest import replica_summary, sequenced_summary, summary
 from tests.replication.conftest import deliver, serve
 
 
@@ -31,3 +31,31 @@ def test_hold_stops_at_the_digest_sequence_and_release_applies_the_rest(open_db:
     assert replica.hwm == source.replication.sequence and replica.state == "live"
     assert summary(target) == summary(source)
     assert replica.counters["partial_resyncs"] == 0
+
+
+def test_a_replica_digest_says_what_mark_it_shows_and_none_while_a_snapshot_is_under_way(
+    open_db: Callable[..., Database],
+) -> None:
+    """The divergence detector compares a replica's digest only if it was taken at the check's sequence: a
+    snapshot answering an older request can begin between the decision to digest and the digest's read."""
+    source, target = open_db("source"), open_db("target")
+    uuid = source.replication.uuid
+    docs = source.table("docs")
+    for number in range(30):
+        docs.append({"n": number})
+    publisher = Publisher(source)
+    replica = Replica(target, uuid).register()
+    serve(publisher, replica, replica.start())
+    at, tables = replica_summary(target, uuid)
+    assert at == replica.hwm == source.replication.sequence
+    assert tables == summary(source)
+
+    messages = list(publisher.serve(replica.resync()[0]))  # begin, chunks, end
+    assert len(messages) >= 3
+    deliver(replica, messages[:-1])  # the end has not come: the tables hold part of the snapshot at most
+    during, _partial = replica_summary(target, uuid)
+    assert during is None
+    deliver(replica, messages[-1:])
+    after, tables = replica_summary(target, uuid)
+    assert after == source.replication.sequence and tables == summary(source)
+    assert replica_summary(target, "a-source-it-never-followed")[0] == 0

@@ -36,6 +36,13 @@ class SnapshotRead:
         replication = self._db.replication
         return replication.last_sequence(self._txn) if replication.enabled else 0
 
+    def replica_mark(self, source: str) -> int | None:
+        """The mark of `source` this read sees, or None while a snapshot of it is under way (the tables then hold
+        part of it, whatever the mark says)."""
+        if self._txn.get(meta.keyed(meta.SNAPSHOT, source), db=self._db._meta) is not None:
+            return None
+        return self._db.replication.mark(self._txn, source)
+
     def table_names(self) -> list[str]:
         return sorted(self._tables)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pynndb.errors import PyNNDBError
-from pynndb.replication.digest import summary
+from pynndb.replication.digest import replica_summary
 from pynndb.replication.table_filter import has_table
 
 if TYPE_CHECKING:
@@ -56,7 +56,8 @@ class DivergenceDetector:
         self._changed = threading.Condition()
         self._checks: dict[Key, Check] = {}
         self._fetching: set[Key] = set()  # source digests being fetched, replica digests being taken
-        self._mine: dict[Key, dict[str, Any]] = {}  # the replica's digest at the check's sequence, once taken
+        # The replica's digest once taken, with the mark it shows (None: a snapshot was under way).
+        self._mine: dict[Key, tuple[int | None, dict[str, Any]]] = {}
         self._wanted: set[Key] = set()  # checks asked for (VERIFY) that the service's steps have not started yet
         self._next: dict[Key, float] = {}
         self._outcome: dict[Key, tuple[int, str]] = {}  # (generation, last outcome)
@@ -92,17 +93,20 @@ class DivergenceDetector:
                 continue
             if replica.hwm == check.sequence and settled:
                 with self._changed:
-                    mine = self._mine.pop(key, None)
-                if mine is None:
+                    taken = self._mine.pop(key, None)
+                if taken is None:
                     self._digest_later(key, replica)  # the replica stays held at S meanwhile
                     continue
+                at, mine = taken
                 tables = set(mine) | set(check.tables)
                 different = sorted(
                     name
                     for name in tables
                     if mine.get(name) != check.tables.get(name) and has_table(replica.tables, name)
                 )
-                if different:
+                if at != check.sequence:  # (a snapshot answering an older request came in while it was taken)
+                    self._finish(key, "inconclusive", f"the replica's digest shows mark {at}, not {check.sequence}")
+                elif different:
                     detail = f"content differs from the source at sequence {check.sequence}: tables {different}"
                     self._finish(key, "mismatch", detail)
                 else:
@@ -139,7 +143,11 @@ class DivergenceDetector:
         self._fetcher.submit(self._digest, key, replica.db)
 
     def _digest(self, key: Key, db: Database) -> None:
-        self._on_worker(key, lambda: orjson.loads(orjson.dumps(summary(db))), self._mine, starts_check=False)
+        def work() -> tuple[int | None, dict[str, Any]]:
+            mark, tables = replica_summary(db, key[1])
+            return mark, orjson.loads(orjson.dumps(tables))  # the same types as the source's digest (JSON)
+
+        self._on_worker(key, work, self._mine, starts_check=False)
 
     def _fetch(self, key: Key, source: str) -> None:
         self._on_worker(key, lambda: self._source_digest(source), self._checks, starts_check=True)

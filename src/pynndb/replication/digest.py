@@ -17,6 +17,7 @@ from pynndb.core.storage import Storage
 
 if TYPE_CHECKING:
     from pynndb.core.database import Database
+    from pynndb.core.snapshot_read import SnapshotRead
 
 _SORTED = orjson.OPT_SORT_KEYS
 
@@ -28,18 +29,28 @@ def summary(db: Database) -> dict[str, dict[str, Any]]:
 
 def sequenced_summary(db: Database) -> tuple[int, dict[str, dict[str, Any]]]:
     """`summary` and the journal sequence it was taken at (0 without a journal), from one read transaction."""
-    result: dict[str, dict[str, Any]] = {}
     with Storage(db).read() as view:
-        sequence = view.last_sequence()
-        for name in view.table_names():
-            hasher = hashlib.blake2b(digest_size=16)
-            count = 0
-            for oid, fields in view.documents(name):
-                hasher.update(oid)
-                hasher.update(orjson.dumps(fields, option=_SORTED))
-                count += 1
-            result[name] = {"indexes": view.index_definitions(name), "records": count, "digest": hasher.hexdigest()}
-    return sequence, result
+        return view.last_sequence(), _summary(view)
+
+
+def replica_summary(db: Database, source: str) -> tuple[int | None, dict[str, dict[str, Any]]]:
+    """`summary` of a replica and the mark of `source` it shows (None while a snapshot of `source` is under way),
+    from one read transaction: the content and the position it stands for cannot disagree."""
+    with Storage(db).read() as view:
+        return view.replica_mark(source), _summary(view)
+
+
+def _summary(view: SnapshotRead) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = {}
+    for name in view.table_names():
+        hasher = hashlib.blake2b(digest_size=16)
+        count = 0
+        for oid, fields in view.documents(name):
+            hasher.update(oid)
+            hasher.update(orjson.dumps(fields, option=_SORTED))
+            count += 1
+        result[name] = {"indexes": view.index_definitions(name), "records": count, "digest": hasher.hexdigest()}
+    return result
 
 
 def digest(db: Database) -> str:
