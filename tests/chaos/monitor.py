@@ -22,6 +22,7 @@ class ReplicaView:
     state: str = ""
     full: int = 0  # counters of the current incarnation
     partial: int = 0
+    retaken: int = 0
     incarnation: int = -1
     forced: bool = False  # a full resync is due (RESYNC sent, database wiped, snapshot interrupted)
 
@@ -84,9 +85,11 @@ class Monitor:
         view = self.replicas.setdefault((target, source), ReplicaView())
         incarnation = self.cluster.nodes[label].starts
         if incarnation != view.incarnation:
-            view.full = view.partial = 0
+            view.full = view.partial = view.retaken = 0
             view.incarnation = incarnation
         full, partial = replica["full_resyncs"], replica["partial_resyncs"]
+        retakes = replica.get("snapshots_retaken", 0) - view.retaken  # each asked for one more snapshot
+        view.retaken += retakes
         if full > view.full:
             first = self.retained_first.get(source, 0)
             for _ in range(full - view.full):
@@ -98,8 +101,11 @@ class Monitor:
                     if view.hwm + 1 < first
                     else "snapshot interrupted"
                     if view.state == "snapshot"
+                    else "snapshot retaken after a lost chunk"
+                    if retakes > 0
                     else None
                 )
+                retakes -= reason == "snapshot retaken after a lost chunk"
                 if reason is not None:
                     self.full_expected += 1
                     self.full_reasons[reason] += 1

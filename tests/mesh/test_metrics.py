@@ -72,6 +72,7 @@ def test_scraped_figures_move_with_replication(
             assert value(after, name, **labels) >= value(before, name, **labels) + 20
         assert value(after, "pynndb_messages_in_total") > value(before, "pynndb_messages_in_total")
         assert value(after, "pynndb_replica_resyncs_total", kind="full", **labels) == 0
+        assert value(after, "pynndb_replica_resyncs_total", kind="retaken", **labels) == 0
 
         with pytest.raises(CommandError):
             b.call("NO_SUCH_COMMAND")

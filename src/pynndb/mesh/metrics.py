@@ -106,7 +106,11 @@ class NodeCollector(Collector):
         documents = CounterMetricFamily(
             "pynndb_replica_applied_documents", "Document puts and deletes applied.", labels=REPLICA
         )
-        resyncs = CounterMetricFamily("pynndb_replica_resyncs", "Resyncs by kind.", labels=[*REPLICA, "kind"])
+        resyncs = CounterMetricFamily(
+            "pynndb_replica_resyncs",
+            "Resyncs by kind (retaken: snapshots that came with a lost chunk and were asked for again).",
+            labels=[*REPLICA, "kind"],
+        )
         malformed = CounterMetricFamily("pynndb_replica_malformed", "Malformed entries seen.", labels=REPLICA)
         snapshot = GaugeMetricFamily(
             "pynndb_replica_snapshot_documents",
@@ -139,6 +143,7 @@ class NodeCollector(Collector):
                 documents.add_metric(names, replica.get("applied_documents", 0))
                 resyncs.add_metric([*names, "partial"], replica.get("partial_resyncs", 0))
                 resyncs.add_metric([*names, "full"], replica.get("full_resyncs", 0))
+                resyncs.add_metric([*names, "retaken"], replica.get("snapshots_retaken", 0))
                 malformed.add_metric(names, replica.get("malformed", 0))
                 progress = replica.get("snapshot_progress") or (0, 0)
                 snapshot.add_metric([*names, "done"], progress[0])

@@ -116,6 +116,7 @@ class SnapshotChunk:
     raw: bytes | None = None  # the JSON array as sent, when built by a source
     stored: StoredPairs | None = None
     stream: int = field(default=0, compare=False)
+    number: int = field(default=0, compare=False)  # its place among the snapshot's chunks, from 1 (0: not said)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class SnapshotEnd:
     source: str
     seq: int
     stream: int = field(default=0, compare=False)
+    chunks: int | None = field(default=None, compare=False)  # how many chunks the snapshot sent (None: not said)
 
 
 Message = Entries | Request | SnapshotBegin | SnapshotChunk | SnapshotEnd
@@ -147,6 +149,8 @@ def encode(message: Message) -> bytes:
         header = {"v": VERSION, "type": "chunk", "source": message.source, "seq": message.seq, "table": message.table}
         if message.stream:
             header["stream"] = message.stream
+        if message.number:
+            header["n"] = message.number
         payload = message.raw if message.raw is not None else orjson.dumps(message.documents)
         return orjson.dumps(header) + b"\n" + payload
     if isinstance(message, Request):
@@ -157,11 +161,21 @@ def encode(message: Message) -> bytes:
         body = {"type": "begin", **message.__dict__}
     elif isinstance(message, SnapshotEnd):
         body = {"type": "end", **message.__dict__}
+        if message.chunks is None:
+            del body["chunks"]  # optional: absent means not said, as before chunks were counted
     else:
         raise InvalidArgumentType(f"not a replication message: {message!r}")
     if not body["stream"]:
         del body["stream"]  # optional: absent means 0, as before streams existed
     return orjson.dumps({"v": VERSION, **body}) + b"\n"
+
+
+def _count(header: dict[str, Any], name: str, default: int | None = None) -> int:
+    """A non-negative int field (`default` when absent and one is given)."""
+    value = header.get(name, default)
+    if type(value) is not int or value < 0:
+        raise MalformedEntry(f"field {name!r} must be a non-negative int")
+    return value
 
 
 def _field(header: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -202,7 +216,8 @@ def decode(frame: bytes) -> Message:
             raise MalformedEntry("snapshot chunk payload is not JSON") from None
         if not isinstance(documents, list):
             raise MalformedEntry("snapshot chunk payload must be a list")
-        return SnapshotChunk(source, _field(header, "seq", int), _field(header, "table", str), documents, stream=stream)
+        seq, table = _field(header, "seq", int), _field(header, "table", str)
+        return SnapshotChunk(source, seq, table, documents, stream=stream, number=_count(header, "n", 0))
     if kind == "request":
         snapshot = header.get("snapshot", False)
         if not isinstance(snapshot, bool):
@@ -226,7 +241,8 @@ def decode(frame: bytes) -> Message:
             stream,
         )
     if kind == "end":
-        return SnapshotEnd(source, _field(header, "seq", int), stream)
+        chunks = None if header.get("chunks") is None else _count(header, "chunks")
+        return SnapshotEnd(source, _field(header, "seq", int), stream, chunks)
     raise MalformedEntry(f"unknown message type {kind!r}")
 
 
@@ -287,6 +303,8 @@ def _encode_stored(message: SnapshotChunk, stored: StoredPairs) -> bytes:
     }
     if message.stream:
         header["stream"] = message.stream
+    if message.number:
+        header["n"] = message.number
     parts = [orjson.dumps(header), b"\n"]
     if key_size is None:
         parts.append(struct.pack(f"<{count}H", *key_lengths))
@@ -376,6 +394,5 @@ def _decode_stored(header: dict[str, Any], source: str, frame: bytes, base: int)
         versions = _split(frame, versions_start, count, VERSION_SIZE if every else None, tuple(version_lengths))
     stored = StoredPairs(part, keys, values, versions, index if isinstance(index, str) else None)
     stream = header.get("stream", 0)  # (checked by decode)
-    return SnapshotChunk(
-        source, _field(header, "seq", int), _field(header, "table", str), [], EMPTY_JSON, stored, stream
-    )
+    seq, table = _field(header, "seq", int), _field(header, "table", str)
+    return SnapshotChunk(source, seq, table, [], EMPTY_JSON, stored, stream, _count(header, "n", 0))

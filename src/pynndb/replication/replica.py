@@ -9,6 +9,7 @@ Registration (`register`) is an explicit call: making a Replica writes nothing.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Iterable
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 MODES = ("one-way", "two-way", "aggregate")
 LINK_SILENCE = 0.25  # after a link comes up: how long an unanswered request may stay silent before it is asked again
 MALFORMED = (MalformedEntry, KeyError, IndexError, TypeError, ValueError, AttributeError)
+STATES_THAT_ASK = ("stalled", "syncing", "snapshot")  # a request of a replica in these states that got no answer
+log = logging.getLogger("pynndb.replication")
 
 
 class Replica:
@@ -70,10 +73,11 @@ class Replica:
         self.reason: str | None = None
         self.counters = {"applied": 0, "duplicates": 0, "partial_resyncs": 0, "full_resyncs": 0, "malformed": 0}
         self.counters["applied_documents"] = 0  # put and delete ops applied (metrics)
+        self.counters["snapshots_retaken"] = 0  # snapshots that came with a hole (a lost chunk), asked for again
         self.last_applied_clock = 0
         self.source_clock = 0  # the clock of the source's latest entry, as far as we know (for lag in seconds)
         self.snapshot_progress: tuple[int, int] | None = None  # (documents received, documents in the snapshot)
-        self._snapshot: SnapshotBegin | None = None
+        self._snapshot: snapshot_intake.Taking | None = None
         self.ordering = Ordering(self.storage.mark(source), max_pending)
         self._interrupted = self.storage.snapshot_marker(source) is not None
         self.mode = self._current_mode()
@@ -195,7 +199,7 @@ class Replica:
         ordering = self.ordering
         if ordering.waiting(self.clock(), self.request_timeout) or ordering.holding:
             return []  # (what waits past a hold is not missing)
-        if self._snapshot is not None or ordering.pending or ordering.behind or self.state in ("stalled", "syncing"):
+        if self._snapshot is not None or ordering.pending or ordering.behind or self.state in STATES_THAT_ASK:
             self._snapshot = None
             return [self.request(snapshot=self._interrupted)]
         return []
@@ -253,12 +257,12 @@ class Replica:
 
     # --- snapshots -----------------------------------------------------------------------------------------------
     def _snapshot_begin(self, message: SnapshotBegin) -> list[Request]:
-        if not self._current_stream(message):
+        if message.stream and message.stream != self.ordering.stream:  # (0: a source that does not say)
             return []  # the answer to a request asked again since: its successor is on its way
         self.counters["full_resyncs"] += 1
         self._follow_mode()
         self.state = "snapshot"
-        self._snapshot = message
+        self._snapshot = snapshot_intake.Taking(message)
         self.ordering.requested_at = self.clock()  # answered; a slow snapshot is not a lost one
         self.snapshot_progress = (0, message.documents)
         snapshot_intake.begin(self.storage, self._applier, self.source, self.tables, message)
@@ -267,19 +271,25 @@ class Replica:
 
     def _snapshot_chunk(self, message: SnapshotChunk) -> list[Request]:
         taking = self._snapshot
-        if taking is None or not self._current_stream(message):
+        if taking is None or not taking.accepts(message):
             return []
         self.ordering.requested_at = self.clock()  # the answer is arriving: the request timeout measures silence
-        if not has_table(self.tables, message.table):
+        order = taking.arrived(message)
+        if order == "gap":
+            return self._retake(f"chunk {taking.chunks + 1} of the snapshot at {taking.seq} never came")
+        if order == "again" or not has_table(self.tables, message.table):
             return []
-        count = snapshot_intake.chunk(self.storage, self._applier, self.source, taking, message)
+        count = snapshot_intake.chunk(self.storage, self._applier, self.source, taking.begin, message)
         done, total = self.snapshot_progress or (0, 0)
         self.snapshot_progress = (done + count, total)
         return []
 
     def _snapshot_end(self, message: SnapshotEnd) -> list[Request]:
-        if not self._current_stream(message):
+        taking = self._snapshot
+        if taking is None or not taking.accepts(message):
             return []  # (an older stream at the same sequence must not complete this one)
+        if not taking.complete(message):
+            return self._retake(f"the snapshot at {message.seq} came with {taking.chunks} of {message.chunks} chunks")
         snapshot_intake.end(self.storage, self.source, message.seq)
         self.ordering.restart_at(message.seq)
         self._snapshot = None
@@ -296,13 +306,13 @@ class Replica:
         stream = self.ordering.ask(self.clock())
         return Request(self.source, self.db.replication.uuid, self.hwm + 1, snapshot, listed(self.tables), stream)
 
-    def _current_stream(self, message: SnapshotBegin | SnapshotChunk | SnapshotEnd) -> bool:
-        """Whether a snapshot message belongs to the snapshot this replica is taking (0: a source that does not
-        say, accepted as before)."""
-        if isinstance(message, SnapshotBegin):
-            return not message.stream or message.stream == self.ordering.stream
-        taking = self._snapshot
-        return taking is not None and message.seq == taking.seq and message.stream == taking.stream
+    def _retake(self, why: str) -> list[Request]:
+        """Part of the snapshot was lost on the way: none of it becomes the content (its marker stays, so a restart
+        asks again too); ask for a new one."""
+        log.warning("replica of %s in %s: %s; asking for a new snapshot", self.source, self.db.path, why)
+        self.counters["snapshots_retaken"] += 1
+        self._snapshot = None
+        return [self.request(snapshot=True)]
 
     def _stall(self, reason: str) -> None:
         self.state = "stalled"
@@ -316,12 +326,7 @@ class Replica:
         # The committed mark, not only the in-memory one: STATUS runs on another thread, which may ask between an
         # apply's commit and the service step's update of `hwm` (readers of the database already see the data).
         hwm = max(self.hwm, self.storage.mark(self.source))
-        lag_entries = max(0, self.source_last - hwm)
-        # The age of the oldest entry known to be missing: a held entry past a gap, else the source's latest (from
-        # its entries or its directory announcements). Never the age of our last apply: after an idle spell that
-        # would count the idle time as lag.
-        missing = self.ordering.oldest_missing_clock() or self.source_clock or self.last_applied_clock
-        lag_seconds = max(0.0, time.time() - (missing >> 16) / 1000) if lag_entries and missing else 0.0
+        lag_entries, lag_seconds = _lag(self, hwm)
         return {
             "source": self.source,
             "mode": self._current_mode(),
@@ -335,6 +340,16 @@ class Replica:
             "snapshot_progress": self.snapshot_progress if self.state == "snapshot" else None,
             **self.counters,
         }
+
+
+def _lag(replica: Replica, hwm: int) -> tuple[int, float]:
+    """(entries, seconds) a replica at `hwm` is behind its source."""
+    lag_entries = max(0, replica.source_last - hwm)
+    # The age of the oldest entry known to be missing: a held entry past a gap, else the source's latest (from its
+    # entries or its directory announcements). Never the age of our last apply: after an idle spell that would count
+    # the idle time as lag.
+    missing = replica.ordering.oldest_missing_clock() or replica.source_clock or replica.last_applied_clock
+    return lag_entries, max(0.0, time.time() - (missing >> 16) / 1000) if lag_entries and missing else 0.0
 
 
 def _checked(db: Database, source: str, mode: str) -> bytes:

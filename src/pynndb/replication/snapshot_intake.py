@@ -9,6 +9,7 @@ stored pairs or documents; the end moves the mark to the snapshot's sequence and
 from __future__ import annotations
 
 import uuid as uuid_module
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -19,7 +20,39 @@ from pynndb.replication.table_filter import Tables, has_table
 if TYPE_CHECKING:
     from pynndb.core.storage import Storage
     from pynndb.replication.appliers import Applier
-    from pynndb.replication.messages import SnapshotBegin, SnapshotChunk
+    from pynndb.replication.messages import SnapshotBegin, SnapshotChunk, SnapshotEnd
+
+
+@dataclass
+class Taking:
+    """A snapshot a replica is taking: the message that began it and how many of its chunks came, in order. The
+    mesh may lose a frame (a link cut mid-stream) and deliver the ones after it: a snapshot with a hole must never
+    become the replica's content, so each chunk must be the next one and the end must count them all."""
+
+    begin: SnapshotBegin
+    chunks: int = 0
+
+    @property
+    def seq(self) -> int:
+        return self.begin.seq
+
+    def accepts(self, message: SnapshotChunk | SnapshotEnd) -> bool:
+        """Whether a chunk or end belongs to this snapshot (same sequence and stream)."""
+        return message.seq == self.begin.seq and message.stream == self.begin.stream
+
+    def arrived(self, chunk: SnapshotChunk) -> str:
+        """'next' (write it), 'again' (a duplicate of one written: skip it) or 'gap' (one before it never came).
+        Chunks of a source that does not number them (0) are all 'next'."""
+        if chunk.number and chunk.number <= self.chunks:
+            return "again"
+        if chunk.number and chunk.number != self.chunks + 1:
+            return "gap"
+        self.chunks += 1
+        return "next"
+
+    def complete(self, end: SnapshotEnd) -> bool:
+        """Whether every chunk the end says was sent came (True when the source does not say)."""
+        return end.chunks is None or end.chunks == self.chunks
 
 
 def begin(storage: Storage, applier: Applier, source: str, tables: Tables, message: SnapshotBegin) -> None:

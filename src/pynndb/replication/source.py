@@ -120,12 +120,16 @@ def snapshot(
         names = [name for name in definitions if name in present]
         documents = sum(view.count(name) for name in names)
         yield SnapshotBegin(source, seq, definitions, documents, view.dictionaries(definitions))
+        number = 0  # chunks are numbered and the end says how many: a replica takes no snapshot with a hole
         for name in names:
             if stored:
-                yield from fast_snapshot.table_chunks(view, name, source, seq, chunk_bytes)
+                chunks = fast_snapshot.table_chunks(view, name, source, seq, chunk_bytes)
             else:
-                yield from _json_chunks(view, source, seq, name, chunk_bytes)
-        yield SnapshotEnd(source, seq)
+                chunks = _json_chunks(view, source, seq, name, chunk_bytes)
+            for chunk in chunks:
+                number += 1
+                yield replace(chunk, number=number)
+        yield SnapshotEnd(source, seq, chunks=number)
 
 
 def _json_chunks(view: SnapshotRead, source: str, seq: int, name: str, chunk_bytes: int) -> Iterator[SnapshotChunk]:
