@@ -12,8 +12,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from pynndb import Manager
 from pynndb.errors import PyNNDBError
 from tests.chaos.cluster import Cluster
+
+
+def journal_start(path: str) -> int:
+    """The first sequence the journal of the database at `path` holds now (0 when it cannot be read)."""
+    try:
+        with Manager() as manager:
+            return int(manager.database(path, config={"readonly": True}).replication.retained[0])
+    except PyNNDBError:
+        return 0
 
 
 @dataclass
@@ -63,6 +73,10 @@ class Monitor:
             if "verify_checks" in counters:
                 key = (label, self.cluster.nodes[label].starts)
                 self.verify[key] = {name[7:]: value for name, value in counters.items() if name.startswith("verify_")}
+        # A source's node may be frozen or down while its writer goes on trimming the journal: where each journal
+        # starts is read from the database file too, not only from its node's STATUS (stale while it is away).
+        for name in self.cluster.writers:
+            self.retained_first[name] = max(self.retained_first.get(name, 0), journal_start(self.cluster.paths[name]))
         for status in statuses.values():
             for figures in (status or {}).get("databases", {}).values():
                 name = names.get(figures["uuid"])
