@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pynndb import Manager
+from pynndb.core.storage import Storage
 from pynndb.errors import PyNNDBError
 from tests.chaos.cluster import Cluster
 
@@ -26,6 +27,15 @@ def journal_start(path: str) -> int:
         return 0
 
 
+def snapshot_under_way(path: str, source: str) -> bool:
+    """Whether the database at `path` records a snapshot of `source` under way (False when it cannot be read)."""
+    try:
+        with Manager() as manager:
+            return Storage(manager.database(path, config={"readonly": True})).snapshot_marker(source) is not None
+    except PyNNDBError:
+        return False
+
+
 @dataclass
 class ReplicaView:
     hwm: int = 0
@@ -33,6 +43,7 @@ class ReplicaView:
     full: int = 0  # counters of the current incarnation
     partial: int = 0
     retaken: int = 0
+    under_way: bool = False  # the replica's database recorded a snapshot under way at the last poll
     incarnation: int = -1
     forced: bool = False  # a full resync is due (RESYNC sent, database wiped, snapshot interrupted)
 
@@ -77,6 +88,15 @@ class Monitor:
         # starts is read from the database file too, not only from its node's STATUS (stale while it is away).
         for name in self.cluster.writers:
             self.retained_first[name] = max(self.retained_first.get(name, 0), journal_start(self.cluster.paths[name]))
+        # Whether each replica's database records a snapshot under way: a node killed mid-snapshot between two
+        # STATUS polls never showed the state 'snapshot', but its database keeps the record.
+        under_way = {
+            (replication.target, source): snapshot_under_way(
+                self.cluster.paths[replication.target], self.cluster.uuids[source]
+            )
+            for replication in self.cluster.replications
+            for source in replication.sources
+        }
         for status in statuses.values():
             for figures in (status or {}).get("databases", {}).values():
                 name = names.get(figures["uuid"])
@@ -93,6 +113,8 @@ class Monitor:
                         continue
                     found[(target, source)] = replica
                     self._observe(label, target, source, replica)
+        for key, view in self.replicas.items():
+            view.under_way = under_way.get(key, False)  # (also while its node is down: read from the file)
         return found
 
     def _observe(self, label: str, target: str, source: str, replica: dict[str, Any]) -> None:
@@ -114,7 +136,7 @@ class Monitor:
                     else "journal trimmed past the mark"
                     if view.hwm + 1 < first
                     else "snapshot interrupted"
-                    if view.state == "snapshot"
+                    if view.state == "snapshot" or view.under_way
                     else "snapshot retaken after a lost chunk"
                     if retakes > 0
                     else None
