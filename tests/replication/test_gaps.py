@@ -138,3 +138,45 @@ def test_lost_last_batch_is_noticed_through_the_source_sequence(open_db) -> None
     assert [request.start for request in requests] == [31]
     serve(publisher, replica, requests)
     assert diff(source, target) == {}
+
+
+def test_a_snapshot_older_than_what_an_earlier_answer_brought_is_not_taken(open_db) -> None:
+    """Chaos seed 2034: a replica asks for a range (W), hears nothing, asks again (X); meanwhile a burst trims the
+    source's journal, so X is answered with a snapshot at S. W's entries then arrive late and, with the live
+    entries held past the gap, take the replica beyond S. Taking X's snapshot after that moved the replica back in
+    time (its readers saw older data, its mark went down, and it needed the entries past S again)."""
+    source = open_db("source", max_entries=40)
+    people = source.table("people")
+    uuid = source.replication.uuid
+    for number in range(10):
+        people.append(person(number))
+    publisher = Publisher(source)
+    replica = Replica(open_db("target"), uuid).register()
+    serve(publisher, replica, replica.start())
+    assert replica.hwm == source.replication.sequence
+    for number in range(10, 20):
+        people.append(person(number))
+    late = list(publisher.serve(replica.request()))  # W's answer, delayed on the way
+    live: list[Entries] = []
+    for burst in range(6):  # what the source publishes meanwhile (held by the replica past its gap)
+        first = source.replication.sequence + 1
+        for number in range(20 + burst * 20, 40 + burst * 20):
+            people.append(person(number))
+        live.append(Entries(uuid, source.replication.entries(first), source.replication.sequence))
+    assert source.replication.retained[0] > late[0].entries[0][0], "the journal no longer holds W's range"
+    snapshot = list(publisher.serve(replica.request()))  # X (W unanswered): a snapshot at S
+    s = snapshot[0].seq
+    first = source.replication.sequence + 1
+    for number in range(200, 210):
+        people.append(person(number))
+    live.append(Entries(uuid, source.replication.entries(first), source.replication.sequence))
+    assert deliver(replica, live + late) == []
+    assert replica.hwm == source.replication.sequence > s
+    marks = []
+    for message in snapshot:
+        deliver(replica, [message])
+        marks.append(replica.hwm)
+    assert min(marks) == source.replication.sequence, "the replica's mark went back"
+    assert replica.counters["full_resyncs"] == 0 and replica.state == "live"
+    assert replica.tick() == []
+    assert diff(source, replica.db) == {}

@@ -113,10 +113,6 @@ class Replica:
         """The highest sequence of the source applied here."""
         return self.ordering.hwm
 
-    @hwm.setter
-    def hwm(self, value: int) -> None:
-        self.ordering.hwm = value
-
     @property
     def source_last(self) -> int:
         """The source's latest sequence, as far as this replica knows."""
@@ -259,6 +255,10 @@ class Replica:
     def _snapshot_begin(self, message: SnapshotBegin) -> list[Request]:
         if message.stream and message.stream != self.ordering.stream:  # (0: a source that does not say)
             return []  # the answer to a request asked again since: its successor is on its way
+        if message.seq <= self.hwm and not self._interrupted:
+            # An earlier request's answer came first and took it past S: taking this one would move it back in time.
+            self.ordering.requested_at = None
+            return []
         self.counters["full_resyncs"] += 1
         self._follow_mode()
         self.state = "snapshot"
