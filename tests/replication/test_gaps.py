@@ -180,3 +180,47 @@ def test_a_snapshot_older_than_what_an_earlier_answer_brought_is_not_taken(open_
     assert replica.counters["full_resyncs"] == 0 and replica.state == "live"
     assert replica.tick() == []
     assert diff(source, replica.db) == {}
+
+
+def test_entries_arriving_between_an_abandoned_snapshot_and_the_next_are_not_applied_on_its_part(open_db) -> None:
+    """A snapshot began (tables emptied, part loaded), then fell silent and was asked for again. A late answer to
+    an older request (entries from the old mark) arriving then was applied on the partial content, with the live
+    entries held past it: the replica went 'live' at its source's sequence on a content missing documents, with
+    nothing left to ask for, until a restart saw its snapshot record (chaos seed 2029: 'diverged' for good).
+    Entries are now held until a snapshot completes; a lost answer is asked for again."""
+    clock = FakeClock()
+    source = open_db("source", max_entries=40)
+    people = source.table("people")
+    uuid = source.replication.uuid
+    for number in range(30):
+        people.append(person(number))
+    publisher = Publisher(source, chunk_bytes=1000)
+    replica = Replica(open_db("target"), uuid, clock=clock, request_timeout=2.0).register()
+    serve(publisher, replica, replica.start())
+    mark = replica.hwm
+    for number in range(30, 40):
+        people.append(person(number))
+    late = list(publisher.serve(replica.request()))  # an answer delayed on the way
+    live: list[Entries] = []
+    for burst in range(13):  # what the source publishes meanwhile
+        start = source.replication.sequence + 1
+        for number in range(40 + burst * 10, 50 + burst * 10):
+            people.append(person(number))
+        live.append(Entries(uuid, source.replication.entries(start), source.replication.sequence))
+    assert source.replication.retained[0] > mark + 1
+    replica.source_last = source.replication.sequence  # (the source's node announces how far it is)
+    clock.now = 3.0
+    first = list(publisher.serve(replica.tick()[0]))  # asked again: the journal no longer holds it, a snapshot
+    assert len(first) > 4
+    deliver(replica, first[:2])  # begin and a chunk, then silence
+    clock.now = 6.0
+    again = replica.tick()
+    assert [request.snapshot for request in again] == [True]
+    assert deliver(replica, live + late) == []  # (before: all applied on the partial content, and 'live' for good)
+    assert replica.hwm == mark and replica.state == "snapshot", "nothing is applied on a partial snapshot"
+    clock.now = 9.0
+    lost = replica.tick()  # the new snapshot's answer was lost too: asked for again, whole
+    assert [request.snapshot for request in lost] == [True]
+    assert deliver(replica, publisher.serve(lost[0])) == []
+    assert replica.state == "live" and replica.hwm == source.replication.sequence
+    assert diff(source, replica.db) == {}

@@ -207,10 +207,11 @@ class Replica:
             ordering.requested_at = None  # the source's answer "nothing new since your mark"
         if message.entries:
             self.source_clock = max(self.source_clock, message.entries[-1][1])
-        if self._snapshot is not None:
+        if self._interrupted:  # a snapshot is under way or still to come: nothing applies on a partial content
             ordering.source_last = max(ordering.source_last, message.last, message.last_seq)
+            floor = 0 if self._snapshot is None else self._snapshot.seq
             for entry in message.entries:
-                if entry[0] > self._snapshot.seq:
+                if entry[0] > floor:
                     ordering.hold(entry)
             return []
         run = ordering.take(message.entries, max(message.last, message.last_seq))
@@ -229,7 +230,7 @@ class Replica:
             self.state = "live" if self.ordering.current else "syncing"
 
     def _drain(self) -> None:
-        while run := self.ordering.held_run():
+        while not self._interrupted and (run := self.ordering.held_run()):
             self._apply(run)
         self.counters["duplicates"] = self.ordering.duplicates
         self._settle()
