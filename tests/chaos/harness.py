@@ -120,6 +120,7 @@ def run(settings: Settings) -> dict[str, Any]:
     result["full_resyncs_expected"] = monitor.full_expected
     result["full_resyncs_seen"] = monitor.full_seen
     result["full_resyncs_unexpected"] = monitor.full_unexpected
+    result["mark_regressions"] = monitor.mark_regressions
     result["full_resyncs_why"] = dict(monitor.full_reasons)
     result["partial_resyncs_seen"] = monitor.partial_seen
     result["max_lag_entries"] = monitor.max_lag_entries
@@ -305,7 +306,15 @@ def tracebacks(workdir: Path) -> list[str]:
 
 def ok(result: dict[str, Any]) -> bool:
     zero = ("lost", "duplicated", "phantom", "stale", "diverged_pairs")
-    empty = ("stalled_replicas", "links_down", "full_resyncs_unexpected", "tracebacks", "unexpected_deaths", "problems")
+    empty = (
+        "stalled_replicas",
+        "links_down",
+        "full_resyncs_unexpected",
+        "mark_regressions",
+        "tracebacks",
+        "unexpected_deaths",
+        "problems",
+    )
     return all(result.get(name) == 0 for name in zero) and all(not result.get(name) for name in empty)
 
 

@@ -64,6 +64,7 @@ class Monitor:
     polls: int = 0
     verify: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)  # (node, incarnation) -> counters
     diverged: list[str] = field(default_factory=list)  # each time a replica turned 'diverged', with its reason
+    mark_regressions: list[str] = field(default_factory=list)  # a replica's mark seen lower than before
 
     def status(self, label: str, timeout: float = 1.0) -> dict[str, Any] | None:
         node = self.cluster.nodes[label]
@@ -154,6 +155,8 @@ class Monitor:
         if replica["state"] == "diverged" and view.state != "diverged":
             self.diverged.append(f"{time.time():.3f} {target}<-{source} on {label}: {replica.get('reason')}")
         view.full, view.partial = full, partial
+        if replica["hwm"] < view.hwm and not view.forced:  # a replica never goes back in time (but when wiped)
+            self.mark_regressions.append(f"{time.time():.3f} {target}<-{source}: mark {view.hwm} -> {replica['hwm']}")
         view.hwm, view.state = replica["hwm"], replica["state"]
         if not view.forced:  # a wiped replica (starting again from nothing) is not lagging
             # The replica's own figure, or the gap to the source's sequence as its node last reported it.

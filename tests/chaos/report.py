@@ -23,6 +23,7 @@ ROWS = [
     ("full resyncs expected / seen", ("full_resyncs_expected", "full_resyncs_seen")),
     ("why the expected full resyncs", "full_resyncs_why"),
     ("unexpected full resyncs", "full_resyncs_unexpected"),
+    ("replica marks that went back", "mark_regressions"),
     ("partial resyncs seen", "partial_resyncs_seen"),
     ("max lag during faults (entries)", "max_lag_entries"),
     ("max lag during faults (s)", "max_lag_seconds"),
