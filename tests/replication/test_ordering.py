@@ -79,3 +79,18 @@ def test_a_snapshot_moves_the_mark_and_each_request_has_its_stream() -> None:
     ordering.restart_at(100)
     assert ordering.hwm == 100 and ordering.source_last == 100 and ordering.requested_at is None
     assert seqs(ordering.take(entries(100, 101), last=101)) == [101]
+
+
+def test_held_entries_are_bounded_in_bytes_and_what_is_dropped_is_asked_for_again() -> None:
+    ordering = Ordering(max_pending_bytes=28)  # bodies of 6 bytes ("body 5"): four fit
+    assert ordering.take(entries(5, 6, 7, 8, 9, 10), last=10) == []  # all past the gap (1-4 missing)
+    assert sorted(ordering.pending) == [5, 6, 7, 8]
+    assert ordering.pending_bytes == sum(len(b"body %d" % seq) for seq in (5, 6, 7, 8))
+    ordering.hold(entries(5)[0])  # already held: counted once
+    assert ordering.pending_bytes == 24
+    assert seqs(ordering.take(entries(1, 2, 3, 4), last=10)) == [1, 2, 3, 4]
+    ordering.applied(4)
+    assert seqs(ordering.held_run()) == [5, 6, 7, 8]
+    ordering.applied(8)
+    assert ordering.pending == {} and ordering.pending_bytes == 0
+    assert ordering.behind and ordering.should_ask()  # 9 and 10 were dropped: asked for again

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 
 APPLY_BATCH = 500  # journal entries per replica transaction
+MAX_PENDING_BYTES = 256 << 20  # entries held in memory past a gap (or while a snapshot is owed); beyond, asked again
 
 # A journal entry as it travels: (sequence, clock, body).
 Entry = tuple[int, int, bytes]
@@ -20,10 +21,12 @@ class Ordering:
     """Where one source's entries stand: the mark `hwm`, held entries, the source's last known sequence, the hold,
     and the request awaiting an answer."""
 
-    def __init__(self, hwm: int = 0, max_pending: int = 100_000) -> None:
+    def __init__(self, hwm: int = 0, max_pending: int = 100_000, max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         self.hwm = hwm  # the highest sequence applied
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
         self.pending: dict[int, tuple[int, bytes]] = {}  # seq -> (clock, body) of entries held past a gap
+        self.pending_bytes = 0
         self.source_last = 0  # the source's latest sequence, as far as we know
         self.hold_at: int | None = None  # hand out nothing past this sequence
         self.requested_at: float | None = None  # when the request awaiting an answer was made
@@ -49,20 +52,26 @@ class Ordering:
         return run
 
     def hold(self, entry: Entry) -> None:
-        """Keep an entry for later (at most `max_pending` of them: beyond, it is asked for again)."""
-        if len(self.pending) < self.max_pending:
-            self.pending[entry[0]] = (entry[1], entry[2])
+        """Keep an entry for later (at most `max_pending` of them and `max_pending_bytes` of bodies: beyond, it is
+        asked for again)."""
+        seq, clock, body = entry
+        if seq in self.pending or len(self.pending) >= self.max_pending:
+            return
+        if self.pending_bytes + len(body) <= self.max_pending_bytes:
+            self.pending[seq] = (clock, body)
+            self.pending_bytes += len(body)
 
     def held_run(self) -> list[Entry]:
         """The next run of held entries that follows the mark (at most APPLY_BATCH, up to the hold), or []."""
         pending = self.pending
         for seq in [seq for seq in pending if seq <= self.hwm]:
-            del pending[seq]
+            self.pending_bytes -= len(pending.pop(seq)[1])
             self.duplicates += 1
         run: list[Entry] = []
         seq = self.hwm + 1
         while seq in pending and len(run) < APPLY_BATCH and (self.hold_at is None or seq <= self.hold_at):
             clock, body = pending.pop(seq)
+            self.pending_bytes -= len(body)
             run.append((seq, clock, body))
             seq += 1
         return run
