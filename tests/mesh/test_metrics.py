@@ -111,7 +111,7 @@ def test_lag_after_an_idle_spell_is_the_age_of_the_missing_entry(manager: Manage
     source = manager.database("source", str(tmp_path / "source"), config={"replication": True})
     replica = Replica(manager.database("replica", str(tmp_path / "replica")), source.replication.uuid).register()
     replica.last_applied_clock = now_clock() - ((3600 * 1000) << 16)  # the last entry applied is an hour old
-    replica.hwm, replica.source_last = 5, 6
+    replica.ordering.hwm, replica.source_last = 5, 6
     replica.source_clock = now_clock()  # the source has just written entry 6
     assert replica.status()["lag_seconds"] < 5
     replica.source_last = 5
