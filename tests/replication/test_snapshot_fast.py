@@ -222,11 +222,16 @@ def test_chain_a_to_b_to_c_after_a_fast_snapshot_of_b(open_db) -> None:
     assert diff(a, c) == {}
 
 
-def test_a_crash_mid_snapshot_leads_to_a_fresh_snapshot(open_db) -> None:
+def filled_with_replica(open_db: Any) -> tuple[Database, Database, Replica]:
+    """A source `fill`ed with 300 people, an empty target, and a one-way replica registered in it."""
     source = open_db("source")
     fill(source, 300)
     target = open_db("target")
-    replica = Replica(target, source.replication.uuid).register()
+    return source, target, Replica(target, source.replication.uuid).register()
+
+
+def test_a_crash_mid_snapshot_leads_to_a_fresh_snapshot(open_db) -> None:
+    source, target, replica = filled_with_replica(open_db)
     messages = list(take_snapshot(source, chunk_bytes=2000))
     deliver(replica, messages[:5])  # begin and a few chunks, then the process dies
     assert source.replication.uuid not in target.replication.marks()
@@ -258,11 +263,8 @@ def test_chunks_are_numbered_and_the_end_counts_them_over_the_wire(open_db) -> N
 def test_a_snapshot_with_a_lost_chunk_never_becomes_the_content_and_is_asked_for_again(open_db, where: str) -> None:
     """The mesh can lose a frame in a link cut and deliver the ones after it: a snapshot with a hole must not be
     taken (its documents would be missing for good, with the mark saying they are there)."""
-    source = open_db("source")
-    fill(source, 300)
+    source, target, replica = filled_with_replica(open_db)
     uuid = source.replication.uuid
-    target = open_db("target")
-    replica = Replica(target, uuid).register()
     messages = [decode(encode(message)) for message in take_snapshot(source, chunk_bytes=2000)]
     assert len(messages) > 6
     lost = 3 if where == "middle" else len(messages) - 2  # (the last chunk: only the end can tell)
@@ -278,10 +280,7 @@ def test_a_snapshot_with_a_lost_chunk_never_becomes_the_content_and_is_asked_for
 
 
 def test_a_chunk_delivered_twice_is_written_once(open_db) -> None:
-    source = open_db("source")
-    fill(source, 300)
-    target = open_db("target")
-    replica = Replica(target, source.replication.uuid).register()
+    source, target, replica = filled_with_replica(open_db)
     messages = list(take_snapshot(source, chunk_bytes=2000))
     assert deliver(replica, messages[:4] + [messages[3], messages[2]] + messages[4:]) == []
     assert replica.counters["snapshots_retaken"] == 0 and replica.state == "live"
@@ -290,10 +289,7 @@ def test_a_chunk_delivered_twice_is_written_once(open_db) -> None:
 
 
 def test_a_snapshot_restarted_at_the_same_sequence_still_ends_identical(open_db) -> None:
-    source = open_db("source")
-    fill(source, 300)
-    target = open_db("target")
-    replica = Replica(target, source.replication.uuid).register()
+    source, target, replica = filled_with_replica(open_db)
     first = list(take_snapshot(source, chunk_bytes=2000))
     second = list(take_snapshot(source, chunk_bytes=2000))
     assert first[0].seq == second[0].seq
