@@ -95,22 +95,21 @@ class Publisher:
     def _snapshot(self, request: Request) -> Iterator[Message]:
         """A snapshot answering `request`: every message carries the request's stream, so a replica that asked
         again meanwhile can tell this (older) answer from the one it waits for."""
-        messages = snapshot(self.db, self.chunk_bytes, tables=request.tables)
-        if not request.stream:
-            yield from messages
-            return
-        for message in messages:
-            yield replace(message, stream=request.stream)
+        return snapshot(self.db, self.chunk_bytes, tables=request.tables, stream=request.stream)
 
 
 def snapshot(
-    db: Database, chunk_bytes: int = CHUNK_BYTES, stored: bool = True, tables: list[str] | None = None
+    db: Database,
+    chunk_bytes: int = CHUNK_BYTES,
+    stored: bool = True,
+    tables: list[str] | None = None,
+    stream: int = 0,
 ) -> Iterator[SnapshotMessage]:
     """A consistent snapshot of `db`: definitions, then each table's content in bounded chunks, then the end.
 
     With `stored` (the default) chunks carry the stored key/value pairs of records, tombstones and index entries
     (see fast_snapshot); otherwise documents as JSON `[key, fields or null, version or null]` (the older form).
-    With `tables`, only those tables (for a filtered replica).
+    With `tables`, only those tables (for a filtered replica). Every message carries `stream` (the request's).
     """
     source = db.replication.uuid
     with Storage(db).read() as view:
@@ -119,7 +118,7 @@ def snapshot(
         present = set(view.table_names())
         names = [name for name in definitions if name in present]
         documents = sum(view.count(name) for name in names)
-        yield SnapshotBegin(source, seq, definitions, documents, view.dictionaries(definitions))
+        yield SnapshotBegin(source, seq, definitions, documents, view.dictionaries(definitions), stream)
         number = 0  # chunks are numbered and the end says how many: a replica takes no snapshot with a hole
         for name in names:
             if stored:
@@ -128,8 +127,8 @@ def snapshot(
                 chunks = _json_chunks(view, source, seq, name, chunk_bytes)
             for chunk in chunks:
                 number += 1
-                yield replace(chunk, number=number)
-        yield SnapshotEnd(source, seq, chunks=number)
+                yield replace(chunk, stream=stream, number=number)
+        yield SnapshotEnd(source, seq, stream, number)
 
 
 def _json_chunks(view: SnapshotRead, source: str, seq: int, name: str, chunk_bytes: int) -> Iterator[SnapshotChunk]:
