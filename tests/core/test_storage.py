@@ -132,6 +132,39 @@ def test_bulk_load_of_a_sources_stored_pairs(manager: Manager, tmp_path: Path, r
     assert sum(1 for op in ops if op[0] == "put") == 300  # journaled per record, for this replica's replicas
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 700, 50_000, 1 << 20])
+def test_stored_parts_are_every_pair_in_order_cut_where_a_pair_reaches_the_chunk_size(
+    manager: Manager, tmp_path: Path, chunk_bytes: int
+) -> None:
+    """Keys and values are read by two cursors in step; across READ_AHEAD reads (2500 records, an index with
+    duplicates, tombstones) each part is its sub-database's next pairs, cut after the pair that reaches the size."""
+    source = manager.database("source", str(tmp_path / "source"), config={"replication": True})
+    source.replication.set_versioned(True)
+    people = source.table("people")
+    people.ensure("by_age", "{age}", duplicates=True)
+    added = people.append_many([{"name": f"n{number:04}", "age": number % 7} for number in range(2500)])
+    people.delete([doc.key for doc in added[::5]])
+    with source.read_transaction() as txn:
+        expected = {
+            "records": list(txn.txn.cursor(db=people._dbi)),
+            "index": list(txn.txn.cursor(db=people._indexes["by_age"].dbi)),
+        }
+    with Storage(source).read() as view:
+        parts = list(view.stored_parts("people", chunk_bytes=chunk_bytes))
+    for kind in ("records", "tombstones", "index"):
+        mine = [part for part in parts if part.part == kind]
+        pairs = [pair for part in mine for pair in zip(part.keys, part.values, strict=True)]
+        if kind == "tombstones":
+            assert [key for key, _value in pairs] == [doc.oid for doc in added[::5]]
+        else:
+            assert pairs == expected[kind]
+        for part in mine[:-1]:
+            size = sum(map(len, part.keys)) + sum(map(len, part.values))
+            last = len(part.keys[-1]) + len(part.values[-1])
+            assert size >= chunk_bytes and (size - last < chunk_bytes or len(part.keys) == 1)
+        assert sum(map(len, mine[-1].keys)) + sum(map(len, mine[-1].values)) > 0
+
+
 @pytest.mark.parametrize(
     "part",
     [
