@@ -294,6 +294,11 @@ class Replication:
         raw = txn.get(meta.keyed(meta.MARK, source), db=self._meta)
         return 0 if raw is None else int(SEQ.unpack(raw)[0])
 
+    def snapshot_marker(self, txn: lmdb.Transaction[bytes], source: str) -> int | None:
+        """The sequence of a snapshot of `source` under way in this database (see Storage.set_snapshot_marker)."""
+        raw = txn.get(meta.keyed(meta.SNAPSHOT, source), db=self._meta)
+        return None if raw is None else int(SEQ.unpack(raw)[0])
+
     def set_mark(self, txn: lmdb.Transaction[bytes], source: str, seq: int) -> None:
         txn.put(meta.keyed(meta.MARK, source), SEQ.pack(seq), db=self._meta)
 

@@ -39,9 +39,10 @@ class SnapshotRead:
     def replica_mark(self, source: str) -> int | None:
         """The mark of `source` this read sees, or None while a snapshot of it is under way (the tables then hold
         part of it, whatever the mark says)."""
-        if self._txn.get(meta.keyed(meta.SNAPSHOT, source), db=self._db._meta) is not None:
+        replication = self._db.replication
+        if replication.snapshot_marker(self._txn, source) is not None:
             return None
-        return self._db.replication.mark(self._txn, source)
+        return replication.mark(self._txn, source)
 
     def table_names(self) -> list[str]:
         return sorted(self._tables)

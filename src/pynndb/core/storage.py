@@ -332,8 +332,7 @@ class Storage:
     def snapshot_marker(self, source: str) -> int | None:
         """The sequence of a snapshot of `source` under way (interrupted, or yet to take), or None."""
         with self._db._env.begin() as txn:
-            raw = txn.get(meta.keyed(meta.SNAPSHOT, source), db=self._db._meta)
-            return None if raw is None else int(SEQ.unpack(raw)[0])
+            return self._db.replication.snapshot_marker(txn, source)
 
     def registrations(self) -> dict[str, dict[str, Any]]:
         """Source UUID -> its stored registration ({'mode', 'tables'?}), for every source this database replicates."""

@@ -98,15 +98,15 @@ class DivergenceDetector:
                     self._digest_later(key, replica)  # the replica stays held at S meanwhile
                     continue
                 at, mine = taken
-                tables = set(mine) | set(check.tables)
-                different = sorted(
-                    name
-                    for name in tables
-                    if mine.get(name) != check.tables.get(name) and has_table(replica.tables, name)
-                )
                 if at != check.sequence:  # (a snapshot answering an older request came in while it was taken)
                     self._finish(key, "inconclusive", f"the replica's digest shows mark {at}, not {check.sequence}")
-                elif different:
+                    continue
+                different = sorted(
+                    name
+                    for name in set(mine) | set(check.tables)
+                    if mine.get(name) != check.tables.get(name) and has_table(replica.tables, name)
+                )
+                if different:
                     detail = f"content differs from the source at sequence {check.sequence}: tables {different}"
                     self._finish(key, "mismatch", detail)
                 else:
