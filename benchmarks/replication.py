@@ -6,7 +6,7 @@ line when it is not installed). Figures: write-to-readable lag p50/p99, sustaine
 writes and the replica's tail, full sync of a new replica; medians where repeated.
 Lag is measured for the write patterns applications have: back-to-back dependent writes (write, wait until readable
 on the replica, write again at once), spaced writes, bursts, and one write after an idle spell.
-Run: ``python benchmarks/replication.py [--docs N] [--samples N] [--runs K] [--quick] [--lag-only]
+Run: ``python benchmarks/replication.py [--docs N] [--samples N] [--runs K] [--quick] [--lag-only | --full-sync-only]
 [--patterns back-to-back,spaced,burst,idle] [--idle-samples N] [--py-spy DIR]``.
 """
 
@@ -573,12 +573,13 @@ def ingest_and_full_sync(
     documents: list[dict[str, Any]],
     profiler: Profiler,
 ) -> None:
-    runs = []
-    for run in range(options.runs):
-        with profiler.phase(f"sustained{run}", mesh.nodes):
-            runs.append(pynndb_sustained(mesh, manager, workdir, f"sustained{run}", documents))
-        print(f"  sustained run {run}: {fmt_run(runs[-1])}", flush=True)
-    results["sustained"] = {key: median([run[key] for run in runs]) for key in runs[0]}
+    if not options.full_sync_only:
+        runs = []
+        for run in range(options.runs):
+            with profiler.phase(f"sustained{run}", mesh.nodes):
+                runs.append(pynndb_sustained(mesh, manager, workdir, f"sustained{run}", documents))
+            print(f"  sustained run {run}: {fmt_run(runs[-1])}", flush=True)
+        results["sustained"] = {key: median([run[key] for run in runs]) for key in runs[0]}
     syncs = []
     for run in range(options.runs):
         with profiler.phase(f"fullsync{run}", mesh.nodes):
@@ -596,6 +597,13 @@ def run_pynndb(options: argparse.Namespace, workdir: str, profiler: Profiler) ->
     documents = make_documents(options.docs)
     manager = Manager()
     try:
+        if options.full_sync_only:  # a fresh pair of nodes, nothing run on it before
+            mesh = Mesh(2, workdir)
+            try:
+                ingest_and_full_sync(options, results, mesh, manager, workdir, documents, profiler)
+            finally:
+                mesh.stop()
+            return results
         if not options.lag_only:
             results["local"] = median([local_append(workdir, f"local{run}", documents) for run in range(options.runs)])
             print(f"  local append: {results['local']:,.0f} docs/s", flush=True)
@@ -638,14 +646,17 @@ def run_redis(options: argparse.Namespace, workdir: str) -> dict[str, Any] | Non
         master = RedisServer(workdir, "redis-master")
         replica = RedisServer(workdir, "redis-replica", replica_of=master.port)
         wait_for(replica.link_up, 20, "redis replica link", 0.01)
-        results["lag1"] = redis_lag(master, replica, options.samples, options.patterns, options.idle_samples)
-        if options.lag_only:
-            return results
-        runs = []
-        for run in range(options.runs):
-            runs.append(redis_ingest(master, replica, documents))
-            print(f"  ingest run {run}: {fmt_run(runs[-1])}", flush=True)
-        results["sustained"] = {key: median([run[key] for run in runs]) for key in runs[0]}
+        if not options.full_sync_only:
+            results["lag1"] = redis_lag(master, replica, options.samples, options.patterns, options.idle_samples)
+            if options.lag_only:
+                return results
+            runs = []
+            for run in range(options.runs):
+                runs.append(redis_ingest(master, replica, documents))
+                print(f"  ingest run {run}: {fmt_run(runs[-1])}", flush=True)
+            results["sustained"] = {key: median([run[key] for run in runs]) for key in runs[0]}
+        else:
+            redis_ingest(master, replica, documents)  # the master's content (not reported)
         syncs = [redis_full_resync(workdir, master, len(documents), run) for run in range(options.runs)]
         print("  full resync: " + ", ".join(f"{s * 1000:.0f} ms" for s in syncs), flush=True)
         results["full_sync"] = median(syncs)
@@ -688,7 +699,7 @@ def table_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[tupl
         verdict = ok if isinstance(ok, str) else "info" if ok is None else "PASS" if ok else "MISS"
         rows.append((metric, show(value), show(other), ratio, target, verdict))
 
-    for pattern in ours["lag1"]:
+    for pattern in ours.get("lag1", {}):
         redis_result = theirs["lag1"].get(pattern) if theirs else None
         redis_p50, redis_p99 = lag(redis_result, 0), lag(redis_result, 1)
         for hops, key in ((1, "lag1"), (3, "lag3")):
@@ -705,8 +716,19 @@ def table_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[tupl
             lost = ours[key][pattern]["lost"]
             if lost:
                 rows.append((f"  samples lost (> 1 s), {where}", str(lost), "-", "-", "0", "MISS"))
-    if "sustained" not in ours:
-        return rows
+    if "sustained" in ours:
+        sustained_rows(add, rows, ours, theirs)
+    if "full_sync" in ours:
+        full = ours["full_sync"] * 1e3
+        other_full = theirs["full_sync"] * 1e3 if theirs else None
+        ok = "no Redis" if other_full is None else full <= 0.5 * other_full
+        add("full sync of a new replica", full, other_full, "ms", "<= 0.5x Redis", ok)
+    return rows
+
+
+def sustained_rows(
+    add: Callable[..., None], rows: list[tuple[str, ...]], ours: dict[str, Any], theirs: dict[str, Any] | None
+) -> None:
     sustained = ours["sustained"]["rate"]
     other_rate = theirs["sustained"]["rate"] if theirs else None
     add("sustained replicated rate", sustained, other_rate, "docs/s", ">= 300k docs/s", sustained >= 300_000)
@@ -733,11 +755,6 @@ def table_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[tupl
     add(
         "  replica tail after writer stops", tail, theirs["sustained"]["tail"] * 1e3 if theirs else None, "ms", "", None
     )
-    full = ours["full_sync"] * 1e3
-    other_full = theirs["full_sync"] * 1e3 if theirs else None
-    ok = "no Redis" if other_full is None else full <= 0.5 * other_full
-    add("full sync of a new replica", full, other_full, "ms", "<= 0.5x Redis", ok)
-    return rows
 
 
 def main() -> None:
@@ -747,6 +764,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="repetitions of ingest and full sync (median)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 20k docs, 200 samples, 1 run")
     parser.add_argument("--lag-only", action="store_true", help="only the lag patterns (no ingest, no full sync)")
+    parser.add_argument(
+        "--full-sync-only", action="store_true", help="only the full syncs, on a fresh pair of nodes (and Redis's)"
+    )
     parser.add_argument(
         "--patterns", default=",".join(PATTERNS), help=f"lag patterns, comma-separated from {', '.join(PATTERNS)}"
     )
@@ -760,6 +780,8 @@ def main() -> None:
     unknown = set(options.patterns) - set(PATTERNS)
     if unknown or not options.patterns:
         parser.error(f"--patterns: choose from {', '.join(PATTERNS)}")
+    if options.lag_only and options.full_sync_only:
+        parser.error("--lag-only and --full-sync-only exclude each other")
     if options.docs < FULL_SYNC_COMMITS:
         parser.error(f"--docs must be at least {FULL_SYNC_COMMITS} (the full-sync journal must be trimmed)")
     if options.py_spy and py_spy_executable() is None:
