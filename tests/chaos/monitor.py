@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pynndb import Manager
-from pynndb.core.storage import Storage
 from pynndb.errors import PyNNDBError
 from tests.chaos.cluster import Cluster
 
@@ -31,7 +30,7 @@ def snapshot_under_way(path: str, source: str) -> bool:
     """Whether the database at `path` records a snapshot of `source` under way (False when it cannot be read)."""
     try:
         with Manager() as manager:
-            return Storage(manager.database(path, config={"readonly": True})).snapshot_marker(source) is not None
+            return source in manager.database(path, config={"readonly": True}).replication.snapshots()
     except PyNNDBError:
         return False
 

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from pynndb import Manager
-from pynndb.core.storage import Storage
 from pynndb.errors import PyNNDBError
 from tests.chaos.cluster import Node
 from tests.chaos.proxy import CUT, DELAY, UP, FaultProxy
@@ -107,10 +106,9 @@ def test_a_link_cut_mid_snapshot_takes_none_of_it_and_the_replica_converges_afte
 
         proxy.set_mode("a->b", DELAY, SLOW)
         holder.call("REPLICATE", {"path": replica_path, "uuid": uuid}, timeout=10)
-        storage = Storage(replica)
-        # Cut once part of the snapshot is in: its record says a snapshot is under way, and documents are there.
-        under_way = storage.snapshot_marker
-        wait_until(lambda: under_way(uuid) and "people" in replica.tables() and len(replica["people"]), 60, 0.005)
+        # Cut once part of the snapshot is in: the application sees a snapshot under way, and documents.
+        snapshots = replica.replication.snapshots
+        wait_until(lambda: uuid in snapshots() and "people" in replica.tables() and len(replica["people"]), 60, 0.005)
         proxy.set_mode("a->b", CUT)
         taken = len(replica["people"])
         assert 0 < taken < DOCUMENTS, "the cut must land inside the stream"
@@ -125,7 +123,7 @@ def test_a_link_cut_mid_snapshot_takes_none_of_it_and_the_replica_converges_afte
             assert replica.replication.marks().get(uuid, 0) == 0, "a broken snapshot moved the replica's mark"
             time.sleep(0.05)
         assert "live" not in seen and seen, f"the replica looked {seen} on part of a snapshot"
-        assert storage.snapshot_marker(uuid) is not None  # a restart now would ask for a snapshot too
+        assert snapshots() == {uuid: sequence}  # a restart now would ask for a snapshot too
 
         proxy.set_mode("a->b", UP)
         wait_until(lambda: replica.replication.marks().get(uuid, 0) == sequence, timeout=60, interval=0.05)
@@ -133,7 +131,7 @@ def test_a_link_cut_mid_snapshot_takes_none_of_it_and_the_replica_converges_afte
         assert entry["state"] == "live"
         # Taken again from its start: a second snapshot began (the first one's hole, or its silence, was seen).
         assert entry["full_resyncs"] >= 2, entry
-        assert storage.snapshot_marker(uuid) is None
+        assert snapshots() == {}
 
         # The application's handles, opened before REPLICATE, read the whole of it, indexes included.
         copied = replica["people"]

@@ -233,8 +233,11 @@ def filled_with_replica(open_db: Any) -> tuple[Database, Database, Replica]:
 def test_a_crash_mid_snapshot_leads_to_a_fresh_snapshot(open_db) -> None:
     source, target, replica = filled_with_replica(open_db)
     messages = list(take_snapshot(source, chunk_bytes=2000))
+    assert target.replication.snapshots() == {}
     deliver(replica, messages[:5])  # begin and a few chunks, then the process dies
     assert source.replication.uuid not in target.replication.marks()
+    # What an application reading the replica can see: part of a snapshot, at the source's sequence.
+    assert target.replication.snapshots() == {source.replication.uuid: source.replication.sequence}
     restarted = Replica(target, source.replication.uuid).register()
     requests = restarted.start()
     assert requests[0].snapshot is True, "an interrupted snapshot is asked for again, whole"
@@ -242,6 +245,7 @@ def test_a_crash_mid_snapshot_leads_to_a_fresh_snapshot(open_db) -> None:
     assert diff(source, target) == {}
     assert stored_dump(target) == stored_dump(source)
     assert restarted.hwm == source.replication.sequence
+    assert target.replication.snapshots() == {}
 
 
 def test_chunks_are_numbered_and_the_end_counts_them_over_the_wire(open_db) -> None:

@@ -280,14 +280,23 @@ class Replication:
 
     def marks(self) -> dict[str, int]:
         """The high-water mark per source UUID of everything applied here."""
+        return self._sequences(meta.MARK)
+
+    def snapshots(self) -> dict[str, int]:
+        """Source UUID -> sequence of each snapshot being taken here. While a source is listed, this database holds
+        part of that snapshot: its tables were emptied when the snapshot began and are being filled again."""
+        return self._sequences(meta.SNAPSHOT)
+
+    def _sequences(self, prefix: bytes) -> dict[str, int]:
+        """Source UUID -> the sequence stored under `prefix` + that UUID in the meta table, for every source."""
         with self._db._env.begin() as txn:
             cursor = txn.cursor(db=self._meta)
             found: dict[str, int] = {}
-            if cursor.set_range(meta.MARK):
+            if cursor.set_range(prefix):
                 for key, value in cursor:
-                    if not key.startswith(meta.MARK):
+                    if not key.startswith(prefix):
                         break
-                    found[key[len(meta.MARK) :].decode()] = SEQ.unpack(value)[0]
+                    found[key[len(prefix) :].decode()] = SEQ.unpack(value)[0]
             return found
 
     def mark(self, txn: lmdb.Transaction[bytes], source: str) -> int:
