@@ -9,7 +9,8 @@ import pytest
 
 from pynndb import Database, Manager
 from pynndb.core.bulk import StoredPart
-from pynndb.core.journal import VERSION, decode_body
+from pynndb.core.entries import decode_body
+from pynndb.core.journal import VERSION
 from pynndb.core.storage import Storage
 from pynndb.errors import MalformedEntry, PyNNDBError
 

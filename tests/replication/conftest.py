@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pynndb import Database, Manager
-from pynndb.core.journal import decode_body
+from pynndb.core.entries import decode_body
 from pynndb.replication import Publisher, Replica, Request
 from pynndb.replication.messages import Message
 

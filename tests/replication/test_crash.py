@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from pynndb import Manager
-from pynndb.core.journal import decode_body
+from pynndb.core.entries import decode_body
 from pynndb.replication import LocalReplicator, diff
 from tests.helpers import person
 

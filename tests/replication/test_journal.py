@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pynndb import Manager
-from pynndb.core.journal import decode_body
+from pynndb.core.entries import decode_body
 from pynndb.errors import DuplicateKey
 from tests.helpers import person
 from tests.replication.conftest import ops_of

@@ -7,7 +7,8 @@ import orjson
 import pytest
 
 from pynndb.core import writes as table_module
-from pynndb.core.journal import FORMAT, HEADER_LENGTH, KEY, decode_body, read_entry
+from pynndb.core.entries import FORMAT, HEADER_LENGTH, decode_body, read_entry
+from pynndb.core.journal import KEY
 from pynndb.errors import MalformedEntry
 from pynndb.replication import Entries, Publisher, Replica, diff
 from tests.helpers import person

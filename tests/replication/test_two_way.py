@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pynndb import Doc
-from pynndb.core.journal import decode_body, now_clock
+from pynndb.core.entries import decode_body
+from pynndb.core.journal import now_clock
 from pynndb.replication import LocalReplicator, diff
 from tests.helpers import person, wait_until
 from tests.replication.conftest import documents

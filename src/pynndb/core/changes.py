@@ -17,7 +17,8 @@ import orjson
 from pynndb.core import ops
 from pynndb.core.doc import Doc, make_doc
 from pynndb.core.doorbell import Doorbell
-from pynndb.core.journal import KEY, SEQ, read_entry
+from pynndb.core.entries import read_entry
+from pynndb.core.journal import KEY, SEQ
 from pynndb.errors import DatabaseClosed, InvalidArgument, JournalTrimmed, MalformedEntry
 
 if TYPE_CHECKING:

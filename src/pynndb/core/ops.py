@@ -57,7 +57,7 @@ def compress(table: str, level: int | None, dictionary: str | None) -> bytes:
 
 
 def is_put(op: Any) -> bool:
-    """Whether `op` (as read back by journal.read_entry) is a well-shaped ``put`` op."""
+    """Whether `op` (as read back by entries.read_entry) is a well-shaped ``put`` op."""
     return op.__class__ is list and len(op) == 4 and op[0] == PUT
 
 

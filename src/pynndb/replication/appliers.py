@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pynndb.core import ops as op
-from pynndb.core.journal import read_entry
+from pynndb.core.entries import read_entry
 from pynndb.errors import MalformedEntry
 from pynndb.replication import fast_snapshot
 from pynndb.replication.ordering import Entry
@@ -263,7 +263,7 @@ def stored_document(item: list[Any]) -> StoredDocument:
 
 
 def _fields(stored: Any) -> dict[str, Any]:
-    """The fields of a put op's document (its stored JSON bytes, see journal.read_entry)."""
+    """The fields of a put op's document (its stored JSON bytes, see entries.read_entry)."""
     fields = orjson.loads(stored) if stored.__class__ is bytes else None
     if fields.__class__ is not dict:
         raise MalformedEntry("a put op must carry a document (a JSON object)")
