@@ -1,4 +1,5 @@
-"""The `deployment` fixture: every scenario that takes it runs with in-process nodes and with node processes."""
+"""The `deployment` fixture: every scenario that takes it runs with in-process nodes and with node processes; the
+`nodes` fixture: `pynndb node` processes (tests/chaos/cluster.py's `Node`) a test starts, stopped at teardown."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos.cluster import Node
 from tests.conftest import no_thread_left
 from tests.integration.deployment import Deployment, InProcess, Processes, Writer
 
@@ -30,3 +32,16 @@ def writers() -> Iterator[list[Writer]]:
     for writer in started:
         writer.halt.set()
         writer.join(timeout=10)
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[Node]]:
+    """Node processes of one test (append each one started); every one still alive is stopped at teardown."""
+    started: list[Node] = []
+    try:
+        yield started
+    finally:
+        for node in started:
+            node.close_plugin()
+            if node.alive():
+                node.terminate()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,18 +14,6 @@ from tests.mesh.conftest import free_port
 
 pytestmark = pytest.mark.timeout(90)
 ROOT = str(Path(__file__).resolve().parents[2])
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[Node]]:
-    started: list[Node] = []
-    try:
-        yield started
-    finally:
-        for node in started:
-            node.close_plugin()
-            if node.alive():
-                node.terminate()
 
 
 def linked(node: Node, address: str) -> bool:

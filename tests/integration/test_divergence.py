@@ -4,7 +4,6 @@ LMDB library while the node was stopped) is found `diverged` by VERIFY, and RESY
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +17,6 @@ from tests.helpers import wait_until
 from tests.mesh.conftest import Mesh, free_port
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[list[Node]]:
-    started: list[Node] = []
-    try:
-        yield started
-    finally:
-        for node in started:
-            node.close_plugin()
-            if node.alive():
-                node.terminate()
 
 
 def verify(node: Node, params: dict[str, Any]) -> dict[str, Any]:

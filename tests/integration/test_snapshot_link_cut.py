@@ -43,18 +43,6 @@ def proxy() -> Iterator[FaultProxy]:
         started.close()
 
 
-@pytest.fixture
-def nodes() -> Iterator[list[Node]]:
-    started: list[Node] = []
-    try:
-        yield started
-    finally:
-        for node in started:
-            node.close_plugin()
-            if node.alive():
-                node.terminate()
-
-
 def replica_entry(node: Node, path: str, source: str) -> dict[str, Any] | None:
     """The replica's STATUS entry on `node` (None while the node does not answer or does not list it yet)."""
     try:
