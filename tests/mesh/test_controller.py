@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from pynndb.errors import CommandError, MeshError, NoSuchTable
+from pynndb.mesh import engine as engine_module
 from pynndb.mesh.controller import Controller
 from pynndb.mesh.plugin import Plugin
 from tests.helpers import wait_until
@@ -108,6 +109,25 @@ def test_publish_subscribe_and_targeted_send(mesh: Mesh) -> None:
     assert messages == [(b"hello", a.id), (b"by label", a.id)]
     c.unsubscribe("db1")
     assert wait_until(lambda: "db1" not in a.directory()[c.id]["topics"])
+
+
+def test_a_node_yields_its_cpu_after_each_loop_turn_that_published(mesh: Mesh, monkeypatch) -> None:
+    """A publishing node hands its core to the rest of the machine (os.sched_yield) once per loop turn that sent
+    PUBLISH frames: on a machine shared with its subscribers' nodes, a writer's burst otherwise starved them."""
+    turns: list[str] = []
+    monkeypatch.setattr(engine_module, "_yield", lambda: turns.append(threading.current_thread().name))
+    a, b = mesh.node("a"), mesh.node("b")
+    a.connect(b)
+    got: list[bytes] = []
+    b.subscribe("t", lambda topic, payload, origin: got.append(payload))
+    assert wait_until(lambda: "t" in a.directory().get(b.id, {}).get("topics", []))
+    before = len(turns)
+    for index in range(20):
+        a.publish("t", b"%d" % index)
+    assert wait_until(lambda: len(got) == 20)
+    yielded = turns[before:]
+    assert 1 <= len(yielded) <= 20  # one per turn that flushed publishes, never more than one per publish
+    assert set(yielded) <= {"pynndb-a-loop", "pynndb-b-loop"}  # on the nodes' loop threads
 
 
 def test_topic_data_only_flows_toward_subscribers(mesh: Mesh) -> None:
