@@ -299,9 +299,13 @@ class Replication:
         return 0 if raw is None else int(SEQ.unpack(raw)[0])
 
     def snapshot_marker(self, txn: lmdb.Transaction[bytes], source: str) -> int | None:
-        """The sequence of a snapshot of `source` under way in this database (see Storage.set_snapshot_marker)."""
+        """The sequence of a snapshot of `source` under way in this database, or None."""
         raw = txn.get(meta.keyed(meta.SNAPSHOT, source), db=self._meta)
         return None if raw is None else int(SEQ.unpack(raw)[0])
+
+    def set_snapshot_marker(self, txn: lmdb.Transaction[bytes], source: str, seq: int | None) -> None:
+        """Record that a snapshot of `source` at `seq` is under way (None: it ended)."""
+        self.meta_put(txn, meta.keyed(meta.SNAPSHOT, source), None if seq is None else SEQ.pack(seq))
 
     def set_mark(self, txn: lmdb.Transaction[bytes], source: str, seq: int) -> None:
         txn.put(meta.keyed(meta.MARK, source), SEQ.pack(seq), db=self._meta)

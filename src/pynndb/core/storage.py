@@ -19,7 +19,6 @@ from pynndb.core import meta
 from pynndb.core.bulk import Pairs, load_stored
 from pynndb.core.codec import Compressor
 from pynndb.core.index import IndexDefinition
-from pynndb.core.journal import SEQ
 from pynndb.core.snapshot_read import SnapshotRead
 from pynndb.errors import DatabaseError, MalformedEntry
 
@@ -98,7 +97,7 @@ class ApplyTransaction:
 
     def set_snapshot_marker(self, source: str, seq: int | None) -> None:
         """Record that a snapshot of `source` at `seq` is under way (None: it ended)."""
-        self._put_meta(meta.keyed(meta.SNAPSHOT, source), None if seq is None else SEQ.pack(seq))
+        self._db.replication.set_snapshot_marker(self._t.txn, source, seq)
 
     def set_registration(self, source: str, registration: dict[str, Any] | None) -> None:
         """Store (None: remove) what this database replicates of `source`; it changes the schema token, by which
@@ -116,10 +115,7 @@ class ApplyTransaction:
         self._put_meta(meta.keyed(meta.LEFT_FILTER, source), None if tables is None else orjson.dumps(tables))
 
     def _put_meta(self, key: bytes, value: bytes | None) -> None:
-        if value is None:
-            self._t.txn.delete(key, db=self._db._meta)
-        else:
-            self._t.txn.put(key, value, db=self._db._meta)
+        self._db.replication.meta_put(self._t.txn, key, value)  # (None deletes)
 
     # --- tables --------------------------------------------------------------------------------------------------
     def _table(self, name: str) -> Table:
