@@ -2,7 +2,10 @@
 
 Format 2: a version byte, the length of a JSON header ``{"o": origin uuid, "v": version, "ops": [...]}`` (u32
 little-endian), the header, then the stored bytes of every ``put`` op's document back to back (the op carries the
-length). Format 1 bodies (the JSON header alone, documents inline) are still read.
+length). Format 3 (an entry of nothing but inserts): format 2 whose header also has ``"kt": {table: index token}``
+and ``"k": n``, the number of index keys the entry carries (one per index of each insert's table, in op order);
+after the documents come their n lengths (u16 little-endian, 0: no key), then the keys back to back.
+Format 1 bodies (the JSON header alone, documents inline) are still read.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from pynndb.core.keys import MAX_KEY_SIZE
 from pynndb.core.ops import PUT
 from pynndb.errors import MalformedEntry
 
@@ -19,6 +23,8 @@ HEADER_LENGTH = struct.Struct("<I")
 HEADER_START = 1 + HEADER_LENGTH.size  # a format 2 body: format byte, header length, header, documents
 FORMAT = 2  # the first byte of an entry body; a format 1 body is JSON (its first byte is '{')
 FORMAT_BYTE = bytes([FORMAT])
+KEYED_FORMAT = 3  # format 2 with the index keys of its inserts
+KEYED_FORMAT_BYTE = bytes([KEYED_FORMAT])
 
 
 class Entry(NamedTuple):
@@ -30,10 +36,24 @@ class Entry(NamedTuple):
     ops: list[Any]
 
 
+class Keys(NamedTuple):
+    """The index keys a format 3 body carries: each table's index token when they were computed, their lengths
+    (for each put op in order, one per index of its table; 0: no key) and where they start in `body`."""
+
+    tokens: dict[str, str]
+    lengths: list[int]
+    start: int
+    body: bytes
+
+
+IndexKeys = tuple[list[bytes], ...]  # one document's keys, a list per index of its table (empty: not indexed)
+
+
 def read_entry(body: bytes) -> Entry:
-    """An entry body (format 2, or format 1) with each put op's document as its stored bytes, or MalformedEntry."""
-    if body[:1] == FORMAT_BYTE:
-        return _read_v2(body)
+    """An entry body (format 3, 2 or 1) with each put op's document as its stored bytes, or MalformedEntry."""
+    first = body[:1]
+    if first in (FORMAT_BYTE, KEYED_FORMAT_BYTE):
+        return _read_binary(body)[0]
     try:
         entry = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -43,6 +63,52 @@ def read_entry(body: bytes) -> Entry:
         if type(op) is list and len(op) == 4 and op[0] == PUT and type(op[3]) is dict:
             op[3] = orjson.dumps(op[3])  # format 1: documents inline; the same bytes an encoder would store
     return checked
+
+
+def read_keyed(body: bytes) -> tuple[Entry, Keys | None]:
+    """`read_entry`, and the index keys of a format 3 body (None for the other formats)."""
+    first = body[:1]
+    if first in (FORMAT_BYTE, KEYED_FORMAT_BYTE):
+        return _read_binary(body)
+    return read_entry(body), None
+
+
+def split_keys(keys: Keys, width: int, count: int) -> list[IndexKeys]:
+    """The index keys of `count` put ops into one table of `width` indexes, as `keys` carries them; MalformedEntry
+    when they are not `width` for each op."""
+    lengths = keys.lengths
+    if len(lengths) != width * count:
+        raise MalformedEntry("an entry's index keys do not match its put ops")
+    if not width:
+        return [()] * count
+    body = keys.body
+    offset = keys.start
+    split: list[IndexKeys] = []
+    if width == 1:  # the common case: a list per op, no inner loop
+        for length in lengths:
+            end = offset + length
+            split.append(([body[offset:end]] if length else [],))
+            offset = end
+        return split
+    for start in range(0, len(lengths), width):
+        each: list[list[bytes]] = []
+        for length in lengths[start : start + width]:
+            end = offset + length
+            each.append([body[offset:end]] if length else [])
+            offset = end
+        split.append(tuple(each))
+    return split
+
+
+def document_fields(stored: Any) -> dict[str, Any]:
+    """The fields of a put op's document (its stored JSON bytes); MalformedEntry when it is not a JSON object."""
+    try:
+        fields = orjson.loads(stored) if stored.__class__ is bytes else None
+    except orjson.JSONDecodeError:
+        raise MalformedEntry("a put op's document is not JSON") from None
+    if fields.__class__ is not dict:
+        raise MalformedEntry("a put op must carry a document (a JSON object)")
+    return fields
 
 
 def decode_body(body: bytes) -> Entry:
@@ -68,7 +134,7 @@ def _checked(entry: Any) -> Entry:
     return Entry(origin, version, entry["ops"])
 
 
-def _read_v2(body: bytes) -> Entry:
+def _read_binary(body: bytes) -> tuple[Entry, Keys | None]:
     # The hot path of every replica (an entry per source commit): `_checked` inlined, exact classes compared.
     size = len(body)
     if size < HEADER_START:
@@ -86,7 +152,7 @@ def _read_v2(body: bytes) -> Entry:
     origin = header.get("o")
     version = header.get("v")
     if ops.__class__ is not list or origin.__class__ is not str or version.__class__ is not int:
-        return _checked(header)  # raises with the reason
+        return _checked(header), None  # raises with the reason
     offset = end
     for op in ops:
         if op.__class__ is list and len(op) == 4 and op[0] == PUT:
@@ -99,6 +165,25 @@ def _read_v2(body: bytes) -> Entry:
                 raise MalformedEntry("a put op's document is not a JSON object (or lengths do not add up)")
             op[3] = document
             offset += length
+    entry = _new_entry(Entry, (origin, version, ops))
+    if body[0] == KEYED_FORMAT:
+        return entry, _keys(header, body, offset)
     if offset != size:
         raise MalformedEntry("journal entry documents do not add up to the body")
-    return _new_entry(Entry, (origin, version, ops))
+    return entry, None
+
+
+def _keys(header: dict[str, Any], body: bytes, start: int) -> Keys:
+    tokens = header.get("kt")
+    count = header.get("k")
+    if tokens.__class__ is not dict or not set(map(type, tokens.values())) <= {str}:
+        raise MalformedEntry("a keyed entry's 'kt' must map tables to index tokens")
+    if count.__class__ is not int or count < 0 or start + 2 * count > len(body):
+        raise MalformedEntry("a keyed entry's 'k' must be the number of key lengths that follow its documents")
+    lengths = list(struct.unpack_from(f"<{count}H", body, start))
+    if lengths and max(lengths) > MAX_KEY_SIZE:
+        raise MalformedEntry(f"an index key must be 1 to {MAX_KEY_SIZE} bytes long")
+    start += 2 * count
+    if start + sum(lengths) != len(body):
+        raise MalformedEntry("journal entry documents and index keys do not add up to the body")
+    return Keys(tokens, lengths, start, body)

@@ -6,11 +6,14 @@ imports or runs code named in it unless the caller opted in with ``config={'trus
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from pynndb.core.keys import EXACT, MAX_KEY_SIZE, TAG_STR, checked, encode_key, number_key, pack_exact
 from pynndb.errors import IndexDefinitionError, IndexFunctionUnavailable, InvalidIndexKey
@@ -84,6 +87,16 @@ def parse_format(text: str) -> list[tuple[str, str, str | None]]:
     if not names or any(name == "" or name.isdigit() for name in names):
         raise IndexDefinitionError(f"index format string {text!r} must name fields, like '{{name}}'")
     return [(literal, name or "", spec) for literal, name, spec in parts]
+
+
+KEYS_VERSION = 1  # bump when the keys a definition makes of a document change (core/keys.py, the functions below)
+
+
+def index_token(definitions: Iterable[IndexDefinition]) -> bytes:
+    """A short digest (16 hex digits) of a table's index definitions, in order. A journal entry carries the index
+    keys its writer computed, with this token; a replica whose table has the same token uses them as they are."""
+    described = orjson.dumps([KEYS_VERSION, [[each.name, each.to_json()] for each in definitions]])
+    return hashlib.blake2b(described, digest_size=8).hexdigest().encode()
 
 
 def key_function(definition: IndexDefinition, trust_functions: bool) -> Callable[[dict[str, Any]], list[bytes]]:

@@ -5,6 +5,8 @@ each, big-endian; the clock is a hybrid logical clock: milliseconds << 16 | coun
 a version byte, the length of a JSON header ``{"o": origin uuid, "v": version, "ops": [...]}`` (u32 little-endian),
 the header, then the stored bytes of every ``put`` op's document back to back (the op carries the length), so a
 replica writes documents as they are, never re-encoding them (core/entries.py reads bodies back, format 1 too).
+An entry of nothing but inserts is format 3: it also carries their index keys, so that a replica with the same
+index definitions writes them as they are instead of decoding every document to compute them.
 Ops are serialised as they happen, so a transaction's pending ops are plain bytes (cheap to hold, invisible to the
 garbage collector). Per-document versions (clock, origin, tombstone flag, source) live in
 ``__versions__`` so that two writable copies resolve conflicts the same way.
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import lmdb
 
 from pynndb.core import meta
-from pynndb.core.entries import FORMAT_BYTE, HEADER_LENGTH
+from pynndb.core.entries import FORMAT_BYTE, HEADER_LENGTH, KEYED_FORMAT_BYTE
 from pynndb.errors import DatabaseError, ReplicationNotEnabled
 
 if TYPE_CHECKING:
@@ -94,14 +96,35 @@ class Replication:
         if version >= t.hlc:
             t.hlc = version + 1  # hybrid logical clock: never behind a clock we have seen
         ops = t.ops or ()
-        header = b'{"o":"%s","v":%d,"ops":[%s]}' % (
-            self._uuid_ascii if origin is None else origin.encode(),
-            version or t.hlc,
-            b",".join(ops),
-        )
-        body = b"".join((FORMAT_BYTE, HEADER_LENGTH.pack(len(header)), header, t.documents))
+        origin_ascii = self._uuid_ascii if origin is None else origin.encode()
+        lengths = t.key_lengths
+        if lengths is not None and t.keyed and t.keyed == len(ops):  # every op: an insert that recorded its keys
+            tokens = b",".join([b'%s:"%s"' % pair for pair in t.key_tables.items()])
+            header = b'{"o":"%s","v":%d,"ops":[%s],"kt":{%s},"k":%d}' % (
+                origin_ascii,
+                version or t.hlc,
+                b",".join(ops),
+                tokens,
+                len(lengths),
+            )
+            parts: tuple[bytes | bytearray, ...] = (
+                KEYED_FORMAT_BYTE,
+                HEADER_LENGTH.pack(len(header)),
+                header,
+                t.documents,
+                struct.pack(f"<{len(lengths)}H", *lengths),
+                t.keys,
+            )
+        else:
+            header = b'{"o":"%s","v":%d,"ops":[%s]}' % (origin_ascii, version or t.hlc, b",".join(ops))
+            parts = (FORMAT_BYTE, HEADER_LENGTH.pack(len(header)), header, t.documents)
+        body = b"".join(parts)
         t.ops = []
         t.documents = bytearray()
+        t.keys = bytearray()
+        t.key_lengths = []
+        t.keyed = 0
+        t.key_tables = {}
         return self._append(t, body)
 
     def write_verbatim(self, t: Transaction, body: bytes, version: int) -> int:

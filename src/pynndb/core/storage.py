@@ -18,6 +18,7 @@ import orjson
 from pynndb.core import meta
 from pynndb.core.bulk import Pairs, load_stored
 from pynndb.core.codec import Compressor
+from pynndb.core.entries import IndexKeys, document_fields
 from pynndb.core.index import IndexDefinition
 from pynndb.core.snapshot_read import SnapshotRead
 from pynndb.errors import DatabaseError, MalformedEntry
@@ -29,8 +30,9 @@ if TYPE_CHECKING:
 MAP_ATTEMPTS = 8  # as Database._run: the map doubles each time, so a few attempts cover any single write
 READ_ATTEMPTS = 16
 
-# A document of a source: (record key, its stored JSON bytes, the same decoded).
-StoredDocument = tuple[bytes, bytes, dict[str, Any]]
+# A document of a source: (record key, its stored JSON bytes, the same decoded or the index keys its source computed
+# for it, one list per index of the table: see index_layout).
+StoredDocument = tuple[bytes, bytes, dict[str, Any] | IndexKeys]
 
 
 class ApplyTransaction:
@@ -178,9 +180,15 @@ class ApplyTransaction:
         t = self._t
         position = 0
         while (position := target._insert_stored(t, documents, position)) < len(documents):
-            oid, _stored, fields = documents[position]
-            self._put(target, oid, fields)
+            oid, stored, fields = documents[position]
+            self._put(target, oid, fields if fields.__class__ is dict else document_fields(stored))
             position += 1
+
+    def index_layout(self, table: str) -> tuple[str, int] | None:
+        """The index token and the number of indexes of `table` here (None: no such table yet). A source's inserts
+        whose entry carries their index keys under the same token may be put with those keys (`put_documents`)."""
+        target = self._existing(table)
+        return None if target is None else (target._index_token.decode(), len(target._index_list))
 
     @property
     def relays_verbatim(self) -> bool:

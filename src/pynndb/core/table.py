@@ -38,8 +38,7 @@ class Table(TableWrites, TableReads):
         self._env = db._env
         self.name = name
         self._dbi: Any = None
-        self._indexes: dict[str, Index] = {}
-        self._index_list: tuple[Index, ...] = ()
+        self._set_indexes({})
         self._compressor = None
         self._name_json = orjson.dumps(name)
         self._pending = False  # created by a transaction that has not committed yet

@@ -13,7 +13,7 @@ import lmdb
 
 from pynndb.core import meta, ops
 from pynndb.core.codec import Compressor, decode_value, raw_json, train_dictionary
-from pynndb.core.index import IndexDefinition, IndexFunction, key_function
+from pynndb.core.index import IndexDefinition, IndexFunction, index_token, key_function
 from pynndb.core.scan import walk_all
 from pynndb.core.transaction import Transaction
 from pynndb.errors import (
@@ -66,6 +66,7 @@ class TableSchema:
     _dbi: Any
     _indexes: dict[str, Index]
     _index_list: tuple[Index, ...]
+    _index_token: bytes  # index_token of _index_list (journal entries carry it with the keys they computed)
     _compressor: Compressor | None
     _definition: dict[str, Any]
     _pending: bool
@@ -84,8 +85,7 @@ class TableSchema:
                 index_definition.callable = previous.definition.callable
             dbi = env.open_db(self._index_db_name(name), txn=opener, dupsort=index_definition.duplicates, create=create)
             indexes[name] = Index(index_definition, dbi, self._db.config.trust_functions)
-        self._indexes = indexes
-        self._index_list = tuple(indexes.values())
+        self._set_indexes(indexes)
         compression = definition.get("compression")
         if compression:
             dictionary = txn.get(meta.keyed(meta.DICTIONARY, self.name), db=self._db._meta)
@@ -96,8 +96,12 @@ class TableSchema:
 
     def _detach(self) -> None:
         self._dbi = None
-        self._indexes = {}
-        self._index_list = ()
+        self._set_indexes({})
+
+    def _set_indexes(self, indexes: dict[str, Index]) -> None:
+        self._indexes = indexes
+        self._index_list = tuple(indexes.values())
+        self._index_token = index_token(index.definition for index in self._index_list)
 
     def _index_db_name(self, index_name: str) -> bytes:
         return f"i/{self.name}/{index_name}".encode()
@@ -201,8 +205,7 @@ class TableSchema:
         dbi = self._env.open_db(self._index_db_name(definition.name), txn=t.txn, dupsort=definition.duplicates)
         index = Index(definition, dbi, self._db.config.trust_functions)
         self._build(t, index)
-        self._indexes = {**self._indexes, definition.name: index}
-        self._index_list = tuple(self._indexes.values())
+        self._set_indexes({**self._indexes, definition.name: index})
         self._save_definition(t)
         if t.ops is not None:
             t.ops.append(ops.ensure(self.name, definition.name, definition.to_json()))
@@ -225,8 +228,7 @@ class TableSchema:
         index = self._index(index_name)
         t.schema_changed = True
         t.txn.drop(index.dbi, delete=True)
-        self._indexes = {name: other for name, other in self._indexes.items() if name != index_name}
-        self._index_list = tuple(self._indexes.values())
+        self._set_indexes({name: other for name, other in self._indexes.items() if name != index_name})
         self._save_definition(t)
         if t.ops is not None:
             t.ops.append(ops.drop_index(self.name, index_name))

@@ -15,6 +15,7 @@ import orjson
 
 from pynndb.core.codec import decode_value, encode_document
 from pynndb.core.doc import Doc
+from pynndb.core.entries import IndexKeys
 from pynndb.core.ops import DELETE_FORMAT, PUT_FORMAT
 from pynndb.core.table_schema import Index, TableSchema
 from pynndb.core.transaction import Transaction
@@ -102,6 +103,12 @@ class TableWrites(TableSchema):
         ops = t.ops if journaled and not self._db.replication.versioned else None
         documents = t.documents
         name_json = self._name_json
+        # The entry carries each insert's index keys (Replication.write_entry), so that a replica with the same
+        # definitions (the token) writes them as they are instead of decoding the document to compute them.
+        lengths = t.key_lengths if ops is not None else None
+        if lengths is not None:
+            t.key_tables[name_json] = self._index_token
+            carried = t.keys
         additions: list[tuple[Index, list[bytes]]] = []
         for oid, new in records:
             try:
@@ -127,14 +134,28 @@ class TableWrites(TableSchema):
             if ops is not None:
                 ops.append(PUT_FORMAT % (name_json, oid, len(raw)))
                 documents += raw
+                if lengths is not None:  # (recorded once the record is written: a failed one leaves no trace)
+                    for _index, keys in additions:
+                        if len(keys) == 1:
+                            key = keys[0]
+                            lengths.append(len(key))
+                            carried += key
+                        elif keys:
+                            lengths = t.key_lengths = None  # several keys from one index: this entry carries none
+                            break
+                        else:
+                            lengths.append(0)
+                    t.keyed += 1
             elif journaled:
                 self._journal_write(t, oid, raw)
 
-    def _insert_stored(self, t: Transaction, records: list[tuple[bytes, bytes, dict[str, Any]]], start: int = 0) -> int:
-        """Records (key, stored JSON bytes, the same decoded) from `records[start]` on: `_insert` for a replica
-        applying a source's documents, which writes (and journals) the bytes as they are, never encoding a document
-        again. Stops at the first record whose key the table already holds (writing nothing of it) and returns its
-        position, or len(records) when every record was new."""
+    def _insert_stored(
+        self, t: Transaction, records: list[tuple[bytes, bytes, dict[str, Any] | IndexKeys]], start: int = 0
+    ) -> int:
+        """Records (key, stored JSON bytes, the same decoded or its index keys as its source computed them) from
+        `records[start]` on: `_insert` for a replica applying a source's documents, which writes (and journals) the
+        bytes as they are, never encoding a document again. Stops at the first record whose key the table already
+        holds (writing nothing of it) and returns its position, or len(records) when every record was new."""
         txn = t.txn
         put = txn.put
         dbi = self._dbi
@@ -148,9 +169,12 @@ class TableWrites(TableSchema):
         position = start
         for oid, raw, new in islice(records, start, None):
             if indexes:
-                additions = []
-                for index in indexes:
-                    additions.append((index, index.keys(new)))
+                if new.__class__ is dict:
+                    additions = []
+                    for index in indexes:
+                        additions.append((index, index.keys(new)))
+                else:
+                    additions = list(zip(indexes, new, strict=True))  # type: ignore[arg-type]
             if not put(oid, raw if compress is None else compress(raw), True, False, False, dbi):
                 return position  # the put is the existence check: an update takes the caller's other path
             position += 1

@@ -13,10 +13,8 @@ import gc
 import uuid as uuid_module
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from pynndb.core import ops as op
-from pynndb.core.entries import read_entry
+from pynndb.core.entries import Keys, document_fields, read_keyed, split_keys
 from pynndb.errors import MalformedEntry
 from pynndb.replication import fast_snapshot
 from pynndb.replication.ordering import Entry
@@ -24,6 +22,7 @@ from pynndb.replication.table_filter import Tables, filter_ops
 
 if TYPE_CHECKING:
     from pynndb.core.codec import Compressor
+    from pynndb.core.entries import IndexKeys
     from pynndb.core.storage import ApplyTransaction, StoredDocument
     from pynndb.replication.messages import StoredPairs
 
@@ -56,11 +55,11 @@ class Applier:
         gc.disable()
         try:
             for _seq, _clock, body in entries:
-                origin, version, ops = read_entry(body)
+                (origin, version, ops), keys = read_keyed(body)
                 if origin == own:
                     continue  # our own change coming back through a two-way pair: never re-apply it
                 if verbatim:
-                    added = run.add(tx, body, version, ops)
+                    added = run.add(tx, body, version, ops, keys)
                     if added:
                         documents += added
                         continue
@@ -117,7 +116,8 @@ class Applier:
         if kind == op.PUT or kind == op.DELETE:
             if item[2].__class__ is not str:
                 raise MalformedEntry("a document op must carry a key (str)")
-            self.document(tx, item[1], item[2].encode(), _fields(item[3]) if kind == op.PUT else None, version, origin)
+            fields = document_fields(item[3]) if kind == op.PUT else None
+            self.document(tx, item[1], item[2].encode(), fields, version, origin)
         elif kind == op.CREATE:
             tx.create_table(item[1])
         elif kind == op.DROP:
@@ -224,18 +224,23 @@ class Run:
         self.documents: list[StoredDocument] = []
         self.entries: list[tuple[bytes, int]] = []
 
-    def add(self, tx: ApplyTransaction, body: bytes, version: int, ops: list[Any]) -> int:
+    def add(self, tx: ApplyTransaction, body: bytes, version: int, ops: list[Any], keys: Keys | None) -> int:
         """Take an entry if it is nothing but puts into one table: the documents it puts (a run into another table
-        is written first); 0, taking nothing, for any other entry."""
+        is written first); 0, taking nothing, for any other entry. The index keys the entry carries are used when
+        they were computed with the definitions the table has here (the same token)."""
         first = ops[0] if ops else None
         if not (first.__class__ is list and len(first) == 4 and first[0] == op.PUT and first[1].__class__ is str):
             return 0
         table = first[1]
-        taken: list[StoredDocument] = []
         for item in ops:
             if not (item.__class__ is list and len(item) == 4 and item[0] == op.PUT and item[1] == table):
                 return 0
-            taken.append(stored_document(item))
+        layout = None if keys is None else tx.index_layout(table)
+        taken: list[StoredDocument]
+        if layout is not None and keys is not None and keys.tokens.get(table) == layout[0]:
+            taken = list(map(stored_document, ops, split_keys(keys, layout[1], len(ops))))
+        else:
+            taken = list(map(stored_document, ops))
         if table != self.table:
             self.flush(tx)
             self.table = table
@@ -250,21 +255,11 @@ class Run:
             self.entries = []
 
 
-def stored_document(item: list[Any]) -> StoredDocument:
-    """A put op (``["put", table, key, stored JSON bytes]``) as the storage seam takes it: (key, bytes, fields),
-    the fields decoded once (the index keys need them); MalformedEntry for a key or document that is not one."""
+def stored_document(item: list[Any], keys: IndexKeys | None = None) -> StoredDocument:
+    """A put op (``["put", table, key, stored JSON bytes]``) as the storage seam takes it: (key, bytes, and the
+    index keys its source computed or else the fields, decoded once to compute them); MalformedEntry for a key or
+    document that is not one."""
     key, stored = item[2], item[3]
     if key.__class__ is not str or not key or stored.__class__ is not bytes:
         raise MalformedEntry("a put op must carry a key and a document")
-    fields = orjson.loads(stored)
-    if fields.__class__ is not dict:
-        raise MalformedEntry("a put op's document must be a JSON object")
-    return key.encode(), stored, fields
-
-
-def _fields(stored: Any) -> dict[str, Any]:
-    """The fields of a put op's document (its stored JSON bytes, see entries.read_entry)."""
-    fields = orjson.loads(stored) if stored.__class__ is bytes else None
-    if fields.__class__ is not dict:
-        raise MalformedEntry("a put op must carry a document (a JSON object)")
-    return fields
+    return key.encode(), stored, document_fields(stored) if keys is None else keys
