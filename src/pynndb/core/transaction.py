@@ -47,13 +47,15 @@ class Transaction:
         # The stored bytes of the current entry's put ops, in op order, copied in: keeping each orjson output
         # alive instead makes every later orjson.dumps many times slower (its buffers are over-allocated).
         self.documents = bytearray()
-        # The index keys of the current entry's inserts (TableWrites._insert): their bytes back to back, their
-        # lengths (one per index of the table, 0: no key; None: this entry cannot carry them), how many put ops
-        # recorded them, and the index token of each table they went into.
-        self.keys = bytearray()
-        self.key_lengths: list[int] | None = []
-        self.keyed = 0
-        self.key_tables: dict[bytes, bytes] = {}
+        if journaled:
+            # The index keys of the current entry's inserts (TableWrites._insert): their bytes back to back, their
+            # lengths (one per index of the table, 0: no key; None: this entry cannot carry them), how many put ops
+            # recorded them, and the index token of each table they went into. (Unset without a journal: nothing
+            # reads them then, and the most frequent call, an append without replication, does not pay for them.)
+            self.keys = bytearray()
+            self.key_lengths: list[int] | None = []
+            self.keyed = 0
+            self.key_tables: dict[bytes, bytes] = {}
         self.hlc = 0  # the database clock for this transaction, set at the first journaled write
         self.seq = 0
         self.origin: bytes | None = None  # set by the replication applier while it applies a remote entry
