@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from pynndb.core.entries import FORMAT, HEADER_LENGTH, KEYED_FORMAT, decode_body, read_entry, read_keyed, split_keys
+from pynndb.core.journal import KEYED_MIN
 from pynndb.errors import MalformedEntry
 from pynndb.replication import Entries, Publisher, Replica, diff
 from tests.helpers import person
@@ -47,7 +48,7 @@ def test_an_entry_of_inserts_carries_the_index_keys_of_each_document(open_db) ->
     db = open_db("db")
     people = people_with_indexes(db)
     added = people.append_many(
-        [{**person(number), **({"nick": f"n{number}"} if number % 2 else {})} for number in range(5)]
+        [{**person(number), **({"nick": f"n{number}"} if number % 2 else {})} for number in range(KEYED_MIN + 1)]
     )
     body = db.replication.entries(db.replication.sequence)[0][2]
     assert body[0] == KEYED_FORMAT
@@ -60,7 +61,7 @@ def test_an_entry_of_inserts_carries_the_index_keys_of_each_document(open_db) ->
             (key, op[2].encode()) for op, each in zip(entry.ops, carried, strict=True) for key in each[position]
         )
         assert pairs == index_pairs(db, "people", index)
-    assert sum(1 for each in carried if each[2]) == 2  # a document without the field: no key, length 0
+    assert sum(1 for each in carried if each[2]) == KEYED_MIN // 2  # a document without the field: no key, length 0
     # Readers that do not want the keys see the entry as before: the change feed and decode_body.
     assert [op[2] for op in read_entry(body).ops] == [doc.key for doc in added]
     assert [op[3]["email"] for op in decode_body(body).ops] == [doc["email"] for doc in added]
@@ -85,6 +86,10 @@ def _insert_then_ensure(db: Any) -> None:
         people.ensure("by_email", "{email}", txn=txn)
 
 
+def _fewer_inserts_than_keyed_min(db: Any) -> None:
+    db["people"].append_many([person(number) for number in range(KEYED_MIN - 1)])
+
+
 def _insert_then_delete(db: Any) -> None:
     people = db["people"]
     with db.write_transaction() as txn:
@@ -92,7 +97,9 @@ def _insert_then_delete(db: Any) -> None:
         people.delete(doc.key, txn=txn)
 
 
-@pytest.mark.parametrize("write", [_update_with_insert, _insert_then_ensure, _insert_then_delete])
+@pytest.mark.parametrize(
+    "write", [_update_with_insert, _insert_then_ensure, _insert_then_delete, _fewer_inserts_than_keyed_min]
+)
 def test_an_entry_with_more_than_carriable_inserts_carries_no_keys(open_db, write: Any) -> None:
     source = open_db("source")
     people_with_indexes(source)
@@ -124,15 +131,16 @@ def test_an_index_that_makes_several_keys_of_a_document_is_not_carried(open_db) 
     publisher = Publisher(source)
     serve(publisher, replica, replica.start())
     target["people"].ensure("by_tag", tags, duplicates=True)  # an application supplies its index functions
-    people.append({**person(1), "tags": ["a", "b"]})
-    assert source.replication.entries(source.replication.sequence)[0][2][0] == FORMAT
-    people.append({**person(2), "tags": ["c"]})
+    people.append_many([{**person(1), "tags": ["a", "b"]}] + [person(number) for number in range(2, KEYED_MIN + 1)])
+    multi = source.replication.entries(source.replication.sequence)[0][2]
+    assert multi[0] == FORMAT
+    people.append_many([{**person(number), "tags": ["c"]} for number in range(100, 100 + KEYED_MIN)])
     assert source.replication.entries(source.replication.sequence)[0][2][0] == KEYED_FORMAT
     deliver(replica, publisher.poll())
     assert replica.status()["state"] == "live"
     assert diff(source, target) == {}
     assert index_pairs(target, "people", "by_tag") == index_pairs(source, "people", "by_tag")
-    assert len(index_pairs(target, "people", "by_tag")) == 3
+    assert (b" tag-b", read_entry(multi).ops[0][2].encode()) in index_pairs(target, "people", "by_tag")
 
 
 def test_a_replica_writes_the_carried_keys_without_computing_them(open_db) -> None:
@@ -152,8 +160,7 @@ def test_a_replica_writes_the_carried_keys_without_computing_them(open_db) -> No
     for index in target["people"]._index_list:
         index.keys = refuse
     people.append_many([{**person(number), "nick": f"n{number}"} for number in range(1, 40)])
-    for number in range(40, 45):
-        people.append(person(number))
+    people.append_many([person(number) for number in range(40, 40 + KEYED_MIN)])
     deliver(replica, publisher.poll())
     assert computed == []
     assert replica.status()["state"] == "live"
@@ -191,7 +198,7 @@ def test_keys_carried_under_another_token_are_computed_again(open_db) -> None:
         ({"k": "1"}, [4], [b" Ann"]),
         ({"k": None}, [4], [b" Ann"]),
         ({"kt": ["people"]}, [4], [b" Ann"]),
-        ({"kt": {"people": 5}}, [4], [b" Ann"]),
+        ({"kt": None}, [4], [b" Ann"]),
     ],
 )
 def test_malformed_keyed_bodies_raise(change: dict[str, Any], lengths: list[int], keys: list[bytes]) -> None:
@@ -209,17 +216,20 @@ def test_keys_that_do_not_match_the_puts_stall_the_replica_and_change_nothing(op
     replica = Replica(target, source.replication.uuid).register()
     publisher = Publisher(source)
     serve(publisher, replica, replica.start())
-    people.append(person(1))
+    people.append_many([person(number) for number in range(KEYED_MIN)])
     seq, clock, body = source.replication.entries(source.replication.sequence)[0]
     entry, keys = read_keyed(body)
     assert keys is not None
-    document = entry.ops[0][3]
-    header = {"o": entry.origin, "v": entry.version, "ops": [[*entry.ops[0][:3], len(document)]], "kt": keys.tokens}
-    short = v3_body(
-        {**header, "k": keys.lengths[:2]}, [document], [split_keys(keys, 3, 1)[0][0][0], b"x" * keys.lengths[1]]
-    )
+    # The same entry with its last key left out: well-formed, but not one key per index of every put.
+    ops = [[*op[:3], len(op[3])] for op in entry.ops]
+    ends = [keys.start + sum(keys.lengths[: i + 1]) for i in range(len(keys.lengths))]
+    carried = [keys.body[end - length : end] for end, length in zip(ends, keys.lengths, strict=True)]
+    header = {"o": entry.origin, "v": entry.version, "ops": ops, "kt": keys.tokens}
+    short = v3_body(header, [op[3] for op in entry.ops], carried[:-1], list(keys.lengths[:-1]))
+    assert read_keyed(short)[1] is not None
     deliver(replica, [Entries(source.replication.uuid, [(seq, clock, short)], seq)])
     assert replica.status()["state"] == "stalled"
+    assert "index keys" in replica.status()["reason"]
     assert documents(target, "people") == {}
     deliver(replica, [Entries(source.replication.uuid, [(seq, clock, body)], seq)])
     assert replica.status()["state"] == "live"
@@ -233,7 +243,7 @@ def test_a_carried_insert_of_a_key_the_replica_holds_is_applied_as_an_update(ope
     replica = Replica(target, source.replication.uuid).register()
     publisher = Publisher(source)
     serve(publisher, replica, replica.start())
-    people.append({**person(1), "nick": "one"})
+    people.append_many([{**person(number), "nick": f"n{number}"} for number in range(KEYED_MIN)])
     seq, clock, body = source.replication.entries(source.replication.sequence)[0]
     assert body[0] == KEYED_FORMAT
     deliver(replica, [Entries(source.replication.uuid, [(seq, clock, body)], seq)])

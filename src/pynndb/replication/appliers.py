@@ -13,6 +13,8 @@ import gc
 import uuid as uuid_module
 from typing import TYPE_CHECKING, Any
 
+from orjson import loads
+
 from pynndb.core import ops as op
 from pynndb.core.entries import Keys, document_fields, read_keyed, split_keys
 from pynndb.errors import MalformedEntry
@@ -217,12 +219,13 @@ APPLIERS: dict[str, type[Applier]] = {"one-way": OneWay, "two-way": TwoWay, "agg
 class Run:
     """Documents put into one table by consecutive entries, and those entries, to apply with `put_verbatim`."""
 
-    __slots__ = ("table", "documents", "entries")
+    __slots__ = ("table", "documents", "entries", "layout")
 
     def __init__(self) -> None:
         self.table = ""
         self.documents: list[StoredDocument] = []
         self.entries: list[tuple[bytes, int]] = []
+        self.layout: tuple[str, tuple[str, int] | None] | None = None  # a table's index_layout, while the run lasts
 
     def add(self, tx: ApplyTransaction, body: bytes, version: int, ops: list[Any], keys: Keys | None) -> int:
         """Take an entry if it is nothing but puts into one table: the documents it puts (a run into another table
@@ -235,20 +238,25 @@ class Run:
         for item in ops:
             if not (item.__class__ is list and len(item) == 4 and item[0] == op.PUT and item[1] == table):
                 return 0
-        layout = None if keys is None else tx.index_layout(table)
+        if table != self.table:
+            self.flush(tx)
+            self.table = table
+        layout = None
+        if keys is not None:
+            if self.layout is None or self.layout[0] != table:
+                self.layout = (table, tx.index_layout(table))  # (kept until a flush: no run spans a schema change)
+            layout = self.layout[1]
         taken: list[StoredDocument]
         if layout is not None and keys is not None and keys.tokens.get(table) == layout[0]:
             taken = list(map(stored_document, ops, split_keys(keys, layout[1], len(ops))))
         else:
             taken = list(map(stored_document, ops))
-        if table != self.table:
-            self.flush(tx)
-            self.table = table
         self.documents += taken
         self.entries.append((body, version))
         return len(taken)
 
     def flush(self, tx: ApplyTransaction) -> None:
+        self.layout = None
         if self.entries:
             tx.put_verbatim(self.table, self.documents, self.entries)
             self.documents = []
@@ -262,4 +270,9 @@ def stored_document(item: list[Any], keys: IndexKeys | None = None) -> StoredDoc
     key, stored = item[2], item[3]
     if key.__class__ is not str or not key or stored.__class__ is not bytes:
         raise MalformedEntry("a put op must carry a key and a document")
-    return key.encode(), stored, document_fields(stored) if keys is None else keys
+    if keys is not None:
+        return key.encode(), stored, keys
+    fields = loads(stored)  # (inline: once per document; bad JSON raises a ValueError, malformed to a Replica)
+    if fields.__class__ is not dict:
+        raise MalformedEntry("a put op's document must be a JSON object")
+    return key.encode(), stored, fields
