@@ -9,8 +9,16 @@ from typing import Any
 import orjson
 import pytest
 
-from pynndb.core.entries import FORMAT, HEADER_LENGTH, KEYED_FORMAT, decode_body, read_entry, read_keyed, split_keys
-from pynndb.core.journal import KEYED_MIN
+from pynndb.core.entries import (
+    FORMAT,
+    HEADER_LENGTH,
+    KEYED_FORMAT,
+    KEYED_MIN,
+    decode_body,
+    read_entry,
+    read_keyed,
+    split_keys,
+)
 from pynndb.errors import MalformedEntry
 from pynndb.replication import Entries, Publisher, Replica, diff
 from tests.helpers import person
@@ -90,6 +98,12 @@ def _fewer_inserts_than_keyed_min(db: Any) -> None:
     db["people"].append_many([person(number) for number in range(KEYED_MIN - 1)])
 
 
+def _single_appends_in_one_transaction(db: Any) -> None:
+    with db.write_transaction() as txn:  # (an append per call records no keys: its entry would rarely carry them)
+        for number in range(KEYED_MIN + 1):
+            db["people"].append(person(number), txn=txn)
+
+
 def _insert_then_delete(db: Any) -> None:
     people = db["people"]
     with db.write_transaction() as txn:
@@ -98,7 +112,14 @@ def _insert_then_delete(db: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "write", [_update_with_insert, _insert_then_ensure, _insert_then_delete, _fewer_inserts_than_keyed_min]
+    "write",
+    [
+        _update_with_insert,
+        _insert_then_ensure,
+        _insert_then_delete,
+        _fewer_inserts_than_keyed_min,
+        _single_appends_in_one_transaction,
+    ],
 )
 def test_an_entry_with_more_than_carriable_inserts_carries_no_keys(open_db, write: Any) -> None:
     source = open_db("source")

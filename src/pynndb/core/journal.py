@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import lmdb
 
 from pynndb.core import meta
-from pynndb.core.entries import FORMAT_BYTE, HEADER_LENGTH, KEYED_FORMAT_BYTE
+from pynndb.core.entries import FORMAT_BYTE, HEADER_LENGTH, KEYED_FORMAT_BYTE, KEYED_MIN
 from pynndb.errors import DatabaseError, ReplicationNotEnabled
 
 if TYPE_CHECKING:
@@ -33,10 +33,6 @@ if TYPE_CHECKING:
 SEQ = struct.Struct(">Q")
 KEY = struct.Struct(">QQ")  # sequence, clock
 VERSION = struct.Struct(">Q16sB16s")  # clock, origin uuid, tombstone flag, source uuid
-# An entry of fewer inserts is written without their index keys (format 2): reading the keys costs a replica more
-# per entry than decoding a few documents does. Applying entries of k inserts each (one process, CPU time, us a
-# document, keys / no keys): k=1 9.8-10.0 / 5.9-7.2, k=4 4.0 / 3.8-3.9, k=8 3.5-4.7 / 4.1-4.9, k=1000 3.0 / 4.1-4.5.
-KEYED_MIN = 8
 TRIM_EVERY = 512
 TRIM_BATCH = 5000
 

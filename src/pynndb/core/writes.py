@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 from itertools import islice
 from typing import Any
 
@@ -15,7 +15,7 @@ import orjson
 
 from pynndb.core.codec import decode_value, encode_document
 from pynndb.core.doc import Doc
-from pynndb.core.entries import IndexKeys
+from pynndb.core.entries import KEYED_MIN, IndexKeys
 from pynndb.core.ops import DELETE_FORMAT, PUT_FORMAT
 from pynndb.core.table_schema import Index, TableSchema
 from pynndb.core.transaction import Transaction
@@ -89,7 +89,7 @@ class TableWrites(TableSchema):
         if t.ops is not None or t.origin is not None:
             self._journal_write(t, oid, None if new is None else raw)
 
-    def _insert(self, t: Transaction, records: Iterable[tuple[bytes, dict[str, Any]]]) -> None:
+    def _insert(self, t: Transaction, records: Collection[tuple[bytes, dict[str, Any]]]) -> None:
         """New records (key, fields): the hot path of append and append_many, with no index diffing.
 
         Each record's index keys are computed and unique keys checked before anything of it is written."""
@@ -104,8 +104,10 @@ class TableWrites(TableSchema):
         documents = t.documents
         name_json = self._name_json
         # The entry carries each insert's index keys (Replication.write_entry), so that a replica with the same
-        # definitions (the token) writes them as they are instead of decoding the document to compute them.
-        lengths = t.key_lengths if ops is not None else None
+        # definitions (the token) writes them as they are instead of decoding the document to compute them. A call
+        # of fewer records records none (an entry that holds them then carries no keys): an append per call does not
+        # pay for keys its entry would most likely not carry.
+        lengths = t.key_lengths if ops is not None and len(records) >= KEYED_MIN else None
         if lengths is not None:
             t.key_tables[name_json] = self._index_token
             carried = t.keys
