@@ -52,6 +52,18 @@ def people_with_indexes(db: Any) -> Any:
     return people
 
 
+def live_pair(open_db: Any) -> tuple[Any, Any, Any, Replica, Publisher]:
+    """A source with `people_with_indexes`, and a one-way replica of it that is live: (source, its people table,
+    target, replica, publisher)."""
+    source = open_db("source")
+    people = people_with_indexes(source)
+    target = open_db("target")
+    replica = Replica(target, source.replication.uuid).register()
+    publisher = Publisher(source)
+    serve(publisher, replica, replica.start())
+    return source, people, target, replica, publisher
+
+
 def test_an_entry_of_inserts_carries_the_index_keys_of_each_document(open_db) -> None:
     db = open_db("db")
     people = people_with_indexes(db)
@@ -122,12 +134,7 @@ def _insert_then_delete(db: Any) -> None:
     ],
 )
 def test_an_entry_with_more_than_carriable_inserts_carries_no_keys(open_db, write: Any) -> None:
-    source = open_db("source")
-    people_with_indexes(source)
-    target = open_db("target")
-    replica = Replica(target, source.replication.uuid).register()
-    publisher = Publisher(source)
-    serve(publisher, replica, replica.start())
+    source, _people, target, replica, publisher = live_pair(open_db)
     write(source)
     body = source.replication.entries(source.replication.sequence)[0][2]
     assert body[0] == FORMAT
@@ -144,13 +151,9 @@ def tags(fields: dict[str, Any]) -> list[str]:
 
 
 def test_an_index_that_makes_several_keys_of_a_document_is_not_carried(open_db) -> None:
-    source = open_db("source")
-    people = people_with_indexes(source)
+    source, people, target, replica, publisher = live_pair(open_db)
     people.ensure("by_tag", tags, duplicates=True)
-    target = open_db("target")
-    replica = Replica(target, source.replication.uuid).register()
-    publisher = Publisher(source)
-    serve(publisher, replica, replica.start())
+    deliver(replica, publisher.poll())
     target["people"].ensure("by_tag", tags, duplicates=True)  # an application supplies its index functions
     people.append_many([{**person(1), "tags": ["a", "b"]}] + [person(number) for number in range(2, KEYED_MIN + 1)])
     multi = source.replication.entries(source.replication.sequence)[0][2]
@@ -165,13 +168,9 @@ def test_an_index_that_makes_several_keys_of_a_document_is_not_carried(open_db) 
 
 
 def test_a_replica_writes_the_carried_keys_without_computing_them(open_db) -> None:
-    source = open_db("source")
-    people = people_with_indexes(source)
+    source, people, target, replica, publisher = live_pair(open_db)
     people.append(person(0))
-    target = open_db("target")
-    replica = Replica(target, source.replication.uuid).register()
-    publisher = Publisher(source)
-    serve(publisher, replica, replica.start())
+    deliver(replica, publisher.poll())
     computed: list[object] = []
 
     def refuse(fields: object) -> list[bytes]:
@@ -231,12 +230,7 @@ def test_malformed_keyed_bodies_raise(change: dict[str, Any], lengths: list[int]
 
 
 def test_keys_that_do_not_match_the_puts_stall_the_replica_and_change_nothing(open_db) -> None:
-    source = open_db("source")
-    people = people_with_indexes(source)
-    target = open_db("target")
-    replica = Replica(target, source.replication.uuid).register()
-    publisher = Publisher(source)
-    serve(publisher, replica, replica.start())
+    source, people, target, replica, publisher = live_pair(open_db)
     people.append_many([person(number) for number in range(KEYED_MIN)])
     seq, clock, body = source.replication.entries(source.replication.sequence)[0]
     entry, keys = read_keyed(body)
@@ -258,12 +252,7 @@ def test_keys_that_do_not_match_the_puts_stall_the_replica_and_change_nothing(op
 
 
 def test_a_carried_insert_of_a_key_the_replica_holds_is_applied_as_an_update(open_db) -> None:
-    source = open_db("source")
-    people = people_with_indexes(source)
-    target = open_db("target")
-    replica = Replica(target, source.replication.uuid).register()
-    publisher = Publisher(source)
-    serve(publisher, replica, replica.start())
+    source, people, target, replica, publisher = live_pair(open_db)
     people.append_many([{**person(number), "nick": f"n{number}"} for number in range(KEYED_MIN)])
     seq, clock, body = source.replication.entries(source.replication.sequence)[0]
     assert body[0] == KEYED_FORMAT
