@@ -263,3 +263,10 @@ def test_a_carried_insert_of_a_key_the_replica_holds_is_applied_as_an_update(ope
     assert documents(target, "people") == documents(source, "people")
     for index in ("by_name", "by_age_email", "by_nick"):
         assert index_pairs(target, "people", index) == index_pairs(source, "people", index)
+
+
+def test_an_entry_of_a_later_format_says_to_upgrade() -> None:
+    with pytest.raises(MalformedEntry, match="format 4, newer than this release reads .*upgrade"):
+        read_entry(bytes([KEYED_FORMAT + 1]) + HEADER_LENGTH.pack(2) + b"{}")
+    with pytest.raises(MalformedEntry, match="unknown format"):
+        read_entry(b"?not an entry")

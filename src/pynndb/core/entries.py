@@ -64,7 +64,12 @@ def read_entry(body: bytes) -> Entry:
     try:
         entry = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise MalformedEntry(f"journal entry of unknown format (first byte {body[:1]!r})") from None
+        if first and KEYED_FORMAT < first[0] < 32:  # a format byte this release does not know (not JSON text)
+            raise MalformedEntry(
+                f"journal entry of format {first[0]}, newer than this release reads (1 to {KEYED_FORMAT}): "
+                "upgrade this process"
+            ) from None
+        raise MalformedEntry(f"journal entry of unknown format (first byte {first!r})") from None
     checked = _checked(entry)
     for op in checked.ops:
         if type(op) is list and len(op) == 4 and op[0] == PUT and type(op[3]) is dict:
