@@ -12,7 +12,7 @@ from pynndb import Manager
 from pynndb.core.entries import KEYED_FORMAT, KEYED_MIN
 from tests.helpers import person, wait_until
 from tests.integration.deployment import Deployment
-from tests.integration.test_deployments import identical, open_db, peer_of, replicate
+from tests.integration.test_deployments import identical, open_db, peer_of, replicas, replicate
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -41,5 +41,7 @@ def test_index_keys_carried_by_entries_of_inserts_fill_a_replica_held_by_a_node(
         assert [doc.key for doc in replica.find(index)] == [doc.key for doc in people.find(index)], index
     assert replica.records() == 5 * batch
     assert len(list(replica.find("by_nick"))) == sum(1 for n in range(5 * batch) if n % 3)
-    # The replica relayed each entry as it came (its own journal holds the same format 3 bodies).
+    # The node took every document with the keys its entry carried (STATUS, through the mesh)...
+    assert [entry["keyed_documents"] for entry in replicas(cmd, b, target)] == [5 * batch]
+    # ...and relayed each entry as it came (the replica's own journal holds the same format 3 bodies).
     assert target.replication.entries(target.replication.sequence)[0][2] == last

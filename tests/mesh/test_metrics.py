@@ -149,6 +149,7 @@ def test_metrics_of_a_node_process(manager: Manager, tmp_path: Path) -> None:
             > value(before, "pynndb_database_sequence", **sequence)
         )
         assert value(after, "pynndb_replica_applied_documents_total", **labels) >= 50
+        assert value(after, "pynndb_replica_keyed_documents_total", **labels) == 0  # appends per call carry no keys
         assert value(after, "pynndb_replication_published_total") > value(before, "pynndb_replication_published_total")
         assert value(after, "pynndb_replica_lag_seconds", **labels) == 0
         assert value(after, "pynndb_node_info", label="m") == 1

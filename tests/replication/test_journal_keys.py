@@ -141,6 +141,7 @@ def test_an_entry_with_more_than_carriable_inserts_carries_no_keys(open_db, writ
     assert read_keyed(body)[1] is None
     deliver(replica, publisher.poll())
     assert replica.status()["state"] == "live", replica.status()["reason"]
+    assert replica.status()["keyed_documents"] == 0
     assert diff(source, target) == {}
     for index in source["people"]._indexes:
         assert index_pairs(target, "people", index) == index_pairs(source, "people", index)
@@ -184,6 +185,7 @@ def test_a_replica_writes_the_carried_keys_without_computing_them(open_db) -> No
     deliver(replica, publisher.poll())
     assert computed == []
     assert replica.status()["state"] == "live"
+    assert replica.status()["keyed_documents"] == 39 + KEYED_MIN  # (STATUS: what took the carried keys)
     assert diff(source, target) == {}
     for index in ("by_name", "by_age_email", "by_nick"):
         assert index_pairs(target, "people", index) == index_pairs(source, "people", index)

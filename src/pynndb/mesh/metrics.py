@@ -106,6 +106,11 @@ class NodeCollector(Collector):
         documents = CounterMetricFamily(
             "pynndb_replica_applied_documents", "Document puts and deletes applied.", labels=REPLICA
         )
+        keyed = CounterMetricFamily(
+            "pynndb_replica_keyed_documents",
+            "Documents inserted with the index keys their journal entry carried (format 3), not decoded.",
+            labels=REPLICA,
+        )
         resyncs = CounterMetricFamily(
             "pynndb_replica_resyncs",
             "Resyncs by kind (retaken: snapshots that came with a lost chunk and were asked for again).",
@@ -141,6 +146,7 @@ class NodeCollector(Collector):
                 hwm.add_metric(names, replica["hwm"])
                 applied.add_metric(names, replica.get("applied", 0))
                 documents.add_metric(names, replica.get("applied_documents", 0))
+                keyed.add_metric(names, replica.get("keyed_documents", 0))
                 resyncs.add_metric([*names, "partial"], replica.get("partial_resyncs", 0))
                 resyncs.add_metric([*names, "full"], replica.get("full_resyncs", 0))
                 resyncs.add_metric([*names, "retaken"], replica.get("snapshots_retaken", 0))
@@ -151,7 +157,7 @@ class NodeCollector(Collector):
                 reason = str(replica.get("reason") or "")
                 stalled.add_metric([*names, reason], 1 if replica["state"] == "stalled" else 0)
                 diverged.add_metric([*names, reason], 1 if replica["state"] == "diverged" else 0)
-        yield from (sequence, first, last, source, lag_entries, lag_seconds, state, hwm, applied, documents)
+        yield from (sequence, first, last, source, lag_entries, lag_seconds, state, hwm, applied, documents, keyed)
         yield from (resyncs, malformed, snapshot, stalled, diverged)
 
 

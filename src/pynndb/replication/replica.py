@@ -339,7 +339,7 @@ class Replica:
             "state": self.state,
             "reason": self.reason,
             "snapshot_progress": self.snapshot_progress if self.state == "snapshot" else None,
-            **self.counters,
+            **(self.counters | self._applier.stats),  # (the applier's: keyed_documents)
         }
 
 
