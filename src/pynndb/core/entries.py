@@ -25,6 +25,7 @@ FORMAT = 2  # the first byte of an entry body; a format 1 body is JSON (its firs
 FORMAT_BYTE = bytes([FORMAT])
 KEYED_FORMAT = 3  # format 2 with the index keys of its inserts
 KEYED_FORMAT_BYTE = bytes([KEYED_FORMAT])
+BINARY_FORMATS = (FORMAT_BYTE, KEYED_FORMAT_BYTE)  # bodies `_read_binary` reads (format 1 is JSON)
 # An entry of fewer inserts is written without their index keys (format 2): reading the keys costs a replica more
 # per entry than decoding a few documents does. Applying entries of k inserts each (one process, CPU time, us a
 # document, keys / no keys): k=1 9.8-10.0 / 5.9-7.2, k=4 4.0 / 3.8-3.9, k=8 3.5-4.7 / 4.1-4.9, k=1000 3.0 / 4.1-4.5.
@@ -58,9 +59,17 @@ IndexKeys = tuple[list[bytes], ...]  # one document's keys, a list per index of 
 
 def read_entry(body: bytes) -> Entry:
     """An entry body (format 3, 2 or 1) with each put op's document as its stored bytes, or MalformedEntry."""
+    return _read_binary(body)[0] if body[:1] in BINARY_FORMATS else _read_v1(body)
+
+
+def read_keyed(body: bytes) -> tuple[Entry, Keys | None]:
+    """`read_entry`, and the index keys of a format 3 body (None for the other formats)."""
+    return _read_binary(body) if body[:1] in BINARY_FORMATS else (_read_v1(body), None)
+
+
+def _read_v1(body: bytes) -> Entry:
+    """A format 1 body (JSON, documents inline), or MalformedEntry naming the format it is not."""
     first = body[:1]
-    if first in (FORMAT_BYTE, KEYED_FORMAT_BYTE):
-        return _read_binary(body)[0]
     try:
         entry = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -75,14 +84,6 @@ def read_entry(body: bytes) -> Entry:
         if type(op) is list and len(op) == 4 and op[0] == PUT and type(op[3]) is dict:
             op[3] = orjson.dumps(op[3])  # format 1: documents inline; the same bytes an encoder would store
     return checked
-
-
-def read_keyed(body: bytes) -> tuple[Entry, Keys | None]:
-    """`read_entry`, and the index keys of a format 3 body (None for the other formats)."""
-    first = body[:1]
-    if first in (FORMAT_BYTE, KEYED_FORMAT_BYTE):
-        return _read_binary(body)
-    return read_entry(body), None
 
 
 def split_keys(keys: Keys, width: int, count: int) -> list[IndexKeys]:

@@ -96,35 +96,31 @@ class Replication:
         if version >= t.hlc:
             t.hlc = version + 1  # hybrid logical clock: never behind a clock we have seen
         ops = t.ops or ()
-        origin_ascii = self._uuid_ascii if origin is None else origin.encode()
         lengths = t.key_lengths
-        if lengths is not None and t.keyed >= KEYED_MIN and t.keyed == len(ops):  # every op a recorded insert
+        if not (lengths is not None and t.keyed >= KEYED_MIN and t.keyed == len(ops)):
+            lengths = None  # the keys are carried only when every op is an insert that recorded them
+        tail = b"}"
+        if lengths is not None:
             tokens = b",".join([b'%s:"%s"' % pair for pair in t.key_tables.items()])
-            header = b'{"o":"%s","v":%d,"ops":[%s],"kt":{%s},"k":%d}' % (
-                origin_ascii,
-                version or t.hlc,
-                b",".join(ops),
-                tokens,
-                len(lengths),
-            )
-            parts: tuple[bytes | bytearray, ...] = (
-                KEYED_FORMAT_BYTE,
-                HEADER_LENGTH.pack(len(header)),
-                header,
-                t.documents,
-                struct.pack(f"<{len(lengths)}H", *lengths),
-                t.keys,
-            )
-        else:
-            header = b'{"o":"%s","v":%d,"ops":[%s]}' % (origin_ascii, version or t.hlc, b",".join(ops))
-            parts = (FORMAT_BYTE, HEADER_LENGTH.pack(len(header)), header, t.documents)
+            tail = b',"kt":{%s},"k":%d}' % (tokens, len(lengths))
+        header = b'{"o":"%s","v":%d,"ops":[%s]%s' % (
+            self._uuid_ascii if origin is None else origin.encode(),
+            version or t.hlc,
+            b",".join(ops),
+            tail,
+        )
+        parts: list[bytes | bytearray] = [FORMAT_BYTE, HEADER_LENGTH.pack(len(header)), header, t.documents]
+        if lengths is not None:
+            parts[0] = KEYED_FORMAT_BYTE
+            parts += (struct.pack(f"<{len(lengths)}H", *lengths), t.keys)
         body = b"".join(parts)
         t.ops = []
         t.documents = bytearray()
-        t.keys = bytearray()
-        t.key_lengths = []
-        t.keyed = 0
-        t.key_tables = {}
+        if t.key_tables:  # (set by the inserts that recorded keys: an entry without them has nothing to clear)
+            t.keys = bytearray()
+            t.key_lengths = []
+            t.keyed = 0
+            t.key_tables = {}
         return self._append(t, body)
 
     def write_verbatim(self, t: Transaction, body: bytes, version: int) -> int:

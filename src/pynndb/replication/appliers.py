@@ -13,8 +13,6 @@ import gc
 import uuid as uuid_module
 from typing import TYPE_CHECKING, Any
 
-from orjson import loads
-
 from pynndb.core import ops as op
 from pynndb.core.entries import Keys, document_fields, read_keyed, split_keys
 from pynndb.errors import MalformedEntry
@@ -277,9 +275,4 @@ def stored_document(item: list[Any], keys: IndexKeys | None = None) -> StoredDoc
     key, stored = item[2], item[3]
     if key.__class__ is not str or not key or stored.__class__ is not bytes:
         raise MalformedEntry("a put op must carry a key and a document")
-    if keys is not None:
-        return key.encode(), stored, keys
-    fields = loads(stored)  # (inline: once per document; bad JSON raises a ValueError, malformed to a Replica)
-    if fields.__class__ is not dict:
-        raise MalformedEntry("a put op's document must be a JSON object")
-    return key.encode(), stored, fields
+    return key.encode(), stored, document_fields(stored) if keys is None else keys
