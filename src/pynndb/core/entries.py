@@ -27,8 +27,8 @@ KEYED_FORMAT = 3  # format 2 with the index keys of its inserts
 KEYED_FORMAT_BYTE = bytes([KEYED_FORMAT])
 BINARY_FORMATS = (FORMAT_BYTE, KEYED_FORMAT_BYTE)  # bodies `_read_binary` reads (format 1 is JSON)
 # An entry of fewer inserts is written without their index keys (format 2): reading the keys costs a replica more
-# per entry than decoding a few documents does. Applying entries of k inserts each (one process, CPU time, us a
-# document, keys / no keys): k=1 9.8-10.0 / 5.9-7.2, k=4 4.0 / 3.8-3.9, k=8 3.5-4.7 / 4.1-4.9, k=1000 3.0 / 4.1-4.5.
+# per entry than decoding a few documents does. `benchmarks/apply_keys.py` (a replica's apply CPU a document, keys /
+# no keys, three runs): k=1 1.16-1.31x, k=4 0.99-1.03x, k=8 0.96-1.03x, k=1000 0.70-0.85x.
 KEYED_MIN = 8
 
 
