@@ -31,7 +31,7 @@ class SourceServer:
             prefix = request.replica.encode()
             try:
                 for message in publisher.serve(request):
-                    self._send(origin, prefix + encode(message))
+                    self._send(origin, encode(message, prefix))
                 self._served()
             except MeshError as error:
                 # The requester went away (killed, restarted with a new id): it will ask again when back.

@@ -132,8 +132,8 @@ class SnapshotEnd:
 Message = Entries | Request | SnapshotBegin | SnapshotChunk | SnapshotEnd
 
 
-def encode(message: Message) -> bytes:
-    """One frame for a message."""
+def encode(message: Message, prefix: bytes = b"") -> bytes:
+    """One frame for a message, after `prefix` (a targeted frame's replica id; a large frame is one join)."""
     if isinstance(message, Entries):
         header = {
             "v": VERSION,
@@ -142,17 +142,18 @@ def encode(message: Message) -> bytes:
             "last": message.last,
             "entries": [[seq, clock, len(body)] for seq, clock, body in message.entries],
         }
-        return orjson.dumps(header) + b"\n" + b"".join(body for _seq, _clock, body in message.entries)
+        bodies = (body for _seq, _clock, body in message.entries)
+        return b"".join(chain((prefix, orjson.dumps(header), b"\n"), bodies))
     if isinstance(message, SnapshotChunk):
         if message.stored is not None:
-            return _encode_stored(message, message.stored)
+            return _encode_stored(message, message.stored, prefix)
         header = {"v": VERSION, "type": "chunk", "source": message.source, "seq": message.seq, "table": message.table}
         if message.stream:
             header["stream"] = message.stream
         if message.number:
             header["n"] = message.number
         payload = message.raw if message.raw is not None else orjson.dumps(message.documents)
-        return orjson.dumps(header) + b"\n" + payload
+        return b"".join((prefix, orjson.dumps(header), b"\n", payload))
     if isinstance(message, Request):
         body: dict[str, Any] = {"type": "request", **message.__dict__}
         if message.tables is None:
@@ -167,7 +168,7 @@ def encode(message: Message) -> bytes:
         raise InvalidArgumentType(f"not a replication message: {message!r}")
     if not body["stream"]:
         del body["stream"]  # optional: absent means 0, as before streams existed
-    return orjson.dumps({"v": VERSION, **body}) + b"\n"
+    return prefix + orjson.dumps({"v": VERSION, **body}) + b"\n"
 
 
 def _count(header: dict[str, Any], name: str, default: int | None = None) -> int:
@@ -185,16 +186,17 @@ def _field(header: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> 
     return value
 
 
-def decode(frame: bytes) -> Message:
-    """Decode a frame, or raise MalformedEntry."""
+def decode(frame: bytes, start: int = 0) -> Message:
+    """Decode the message at `frame[start:]` (after a targeted frame's replica id: not copied out of a large frame
+    first), or raise MalformedEntry."""
     if not isinstance(frame, (bytes, bytearray, memoryview)):
         raise MalformedEntry("a frame must be bytes")
     frame = bytes(frame)
-    newline = frame.find(b"\n")
+    newline = frame.find(b"\n", start)
     if newline < 0:
         raise MalformedEntry("frame has no header line")
     try:
-        header = orjson.loads(frame[:newline])
+        header = orjson.loads(frame[start:newline])
     except orjson.JSONDecodeError:
         raise MalformedEntry("frame header is not JSON") from None
     if not isinstance(header, dict) or header.get("v") != VERSION:
@@ -278,7 +280,7 @@ def _decode_entries(header: dict[str, Any], source: str, payload: bytes) -> Entr
 # of every key / value when they are all the same, else null). Payload, little-endian: key lengths (count x u16,
 # unless key_size), value lengths (count x u32, unless value_size), version lengths (count x u8, 0 or 41, when
 # versioned), then every key, every value and every version back to back.
-def _encode_stored(message: SnapshotChunk, stored: StoredPairs) -> bytes:
+def _encode_stored(message: SnapshotChunk, stored: StoredPairs, prefix: bytes) -> bytes:
     keys, values, versions = stored.keys, stored.values, stored.versions
     count = len(keys)
     if len(values) != count or (versions is not None and len(versions) != count):
@@ -305,7 +307,7 @@ def _encode_stored(message: SnapshotChunk, stored: StoredPairs) -> bytes:
         header["stream"] = message.stream
     if message.number:
         header["n"] = message.number
-    parts = [orjson.dumps(header), b"\n"]
+    parts = [prefix, orjson.dumps(header), b"\n"]
     if key_size is None:
         parts.append(struct.pack(f"<{count}H", *key_lengths))
     if value_size is None:
