@@ -19,7 +19,7 @@ from pynndb.core.entries import (
     read_keyed,
     split_keys,
 )
-from pynndb.errors import MalformedEntry
+from pynndb.errors import DuplicateKey, MalformedEntry
 from pynndb.replication import Entries, Publisher, Replica, diff
 from tests.helpers import person
 from tests.replication.conftest import deliver, documents, serve
@@ -189,6 +189,31 @@ def test_a_replica_writes_the_carried_keys_without_computing_them(open_db) -> No
     assert diff(source, target) == {}
     for index in ("by_name", "by_age_email", "by_nick"):
         assert index_pairs(target, "people", index) == index_pairs(source, "people", index)
+
+
+def test_a_batch_that_fails_part_way_journals_and_carries_what_it_wrote(open_db) -> None:
+    """A unique clash part way through append_many, caught inside the transaction: the records written before it
+    stay, and the entry journals exactly those (with their keys, none of the failed record's), then the next batch."""
+    source, people, target, replica, publisher = live_pair(open_db)
+    people.append(person(100))
+    deliver(replica, publisher.poll())
+    batch = [{**person(number), "nick": f"n{number}"} for number in range(KEYED_MIN + 2)]
+    batch[KEYED_MIN // 2] = {**person(100), "name": "Clash"}  # by_age_email is unique: person(100) holds its key
+    with source.write_transaction() as txn:
+        with pytest.raises(DuplicateKey):
+            people.append_many(batch, txn=txn)
+        people.append_many([person(number) for number in range(200, 200 + KEYED_MIN)], txn=txn)
+    body = source.replication.entries(source.replication.sequence)[0][2]
+    entry, keys = read_keyed(body)
+    assert keys is not None and len(entry.ops) == KEYED_MIN // 2 + KEYED_MIN == len(people) - 1
+    assert "Clash" not in [op[3]["name"] for op in decode_body(body).ops]
+    carried = split_keys(keys, 3, len(entry.ops))
+    for position, index in enumerate(("by_name", "by_age_email", "by_nick")):
+        written = {(key, op[2].encode()) for op, each in zip(entry.ops, carried, strict=True) for key in each[position]}
+        assert written == set(index_pairs(source, "people", index)) - set(index_pairs(target, "people", index))
+    deliver(replica, publisher.poll())
+    assert replica.status()["keyed_documents"] == len(entry.ops)
+    assert diff(source, target) == {}
 
 
 def test_keys_carried_under_another_token_are_computed_again(open_db) -> None:

@@ -172,12 +172,12 @@ def _read_binary(body: bytes) -> tuple[Entry, Keys | None]:
             length = op[3]
             if length.__class__ is not int or length < 2:
                 raise MalformedEntry("a put op must carry its document's length")
-            document = body[offset : offset + length]
+            stop = offset + length
             # Every document is a JSON object: a cheap check that the lengths and the bytes line up.
-            if document[:1] != b"{" or document[-1:] != b"}":
+            if stop > size or body[offset] != 123 or body[stop - 1] != 125:
                 raise MalformedEntry("a put op's document is not a JSON object (or lengths do not add up)")
-            op[3] = document
-            offset += length
+            op[3] = body[offset:stop]
+            offset = stop
     entry = _new_entry(Entry, (origin, version, ops))
     if body[0] == KEYED_FORMAT:
         return entry, _keys(header, body, offset)

@@ -97,7 +97,7 @@ class Replication:
             t.hlc = version + 1  # hybrid logical clock: never behind a clock we have seen
         ops = t.ops or ()
         lengths = t.key_lengths
-        if not (lengths is not None and t.keyed >= KEYED_MIN and t.keyed == len(ops)):
+        if not (lengths is not None and t.keyed >= KEYED_MIN and t.keyed == len(ops) + t.merged):
             lengths = None  # the keys are carried only when every op is an insert that recorded them
         tail = b"}"
         if lengths is not None:
@@ -115,6 +115,7 @@ class Replication:
             parts += (struct.pack(f"<{len(lengths)}H", *lengths), t.keys)
         body = b"".join(parts)
         t.ops = []
+        t.merged = 0
         t.documents = bytearray()
         if t.key_tables:  # (set by the inserts that recorded keys: an entry without them has nothing to clear)
             t.keys = bytearray()

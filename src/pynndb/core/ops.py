@@ -8,6 +8,8 @@ An op is a JSON list whose first item names it and whose second names its table 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import chain, repeat
 from typing import Any
 
 import orjson
@@ -30,6 +32,14 @@ CHANGE_KINDS = (PUT, DELETE, EMPTY, DROP)  # ops a change feed reports
 PUT_FORMAT = b'["put",%b,"%b",%d]'
 DELETE_FORMAT = b'["delete",%b,"%b"]'
 PUT_HEAD = b'["put",'  # + table name as JSON + b',"' + key + b'",' + length + b"]" (bulk formatting)
+
+
+def put_ops(table_json: bytes, keys: Iterable[bytes], lengths: Iterable[int]) -> bytes:
+    """The put ops of many records of one table, comma-separated (as an entry's header joins ops), formatted in one
+    go: `PUT_FORMAT` for each (key, document length) pair, with no Python-level loop. Empty for no pairs."""
+    head = PUT_HEAD + table_json + b',"'
+    pieces = zip(repeat(head), keys, repeat(b'",'), map(b"%d".__mod__, lengths), repeat(b"],"))
+    return b"".join(chain.from_iterable(pieces))[:-1]
 
 
 def create(table: str) -> bytes:

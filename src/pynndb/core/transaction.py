@@ -21,6 +21,7 @@ class Transaction:
         "txn",
         "write",
         "ops",
+        "merged",
         "documents",
         "keys",
         "key_lengths",
@@ -52,6 +53,7 @@ class Transaction:
             # lengths (one per index of the table, 0: no key; None: this entry cannot carry them), how many put ops
             # recorded them, and the index token of each table they went into. (Unset without a journal: nothing
             # reads them then, and the most frequent call, an append without replication, does not pay for them.)
+            self.merged = 0  # ops beyond one per item of `ops` (an item may hold many records' puts: ops.put_ops)
             self.keys = bytearray()
             self.key_lengths: list[int] | None = []
             self.keyed = 0

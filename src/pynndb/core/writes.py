@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from itertools import islice
-from typing import Any
+from operator import itemgetter
+from typing import Any, cast
 
 import lmdb
 import orjson
@@ -16,7 +17,7 @@ import orjson
 from pynndb.core.codec import decode_value, encode_document
 from pynndb.core.doc import Doc
 from pynndb.core.entries import KEYED_MIN, IndexKeys
-from pynndb.core.ops import DELETE_FORMAT, PUT_FORMAT
+from pynndb.core.ops import DELETE_FORMAT, PUT_FORMAT, put_ops
 from pynndb.core.table_schema import Index, TableSchema
 from pynndb.core.transaction import Transaction
 from pynndb.errors import DuplicateKey, InvalidDocument
@@ -99,57 +100,81 @@ class TableWrites(TableSchema):
         indexes = self._index_list
         compress = None if self._compressor is None else self._compressor.compress
         journaled = t.ops is not None or t.origin is not None
-        # Without per-document versions, a journaled insert is one pre-formatted op: append it inline.
+        # Without per-document versions, a journaled insert is one pre-formatted op: appended inline, or for a call
+        # of KEYED_MIN records or more, formatted for all of them at the end (`_journal_inserts`).
         ops = t.ops if journaled and not self._db.replication.versioned else None
+        bulk = ops is not None and len(records) >= KEYED_MIN
         documents = t.documents
         name_json = self._name_json
-        # The entry carries each insert's index keys (Replication.write_entry), so that a replica with the same
-        # definitions (the token) writes them as they are instead of decoding the document to compute them. A call
-        # of fewer records records none (an entry that holds them then carries no keys): an append per call does not
-        # pay for keys its entry would most likely not carry.
-        lengths = t.key_lengths if ops is not None and len(records) >= KEYED_MIN else None
-        if lengths is not None:
-            t.key_tables[name_json] = self._index_token
-            carried = t.keys
+        sizes: list[int] = []  # (bulk) the document length of each record written, in order
+        # (bulk) each written record's keys, index by index: the entry carries them (Replication.write_entry), so
+        # that a replica with the same definitions (the token) writes them as they are instead of decoding the
+        # document to compute them. An append per call records none: its entry would most likely not carry them.
+        keys_written: list[list[bytes]] = []
         additions: list[tuple[Index, list[bytes]]] = []
-        for oid, new in records:
-            try:
-                raw = _dumps(new)
-            except orjson.JSONEncodeError:
-                raw = encode_document(new)  # raises InvalidDocument with the reason
-            if raw.find(b"null") >= 0:  # (find: cheaper than `in` on bytes)
-                raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
-            if indexes:
-                additions = []  # every key is computed before anything is written (a plain loop: no listcomp frame)
-                for index in indexes:
-                    additions.append((index, index.keys(new)))
-            # Positional arguments (key, value, dupdata, overwrite, append, db): py-lmdb parses them faster.
-            if not put(oid, raw if compress is None else compress(raw), True, False, False, dbi):
-                raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
-            if indexes:
-                for index, keys in additions:
-                    # A unique index refuses to overwrite: the put itself is the uniqueness check.
-                    overwrite = index.duplicates
-                    for key in keys:
-                        if not put(key, oid, True, overwrite, False, index.dbi):
-                            self._undo_insert(txn, oid, additions, index, key)
-            if ops is not None:
-                ops.append(PUT_FORMAT % (name_json, oid, len(raw)))
-                documents += raw
-                if lengths is not None:  # (recorded once the record is written: a failed one leaves no trace)
-                    for _index, keys in additions:
-                        if len(keys) == 1:
-                            key = keys[0]
-                            lengths.append(len(key))
-                            carried += key
-                        elif keys:
-                            lengths = t.key_lengths = None  # several keys from one index: this entry carries none
-                            break
-                        else:
-                            lengths.append(0)
-                    t.keyed += 1
-            elif journaled:
-                self._journal_write(t, oid, raw)
+        try:
+            for oid, new in records:
+                try:
+                    raw = _dumps(new)
+                except orjson.JSONEncodeError:
+                    raw = encode_document(new)  # raises InvalidDocument with the reason
+                if raw.find(b"null") >= 0:  # (find: cheaper than `in` on bytes)
+                    raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
+                if indexes:
+                    additions = []  # every key is computed before anything is written (a plain loop: no listcomp)
+                    for index in indexes:
+                        additions.append((index, index.keys(new)))
+                # Positional arguments (key, value, dupdata, overwrite, append, db): py-lmdb parses them faster.
+                if not put(oid, raw if compress is None else compress(raw), True, False, False, dbi):
+                    raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
+                if indexes:
+                    for index, keys in additions:
+                        # A unique index refuses to overwrite: the put itself is the uniqueness check.
+                        overwrite = index.duplicates
+                        for key in keys:
+                            if not put(key, oid, True, overwrite, False, index.dbi):
+                                self._undo_insert(txn, oid, additions, index, key)
+                        if bulk:
+                            keys_written.append(keys)  # (once the record is written: a failed one leaves no trace)
+                if bulk:
+                    sizes.append(len(raw))
+                    documents += raw
+                elif ops is not None:
+                    ops.append(PUT_FORMAT % (name_json, oid, len(raw)))
+                    documents += raw
+                elif journaled:
+                    self._journal_write(t, oid, raw)
+        finally:
+            if sizes:  # (also when a record failed: those written before it stay in the transaction)
+                self._journal_inserts(t, records, sizes, keys_written)
+
+    def _journal_inserts(
+        self,
+        t: Transaction,
+        records: Collection[tuple[bytes, dict[str, Any]]],
+        sizes: list[int],
+        keys_written: list[list[bytes]],
+    ) -> None:
+        """The put ops of the first len(sizes) of `records` (written by `_insert`) in one item of the entry's ops,
+        and their index keys (when each index made at most one key for each of them)."""
+        ops = t.ops
+        assert ops is not None
+        count = len(sizes)
+        del keys_written[count * len(self._index_list) :]  # a record that failed may have written some keys
+        ops.append(put_ops(self._name_json, islice(map(itemgetter(0), records), count), sizes))
+        t.merged += count - 1
+        lengths = t.key_lengths
+        if lengths is None:
+            return
+        if keys_written and max(map(len, keys_written)) > 1:
+            t.key_lengths = None  # several keys from one index: this entry carries none
+            return
+        t.key_tables[self._name_json] = self._index_token
+        # A list of one key joins to that key itself, an empty one to b'' (length 0: no key in that index).
+        flat = list(map(b"".join, keys_written))
+        lengths += map(len, flat)
+        t.keys += b"".join(flat)
+        t.keyed += count
 
     def _insert_stored(
         self, t: Transaction, records: list[tuple[bytes, bytes, dict[str, Any] | IndexKeys]], start: int = 0
@@ -167,16 +192,17 @@ class TableWrites(TableSchema):
         ops = None if versioned else t.ops
         documents = t.documents
         name_json = self._name_json
-        additions: list[tuple[Index, list[bytes]]] = []
+        computed: list[tuple[Index, list[bytes]]] = []
+        additions: Iterable[tuple[Index, list[bytes]]] = ()
         position = start
         for oid, raw, new in islice(records, start, None):
             if indexes:
                 if new.__class__ is dict:
-                    additions = []
+                    additions = computed = []
                     for index in indexes:
-                        additions.append((index, index.keys(new)))
+                        computed.append((index, index.keys(new)))
                 else:
-                    additions = list(zip(indexes, new, strict=True))  # type: ignore[arg-type]
+                    additions = zip(indexes, new, strict=True)  # type: ignore[arg-type]  # (no list: one pass)
             if not put(oid, raw if compress is None else compress(raw), True, False, False, dbi):
                 return position  # the put is the existence check: an update takes the caller's other path
             position += 1
@@ -185,7 +211,9 @@ class TableWrites(TableSchema):
                     overwrite = index.duplicates
                     for key in keys:
                         if not put(key, oid, True, overwrite, False, index.dbi):
-                            self._undo_insert(txn, oid, additions, index, key)
+                            if new.__class__ is not dict:
+                                computed = list(zip(indexes, cast("IndexKeys", new), strict=True))
+                            self._undo_insert(txn, oid, computed, index, key)
             if ops is not None:
                 ops.append(PUT_FORMAT % (name_json, oid, len(raw)))
                 documents += raw
