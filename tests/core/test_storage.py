@@ -12,7 +12,7 @@ from pynndb.core.bulk import StoredPart
 from pynndb.core.entries import decode_body
 from pynndb.core.journal import VERSION
 from pynndb.core.storage import Storage
-from pynndb.errors import MalformedEntry, PyNNDBError
+from pynndb.errors import DatabaseError, JournalTrimmed, MalformedEntry, PyNNDBError
 
 SOURCE = str(uuid.uuid4())
 SOURCE_BYTES = uuid.UUID(SOURCE).bytes
@@ -45,6 +45,28 @@ def test_an_apply_transaction_commits_everything_or_nothing(replicated: Database
                 tx.set_mark(SOURCE, 4)
                 tx.create_table(5)  # type: ignore[arg-type]
     assert docs(replicated, "people") == {"k1": {"n": 1}, "k2": {"n": 2}} and storage.mark(SOURCE) == 3
+
+
+def test_carried_index_keys_are_put_as_given_and_a_unique_clash_is_refused(replicated: Database) -> None:
+    people = replicated.table("people")
+    people.ensure("by_name", "{name}", duplicates=True)
+    people.ensure("by_email", "{email}")  # unique
+    storage = Storage(replicated)
+    first = (b"k1", b'{"name":"A","email":"a@x"}', ([b"carried-A"], [b"a@x"]))
+    for tx in storage.transactions(SOURCE):
+        with tx:
+            tx.put_documents("people", [first])  # keys as carried: not computed from the document
+    assert people.get(b"k1")["name"] == "A" and [doc.key for doc in people.find("by_name")] == ["k1"]
+    with replicated._env.begin() as txn:
+        assert txn.get(b"carried-A", db=people._indexes["by_name"].dbi) == b"k1"
+    clash = (b"k2", b'{"name":"B","email":"a@x"}', ([b"carried-B"], [b"a@x"]))
+    with pytest.raises(PyNNDBError, match="by_email"):
+        for tx in storage.transactions(SOURCE):
+            with tx:
+                tx.put_documents("people", [clash])
+    assert len(people) == 1 and people.get(b"k2") is None
+    with replicated._env.begin() as txn:
+        assert txn.get(b"carried-B", db=people._indexes["by_name"].dbi) is None
 
 
 def test_a_full_map_grows_and_the_body_runs_again(manager: Manager, tmp_path: Path) -> None:
@@ -121,16 +143,30 @@ def test_bulk_load_of_a_sources_stored_pairs(manager: Manager, tmp_path: Path, r
         assert view.count("people") == 300 and view.last_sequence() == source.replication.sequence
     assert len(parts) > 2 and {part.part for part in parts} == {"records", "index"}
     storage = Storage(replicated)
+    with pytest.raises(DatabaseError, match="journals nothing"):  # a journal would silently miss these records
+        for tx in storage.transactions(SOURCE):
+            with tx:
+                tx.load_stored("people", parts[0], SOURCE_BYTES, None)
     loaded = 0
+    replicated.table("other")  # (journaled: the journal holds an entry before the load)
+    before = replicated.replication.sequence
     for tx in storage.transactions(SOURCE):
         with tx:
+            tx.unjournaled()
             tx.create_table("people")
             tx.ensure_index("people", "by_name", definitions["people"]["indexes"]["by_name"])
             loaded = sum(tx.load_stored("people", part, SOURCE_BYTES, None) for part in parts)
     assert loaded == 300 and docs(replicated, "people") == docs(source, "people")
     assert [doc["name"] for doc in replicated["people"].find("by_name")] == [f"n{n:03}" for n in range(300)]
-    ops = [op for _seq, _clock, body in replicated.replication.entries(1, 100) for op in decode_body(body).ops]
-    assert sum(1 for op in ops if op[0] == "put") == 300  # journaled per record, for this replica's replicas
+    assert replicated.replication.sequence == before  # nothing journaled
+    for tx in storage.transactions(SOURCE):
+        with tx:
+            tx.restart_journal()
+    first, last = replicated.replication.retained
+    assert first == last == before + 2  # one sequence number skipped: whoever follows from before must resync
+    assert [decode_body(body).ops for _seq, _clock, body in replicated.replication.entries(1, 100)] == [[]]
+    with pytest.raises(JournalTrimmed):
+        next(iter(replicated.changes(since=before, timeout=0)))
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 700, 50_000, 1 << 20])
@@ -183,6 +219,7 @@ def test_bad_stored_pairs_raise_malformed_entry(replicated: Database, part: Stor
     with pytest.raises(MalformedEntry):
         for tx in Storage(replicated).transactions(SOURCE):
             with tx:
+                tx.unjournaled()
                 tx.create_table("t")
                 tx.load_stored("t", part, SOURCE_BYTES, None)
     assert docs(replicated, "t") == {}

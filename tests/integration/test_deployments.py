@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pynndb import Database, Manager
-from pynndb.errors import CommandError, DocumentDoesNotExist, PyNNDBError, ReadOnlyDatabase
+from pynndb.errors import CommandError, DocumentDoesNotExist, JournalTrimmed, PyNNDBError, ReadOnlyDatabase
 from pynndb.mesh.plugin import Plugin
 from tests.helpers import person, wait_until
 from tests.integration.deployment import Deployment, Node, Writer, start_writer
@@ -213,6 +213,38 @@ def test_multi_hop_three_hops(deployment: Deployment, manager: Manager, tmp_path
     source.table("people").append_many([person(number) for number in range(30, 60)])
     wait_until(lambda: identical(cmd, source, target), timeout=20)
     assert target.table("people").records() == 60
+
+
+def test_a_replica_of_a_replica_resyncs_when_the_middle_one_takes_a_snapshot(
+    deployment: Deployment, manager: Manager, tmp_path: Path, writers: list[Writer]
+) -> None:
+    """source -> middle (one-way, journaled) -> last, under writes. A snapshot of the source replaces middle's
+    content without an op per record: middle's journal starts again, so last takes a snapshot of middle (and a
+    change feed the application holds on middle says JournalTrimmed); nothing is lost, both copies converge."""
+    source, middle, last = (open_db(manager, tmp_path, name) for name in ("source", "middle", "last"))
+    source.table("events").ensure("by_serial", "{serial}")
+    a = deployment.node("a", [source.path])
+    b = deployment.node("b", [middle.path], connect=[a])
+    c = deployment.node("c", [last.path], connect=[b])
+    cmd = deployment.plugin(a)
+    wait_until(lambda: peer_of(cmd, "c") == c.id, timeout=10)
+    replicate(cmd, b, middle, source)
+    replicate(cmd, c, last, middle)
+    writer = start_writer(writers, source, pause=0.002)
+    wait_until(lambda: last.table("events").records() > 50, timeout=15)
+    assert replicas(cmd, c, last)[0]["full_resyncs"] == 0  # so far by entries, relayed through middle
+    position = middle.replication.sequence
+    assert cmd.call("RESYNC", {"path": middle.path, "uuid": source.replication.uuid}, target="b") == {"resyncing": 1}
+    wait_until(lambda: replicas(cmd, b, middle)[0]["full_resyncs"] == 1, timeout=15)
+    wait_until(lambda: replicas(cmd, c, last)[0]["full_resyncs"] == 1, timeout=15)
+    with pytest.raises(JournalTrimmed):
+        list(middle.changes(since=position, timeout=0))
+    written = writer.finish()
+    wait_until(lambda: identical(cmd, source, middle) and identical(cmd, source, last), timeout=20)
+    events = last.table("events")
+    assert events.records() == written
+    assert [doc["serial"] for doc in events.find("by_serial")] == list(range(written))
+    assert replicas(cmd, b, middle)[0]["full_resyncs"] == replicas(cmd, c, last)[0]["full_resyncs"] == 1
 
 
 @pytest.mark.parametrize("victim", ["replica", "source"])

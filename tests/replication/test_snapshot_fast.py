@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from pynndb import Database
-from pynndb.errors import MalformedEntry
+from pynndb.errors import JournalTrimmed, MalformedEntry
 from pynndb.replication import (
     LocalReplicator,
     Publisher,
@@ -28,7 +28,7 @@ from pynndb.replication import (
 from pynndb.replication import snapshot as take_snapshot
 from pynndb.replication.messages import StoredPairs
 from tests.helpers import person, upper_name
-from tests.replication.conftest import deliver, documents, ops_of
+from tests.replication.conftest import deliver, documents, ops_of, serve
 
 SOURCE = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
@@ -143,7 +143,7 @@ def test_the_wire_codec_round_trips_fast_chunks(open_db) -> None:
     assert stored_dump(target) == stored_dump(source)
 
 
-def test_fast_and_json_snapshots_write_the_same_bytes_journal_and_versions(open_db) -> None:
+def test_fast_and_json_snapshots_write_the_same_bytes_and_versions_and_journal_no_record(open_db) -> None:
     source = open_db("source")
     fill(source, 300)
     source.replication.set_versioned(True)
@@ -162,8 +162,8 @@ def test_fast_and_json_snapshots_write_the_same_bytes_journal_and_versions(open_
     assert fast_dump == json_dump == stored_dump(source)
     assert fast_versions == json_versions
     assert any(version[24] == 1 for _key, version in fast_versions), "tombstones are kept"
-    assert fast_ops == json_ops
-    assert sum(op[0] == "put" for op in fast_ops) == len(source["people"]) + len(source["cities"])
+    # Neither journals a record: the journal starts again after the snapshot, with one entry of no ops.
+    assert fast_ops == json_ops == []
 
 
 def test_compressed_table_with_a_trained_dictionary_round_trips(open_db) -> None:
@@ -209,9 +209,11 @@ def test_chain_a_to_b_to_c_after_a_fast_snapshot_of_b(open_db) -> None:
     a["people"].compress(level=3, train=True)
     b, c = open_db("b"), open_db("c")  # b keeps a journal: c replicates it
     snapshot_into(a, b)
-    assert b.replication.sequence > 0, "the fast snapshot is journaled on b"
+    first, last = b.replication.retained
+    assert first == last > 1 and ops_of(b, first) == [[]], "b's journal started again after the snapshot"
     with LocalReplicator(b, c) as b_to_c:
-        b_to_c.sync()
+        b_to_c.sync()  # c's start is no longer in b's journal: c takes a snapshot of b
+        assert b_to_c.replicas[0].counters["full_resyncs"] == 1
         assert diff(a, c) == {}
         assert stored_dump(c) == stored_dump(a)
     # And it keeps flowing through both hops.
@@ -220,6 +222,44 @@ def test_chain_a_to_b_to_c_after_a_fast_snapshot_of_b(open_db) -> None:
     a_to_b.sync()
     LocalReplicator(b, c).sync()
     assert diff(a, c) == {}
+
+
+def test_a_journaled_one_way_replica_restarts_its_journal_after_a_snapshot_and_its_followers_resync(
+    open_db,
+) -> None:
+    """b (one-way replica of a, with a journal) takes a snapshot without journaling its records; c (replica of b)
+    and a change feed on b, both current before it, learn of it from b's next entry and resync; nothing is lost."""
+    a, b, c = open_db("a"), open_db("b"), open_db("c")
+    fill(a, 300)
+    a_to_b = Replica(b, a.replication.uuid).register()
+    a_publisher, b_publisher = Publisher(a), Publisher(b)
+    serve(a_publisher, a_to_b, a_to_b.start())  # a's journal holds everything: b applies (and journals) entries
+    b_to_c = Replica(c, b.replication.uuid).register()
+    serve(b_publisher, b_to_c, b_to_c.start())
+    assert diff(a, c) == {} and b_to_c.counters["full_resyncs"] == 0
+    position = b.replication.sequence
+    a["people"].append(person(1000))
+    serve(a_publisher, a_to_b, a_to_b.resync())  # b replaces its content by a snapshot of a
+    assert a_to_b.counters["full_resyncs"] == 1 and diff(a, b) == {}
+    first, last = b.replication.retained
+    assert first == last == position + 2 and ops_of(b, first) == [[]]  # no op per record; one number skipped
+    with pytest.raises(JournalTrimmed):
+        list(b.changes(since=position, timeout=0))
+    # c hears of the restart from b's publisher (no write on a needed), asks for what it lacks: a snapshot of b.
+    requests: list[Request] = []
+    for message in b_publisher.poll():
+        requests += deliver(b_to_c, [message])
+    assert requests and requests[0].start == position + 1
+    serve(b_publisher, b_to_c, requests)
+    assert b_to_c.counters["full_resyncs"] == 1 and b_to_c.state == "live" and diff(a, c) == {}
+    # Live again through both hops, with entries: no more snapshots.
+    a["people"].append(person(1001))
+    for message in a_publisher.poll():
+        deliver(a_to_b, [message])
+    for message in b_publisher.poll():
+        deliver(b_to_c, [message])
+    assert diff(a, c) == {} and a_to_b.counters["full_resyncs"] == b_to_c.counters["full_resyncs"] == 1
+    assert [change.key for change in b.changes(since=first, timeout=0)] == [a["people"].last().key]
 
 
 def filled_with_replica(open_db: Any) -> tuple[Database, Database, Replica]:

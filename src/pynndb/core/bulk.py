@@ -2,8 +2,8 @@
 
 A source reads each table's pairs in key order in bounded batches (`stored_parts`); a one-way replica whose table
 was re-created empty appends them with ``putmulti(append=True)`` (`load_stored`): no JSON decoding, no re-encoding,
-no index key computed. It still journals a ``put`` op per record (with the stored JSON bytes as its document) when
-it keeps a journal, and records versions when it keeps them, as writing each document would.
+no index key computed. It journals nothing (the replica's journal starts again after the snapshot: see
+replication/snapshot_intake.py), and records versions when it keeps them, as writing each document would.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, chain, islice, repeat, tee
+from itertools import accumulate, islice, tee
 from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import lmdb
 import zstandard
 
-from pynndb.core import ops as op_vocabulary
 from pynndb.core.codec import Compressor, raw_json
 from pynndb.core.journal import VERSION
 from pynndb.errors import DatabaseError, MalformedEntry
@@ -177,7 +176,10 @@ def _append(
 
 def load_stored(t: Transaction, table: Table, part: Pairs, source: bytes, codec: Compressor | None) -> int:
     """Write a batch of a source's stored pairs into `table` (re-created empty at the snapshot's start); `codec`
-    reads the records as the source stores them. Returns the documents written (0 for index entries)."""
+    reads the records as the source stores them. Returns the documents written (0 for index entries). `t` must
+    journal nothing (`ApplyTransaction.unjournaled`): no op is written for these records."""
+    if t.ops is not None:
+        raise DatabaseError("stored pairs are loaded in a transaction that journals nothing (see snapshot_intake)")
     keys, values = part.keys, part.values
     if not isinstance(part.part, str) or not isinstance(keys, (list, tuple)) or not isinstance(values, (list, tuple)):
         raise MalformedEntry("stored pairs need a part name and lists of keys and values")
@@ -208,21 +210,12 @@ def load_stored(t: Transaction, table: Table, part: Pairs, source: bytes, codec:
     plain = set(map(first_byte, values)) == {123}  # every value stored as JSON ('{')
     if not plain and not all(value[0] == 123 or value[:4] == ZSTD_MAGIC for value in values):
         raise MalformedEntry("a stored record must be JSON or a zstd frame")
-    same = plain or _same_codec(target, codec)
-    texts = values if plain or (same and t.ops is None) else [stored_json(value, codec) for value in values]
     written = values
-    if not same:
+    if not (plain or _same_codec(target, codec)):
         # The table's compression differs from the source's (not expected after the snapshot's start): re-encode.
+        texts = [stored_json(value, codec) for value in values]
         written = texts if target is None else [target.compress(text) for text in texts]
     _append(txn, table._dbi, keys, written, False)
-    if t.ops is not None:
-        # '["put",<table>,"<key>",<length>]' for each record, joined in one go (write_entry joins ops with ','),
-        # and the records' JSON as the entry's documents.
-        head = op_vocabulary.PUT_HEAD + table._name_json + b',"'
-        lengths = map(b"%d".__mod__, map(len, texts))
-        joined = b"".join(chain.from_iterable(zip(repeat(head), keys, repeat(b'",'), lengths, repeat(b"],"))))
-        t.ops.append(joined[:-1])
-        t.documents += b"".join(texts)
     if replication.versioned:
         live = b"\x00" + source
         unknown = VERSION.pack(0, source, False, source)

@@ -124,6 +124,19 @@ class Replication:
             t.key_tables = {}
         return self._append(t, body)
 
+    def restart(self, t: Transaction, origin: str | None) -> int:
+        """Start the journal again after a change it does not hold (a one-way replica's snapshot, loaded without an
+        op per record): every entry goes and one sequence number is skipped, so that whoever follows from before
+        finds the entry it expects gone (a replica of this database takes a snapshot of it; a change feed raises
+        JournalTrimmed). An entry with no ops opens the new journal: followers learn of the restart at once."""
+        self.stamp(t)  # t.seq is the number skipped
+        t.txn.drop(self._journal, delete=False)
+        t.txn.put(meta.SEQ, KEY.pack(t.seq, t.hlc), db=self._meta)
+        t.seq += 1
+        t.hlc += 1
+        t.ops = []
+        return self.write_entry(t, origin)
+
     def write_verbatim(self, t: Transaction, body: bytes, version: int) -> int:
         """Append a source's entry body as it is (a replica relaying a change unchanged: same origin, version and
         ops, so the same bytes `write_entry` would build); return its sequence number here."""

@@ -89,6 +89,15 @@ class ApplyTransaction:
         if t.ops:
             self._db.replication.write_entry(t, origin, version)
 
+    def unjournaled(self) -> None:
+        """Journal nothing this transaction writes (a one-way replica's snapshot; `restart_journal` follows it)."""
+        self._t.ops = None
+
+    def restart_journal(self) -> None:
+        """The database changed without its journal (`unjournaled` transactions): start the journal again."""
+        if self._db.replication.enabled:
+            self._db.replication.restart(self._t, self._source)
+
     # --- marks ---------------------------------------------------------------------------------------------------
     def mark(self, source: str) -> int:
         return self._db.replication.mark(self._t.txn, source)

@@ -34,6 +34,9 @@ class Applier:
 
     mode = "one-way"
     batched = True  # runs of puts to one table go to the storage seam whole (no version comparison needed)
+    # A snapshot replaces a one-way copy whole: it is written without a journal op per record, then the journal
+    # starts again (snapshot_intake). Modes that keep other documents beside a source's snapshot journal it.
+    restarts_journal = True
 
     def __init__(self, source: bytes) -> None:
         self.source = source
@@ -176,6 +179,7 @@ class Aggregate(Applier):
     """A read-only copy of several sources: each one's snapshot, drop and empty touch only its own documents."""
 
     mode = "aggregate"
+    restarts_journal = False
 
     def drop(self, tx: ApplyTransaction, table: str, version: int, origin: bytes) -> None:
         tx.remove_source_documents(table, self.source)
@@ -194,6 +198,7 @@ class TwoWay(Applier):
     """A writable pair: last writer wins by (version, origin); a change older than an emptying stays out."""
 
     mode = "two-way"
+    restarts_journal = False
     batched = False
 
     def document(

@@ -291,7 +291,7 @@ class Replica:
             return []  # (an older stream at the same sequence must not complete this one)
         if not taking.complete(message):
             return self._retake(f"the snapshot at {message.seq} came with {taking.chunks} of {message.chunks} chunks")
-        snapshot_intake.end(self.storage, self.source, message.seq)
+        snapshot_intake.end(self.storage, self._applier, self.source, message.seq)
         self.ordering.restart_at(message.seq)
         self._snapshot = None
         self._interrupted = False

@@ -4,6 +4,10 @@ transaction (the replica keeps the state: which snapshot it takes, its progress)
 The begin records the snapshot as under way (a restart asks for a new one), lets the mode's applier take away
 what the snapshot replaces, and creates the source's tables with their indexes and compression; each chunk writes
 stored pairs or documents; the end moves the mark to the snapshot's sequence and clears the record.
+
+A one-way replica (`Applier.restarts_journal`) journals none of it: journaling every record of a snapshot would
+double the replica's work. Its journal starts again at the end (`Replication.restart`): a replica of it then takes
+a snapshot of it, and a change feed on it raises JournalTrimmed, as when a journal was trimmed past a reader.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ def begin(storage: Storage, applier: Applier, source: str, tables: Tables, messa
     """Prepare the replica's storage for the snapshot `message` begins."""
     for tx in storage.transactions(source):
         with tx:
+            if applier.restarts_journal:
+                tx.unjournaled()
             tx.set_origin(applier.source, 0, applier.source)
             tx.set_snapshot_marker(source, message.seq)
             for name in tx.table_names():
@@ -83,6 +89,8 @@ def chunk(storage: Storage, applier: Applier, source: str, taking: SnapshotBegin
     count = 0
     for tx in storage.transactions(source):
         with tx:
+            if applier.restarts_journal:
+                tx.unjournaled()
             tx.create_table(name)
             tx.set_origin(applier.source, 0, applier.source)
             if stored is not None:
@@ -92,12 +100,15 @@ def chunk(storage: Storage, applier: Applier, source: str, taking: SnapshotBegin
     return count
 
 
-def end(storage: Storage, source: str, seq: int) -> None:
-    """The snapshot at `seq` is complete: the mark moves there."""
+def end(storage: Storage, applier: Applier, source: str, seq: int) -> None:
+    """The snapshot at `seq` is complete: the mark moves there (and the journal starts again after a snapshot
+    written without it)."""
     for tx in storage.transactions(source):
         with tx:
             tx.set_mark(source, seq)
             tx.set_snapshot_marker(source, None)
+            if applier.restarts_journal:
+                tx.restart_journal()
 
 
 def _json_documents(documents: list[Any]) -> list[fast_snapshot.Document]:
