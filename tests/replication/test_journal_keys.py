@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from pynndb.core import writes
 from pynndb.core.entries import (
     FORMAT,
     HEADER_LENGTH,
@@ -214,6 +215,20 @@ def test_a_batch_that_fails_part_way_journals_and_carries_what_it_wrote(open_db)
     deliver(replica, publisher.poll())
     assert replica.status()["keyed_documents"] == len(entry.ops)
     assert diff(source, target) == {}
+
+
+def test_a_batch_formatted_in_one_go_without_keys_is_an_ordinary_entry(open_db, monkeypatch) -> None:
+    """Ops formatted for the whole call (BULK_MIN) do not depend on recording keys: with keys off, the entry is
+    format 2 with the same ops, and a replica applies it (computing the keys)."""
+    monkeypatch.setattr(writes, "KEYED_MIN", 1 << 30)
+    source, people, target, replica, publisher = live_pair(open_db)
+    added = people.append_many([person(number) for number in range(writes.BULK_MIN + 3)])
+    body = source.replication.entries(source.replication.sequence)[0][2]
+    assert body[0] == FORMAT and read_keyed(body)[1] is None
+    assert [(op[0], op[1], op[2]) for op in read_entry(body).ops] == [("put", "people", doc.key) for doc in added]
+    assert [op[3] for op in decode_body(body).ops] == [doc.doc for doc in added]
+    deliver(replica, publisher.poll())
+    assert replica.status()["keyed_documents"] == 0 and diff(source, target) == {}
 
 
 def test_keys_carried_under_another_token_are_computed_again(open_db) -> None:

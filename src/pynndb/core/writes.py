@@ -23,6 +23,7 @@ from pynndb.core.transaction import Transaction
 from pynndb.errors import DuplicateKey, InvalidDocument
 
 _dumps = orjson.dumps
+BULK_MIN = 8  # journaled inserts of a call of this many records get their ops formatted in one go, at its end
 
 
 class TableWrites(TableSchema):
@@ -101,13 +102,14 @@ class TableWrites(TableSchema):
         compress = None if self._compressor is None else self._compressor.compress
         journaled = t.ops is not None or t.origin is not None
         # Without per-document versions, a journaled insert is one pre-formatted op: appended inline, or for a call
-        # of KEYED_MIN records or more, formatted for all of them at the end (`_journal_inserts`).
+        # of BULK_MIN records or more, formatted for all of them at the end (`_journal_inserts`).
         ops = t.ops if journaled and not self._db.replication.versioned else None
-        bulk = ops is not None and len(records) >= KEYED_MIN
+        bulk = ops is not None and len(records) >= min(BULK_MIN, KEYED_MIN)
+        keyed = bulk and len(records) >= KEYED_MIN
         documents = t.documents
         name_json = self._name_json
         sizes: list[int] = []  # (bulk) the document length of each record written, in order
-        # (bulk) each written record's keys, index by index: the entry carries them (Replication.write_entry), so
+        # (keyed) each written record's keys, index by index: the entry carries them (Replication.write_entry), so
         # that a replica with the same definitions (the token) writes them as they are instead of decoding the
         # document to compute them. An append per call records none: its entry would most likely not carry them.
         keys_written: list[list[bytes]] = []
@@ -134,7 +136,7 @@ class TableWrites(TableSchema):
                         for key in keys:
                             if not put(key, oid, True, overwrite, False, index.dbi):
                                 self._undo_insert(txn, oid, additions, index, key)
-                        if bulk:
+                        if keyed:
                             keys_written.append(keys)  # (once the record is written: a failed one leaves no trace)
                 if bulk:
                     sizes.append(len(raw))
@@ -146,26 +148,27 @@ class TableWrites(TableSchema):
                     self._journal_write(t, oid, raw)
         finally:
             if sizes:  # (also when a record failed: those written before it stay in the transaction)
-                self._journal_inserts(t, records, sizes, keys_written)
+                self._journal_inserts(t, records, sizes, keys_written if keyed else None)
 
     def _journal_inserts(
         self,
         t: Transaction,
         records: Collection[tuple[bytes, dict[str, Any]]],
         sizes: list[int],
-        keys_written: list[list[bytes]],
+        keys_written: list[list[bytes]] | None,
     ) -> None:
         """The put ops of the first len(sizes) of `records` (written by `_insert`) in one item of the entry's ops,
-        and their index keys (when each index made at most one key for each of them)."""
+        and their index keys when recorded (each index made at most one key for each of them): without them, the
+        entry carries no keys (Replication.write_entry counts the ops that have keys)."""
         ops = t.ops
         assert ops is not None
         count = len(sizes)
-        del keys_written[count * len(self._index_list) :]  # a record that failed may have written some keys
         ops.append(put_ops(self._name_json, islice(map(itemgetter(0), records), count), sizes))
         t.merged += count - 1
         lengths = t.key_lengths
-        if lengths is None:
+        if lengths is None or keys_written is None:
             return
+        del keys_written[count * len(self._index_list) :]  # a record that failed may have written some keys
         if keys_written and max(map(len, keys_written)) > 1:
             t.key_lengths = None  # several keys from one index: this entry carries none
             return
