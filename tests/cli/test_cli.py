@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,10 @@ def test_no_node_at_the_address_is_said_at_once(args: list[str]) -> None:
     # The one-second probe answered, not the command's own 10 s timeout.
     assert f"no node answers at {address} within 1s" in result.output
     assert "pynndb node" in result.output
+
+
+def test_a_node_process_keeps_the_memory_it_frees_where_malloc_is_glibc() -> None:
+    """`pynndb node` tunes glibc's malloc (no give-back after every large free); elsewhere it says it could not."""
+    from pynndb.cli.main import _keep_freed_memory
+
+    assert _keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
