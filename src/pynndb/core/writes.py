@@ -112,7 +112,7 @@ class TableWrites(TableSchema):
         # (keyed) each written record's keys, index by index: the entry carries them (Replication.write_entry), so
         # that a replica with the same definitions (the token) writes them as they are instead of decoding the
         # document to compute them. An append per call records none: its entry would most likely not carry them.
-        keys_written: list[list[bytes]] = []
+        keys_written: list[tuple[Index, list[bytes]]] = []
         additions: list[tuple[Index, list[bytes]]] = []
         try:
             for oid, new in records:
@@ -136,13 +136,13 @@ class TableWrites(TableSchema):
                         for key in keys:
                             if not put(key, oid, True, overwrite, False, index.dbi):
                                 self._undo_insert(txn, oid, additions, index, key)
-                        if keyed:
-                            keys_written.append(keys)  # (once the record is written: a failed one leaves no trace)
-                if bulk:
-                    sizes.append(len(raw))
-                    documents += raw
-                elif ops is not None:
-                    ops.append(PUT_FORMAT % (name_json, oid, len(raw)))
+                    if keyed:
+                        keys_written += additions  # (once the record is written: a failed one leaves no trace)
+                if ops is not None:
+                    if bulk:
+                        sizes.append(len(raw))
+                    else:
+                        ops.append(PUT_FORMAT % (name_json, oid, len(raw)))
                     documents += raw
                 elif journaled:
                     self._journal_write(t, oid, raw)
@@ -155,7 +155,7 @@ class TableWrites(TableSchema):
         t: Transaction,
         records: Collection[tuple[bytes, dict[str, Any]]],
         sizes: list[int],
-        keys_written: list[list[bytes]] | None,
+        keys_written: list[tuple[Index, list[bytes]]] | None,
     ) -> None:
         """The put ops of the first len(sizes) of `records` (written by `_insert`) in one item of the entry's ops,
         and their index keys when recorded (each index made at most one key for each of them): without them, the
@@ -168,13 +168,13 @@ class TableWrites(TableSchema):
         lengths = t.key_lengths
         if lengths is None or keys_written is None:
             return
-        del keys_written[count * len(self._index_list) :]  # a record that failed may have written some keys
-        if keys_written and max(map(len, keys_written)) > 1:
+        keys = list(map(itemgetter(1), keys_written))  # (index, keys) of each written record, index by index
+        if keys and max(map(len, keys)) > 1:
             t.key_lengths = None  # several keys from one index: this entry carries none
             return
         t.key_tables[self._name_json] = self._index_token
         # A list of one key joins to that key itself, an empty one to b'' (length 0: no key in that index).
-        flat = list(map(b"".join, keys_written))
+        flat = list(map(b"".join, keys))
         lengths += map(len, flat)
         t.keys += b"".join(flat)
         t.keyed += count
