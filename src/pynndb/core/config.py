@@ -27,7 +27,8 @@ class DatabaseConfig:
     - ``map_size``: LMDB's address-space reservation; grown automatically when a write needs more.
     - ``writemap``: LMDB's MDB_WRITEMAP, default True: commits write through the map (2-3x more commits per second
       than pwrite-ing each dirty page); the same crash contract (see ``durable``); the file shows as map_size long
-      (sparse). Commit wake-ups do not depend on it (core/doorbell.py).
+      (sparse). Commit wake-ups do not depend on it (core/doorbell.py). Use one setting for a database in every
+      process that opens it (LMDB advises against mixing): it is not stored in the database.
     - ``trust_functions``: import stored function-index functions by name when opening (runs their code).
     - ``journal``: retention of the change journal, {'max_entries', 'max_bytes', 'max_age' (seconds)}.
     - ``readonly``: open an existing database for reading only (LMDB ``readonly``): no write lock is ever taken,
