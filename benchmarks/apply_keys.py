@@ -37,12 +37,13 @@ SIZES = ((1, 100), (4, 25), (8, 12), (1000, 1), (1000, 50))
 @contextmanager
 def keyed_from(count: int) -> Iterator[None]:
     """Entries carry their keys from `count` inserts on (the writer records them from calls of that many)."""
-    saved = journal.KEYED_MIN, writes.KEYED_MIN
+    saved = journal.KEYED_MIN, writes.KEYED_MIN, writes.BULK_MIN
     journal.KEYED_MIN = writes.KEYED_MIN = count
+    writes.BULK_MIN = min(count, writes.BULK_MIN)  # (keys are recorded only by a call formatted in one go)
     try:
         yield
     finally:
-        journal.KEYED_MIN, writes.KEYED_MIN = saved
+        journal.KEYED_MIN, writes.KEYED_MIN, writes.BULK_MIN = saved
 
 
 def one_run(workdir: str, documents: list[dict[str, Any]], size: int, per: int, keys: bool) -> tuple[float, float]:

@@ -220,6 +220,7 @@ def test_a_batch_that_fails_part_way_journals_and_carries_what_it_wrote(open_db)
 def test_a_batch_formatted_in_one_go_without_keys_is_an_ordinary_entry(open_db, monkeypatch) -> None:
     """Ops formatted for the whole call (BULK_MIN) do not depend on recording keys: with keys off, the entry is
     format 2 with the same ops, and a replica applies it (computing the keys)."""
+    assert writes.BULK_MIN <= KEYED_MIN  # (a call that records keys is formatted in one go)
     monkeypatch.setattr(writes, "KEYED_MIN", 1 << 30)
     source, people, target, replica, publisher = live_pair(open_db)
     added = people.append_many([person(number) for number in range(writes.BULK_MIN + 3)])

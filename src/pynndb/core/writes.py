@@ -23,7 +23,9 @@ from pynndb.core.transaction import Transaction
 from pynndb.errors import DuplicateKey, InvalidDocument
 
 _dumps = orjson.dumps
-BULK_MIN = 8  # journaled inserts of a call of this many records get their ops formatted in one go, at its end
+# Journaled inserts of a call of this many records get their ops formatted in one go, at its end; only such a call
+# records index keys (from KEYED_MIN records), so BULK_MIN <= KEYED_MIN.
+BULK_MIN = 8
 
 
 class TableWrites(TableSchema):
@@ -104,7 +106,7 @@ class TableWrites(TableSchema):
         # Without per-document versions, a journaled insert is one pre-formatted op: appended inline, or for a call
         # of BULK_MIN records or more, formatted for all of them at the end (`_journal_inserts`).
         ops = t.ops if journaled and not self._db.replication.versioned else None
-        bulk = ops is not None and len(records) >= min(BULK_MIN, KEYED_MIN)
+        bulk = ops is not None and len(records) >= BULK_MIN
         keyed = bulk and len(records) >= KEYED_MIN
         documents = t.documents
         name_json = self._name_json
