@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from itertools import islice
 from operator import itemgetter
 from typing import Any, cast
@@ -14,6 +14,7 @@ from typing import Any, cast
 import lmdb
 import orjson
 
+from pynndb.core import columns
 from pynndb.core.codec import decode_value, encode_document
 from pynndb.core.doc import Doc
 from pynndb.core.entries import KEYED_MIN, IndexKeys
@@ -197,6 +198,9 @@ class TableWrites(TableSchema):
         ops = None if versioned else t.ops
         documents = t.documents
         name_json = self._name_json
+        bulk = ops is None and not versioned and len(records) - start >= BULK_MIN  # (a one-way replica's run)
+        if bulk and self._stored_columns(t, records, start):
+            return len(records)
         computed: list[tuple[Index, list[bytes]]] = []
         additions: Iterable[tuple[Index, list[bytes]]] = ()
         position = start
@@ -225,6 +229,16 @@ class TableWrites(TableSchema):
             elif versioned:
                 self._journal_write(t, oid, raw)
         return position
+
+    def _stored_columns(self, t: Transaction, records: Sequence[tuple[bytes, bytes, Any]], start: int) -> bool:
+        """`_insert_stored` a column at a time (`columns`) when nothing can clash; False (nothing done) if not."""
+        compress = None if self._compressor is None else self._compressor.compress
+        taken = records[start:] if start else records
+        computed = columns.columns(t.txn, self._dbi, self._index_list, taken, compress)
+        if computed is None:
+            return False
+        columns.write(t.txn, self._dbi, self._index_list, computed)
+        return True
 
     def _undo_insert(
         self,

@@ -1,0 +1,192 @@
+"""A replica's inserts a column at a time (core/columns.py): taken only where no put can clash, and the same content
+as the record-by-record path, index by index, whatever the records carry."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pynndb import Database, Manager
+from pynndb.core import columns
+from pynndb.core.storage import Storage
+
+SOURCE = str(uuid.uuid4())
+
+
+def tags(fields: dict[str, Any]) -> list[str] | None:
+    return fields.get("tags")
+
+
+def table_with_indexes(db: Database, unique: bool = False) -> Any:
+    people = db.table("people")
+    people.ensure("by_name", "{name}", duplicates=True)
+    people.ensure("by_tag", tags, duplicates=True)  # several keys a record, or none
+    people.ensure("by_nick", "{nick}", duplicates=not unique)  # sparse: most records have no nick
+    return people
+
+
+def content(db: Database) -> dict[str, list[tuple[bytes, bytes]]]:
+    """Every pair of the table and of each of its indexes, as stored."""
+    people = db["people"]
+    handles = {"records": people._dbi, **{name: index.dbi for name, index in people._indexes.items()}}
+    with db._env.begin() as txn:
+        return {name: list(txn.cursor(db=dbi).iternext()) for name, dbi in handles.items()}
+
+
+def record(number: int) -> tuple[bytes, bytes, Any]:
+    """A put as a replica applies it: (key, stored JSON, fields or the keys its source computed)."""
+    fields: dict[str, Any] = {"name": f"N{number % 7}", "n": number}
+    if number % 3 == 0:
+        fields["tags"] = [f"t{number % 4}", "all"]
+    if number % 10 == 0:
+        fields["nick"] = f"nick{number}"
+    stored = b'{"name":"N%d","n":%d%s%s}' % (
+        number % 7,
+        number,
+        b',"tags":["t%d","all"]' % (number % 4) if "tags" in fields else b"",
+        b',"nick":"nick%d"' % number if "nick" in fields else b"",
+    )
+    return b"%024x" % number, stored, fields
+
+
+def put(db: Database, records: list[tuple[bytes, bytes, Any]]) -> None:
+    for tx in Storage(db).transactions(SOURCE):
+        with tx:
+            tx.put_documents("people", records)
+
+
+@pytest.fixture
+def pair(manager: Manager, tmp_path: Path) -> tuple[Database, Database]:
+    """Two databases without a journal (a one-way replica's put path): a column at a time, and record by record."""
+    return (
+        manager.database("columns", str(tmp_path / "columns")),
+        manager.database("records", str(tmp_path / "records")),
+    )
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many records each column-at-a-time write put."""
+    seen: list[int] = []
+    write = columns.write
+
+    def spy(txn: Any, dbi: Any, indexes: Any, computed: columns.Columns) -> None:
+        seen.append(len(computed.oids))
+        write(txn, dbi, indexes, computed)
+
+    monkeypatch.setattr(columns, "write", spy)
+    return seen
+
+
+def one_by_one(db: Database, records: list[tuple[bytes, bytes, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(columns, "columns", lambda *args: None)
+        put(db, records)
+
+
+def test_ascending_keys_after_the_tables_last_are_new(pair: tuple[Database, Database]) -> None:
+    db = pair[0]
+    people = db.table("people")
+    with db._env.begin(write=True) as txn:
+        assert not columns.ascending(txn, people._dbi, [])
+        assert columns.ascending(txn, people._dbi, [b"a", b"b"])  # an empty table
+        txn.put(b"c", b"{}", db=people._dbi)
+        assert not columns.ascending(txn, people._dbi, [b"d", b"d"])  # not strictly
+        assert not columns.ascending(txn, people._dbi, [b"e", b"d"])
+        assert not columns.ascending(txn, people._dbi, [b"c", b"d"])  # the table holds c
+        assert not columns.ascending(txn, people._dbi, [b"b", b"d"])
+        assert columns.ascending(txn, people._dbi, [b"ca", b"d"])
+
+
+def test_a_column_at_a_time_stores_what_record_by_record_does(
+    pair: tuple[Database, Database], writes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast, slow = pair
+    for db in pair:
+        table_with_indexes(db)
+        db["people"].compress(3)  # values are stored compressed: the same bytes either way
+    batches = [[record(n) for n in range(50)], [record(n) for n in range(50, 120)]]
+    for batch in batches:
+        put(fast, batch)
+        one_by_one(slow, batch, monkeypatch)
+    assert writes == [50, 70]
+    assert content(fast) == content(slow)
+    assert len(fast["people"]) == 120 and fast["people"].get(b"%024x" % 30)["tags"] == ["t2", "all"]
+    stored = content(fast)
+    assert len(stored["by_tag"]) == sum(2 for n in range(120) if n % 3 == 0)
+    assert len(stored["by_nick"]) == 12 and len(stored["by_name"]) == 120
+
+
+def test_carried_keys_are_put_as_given(
+    pair: tuple[Database, Database], writes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast, slow = pair
+    for db in pair:
+        table_with_indexes(db)
+    index_list = fast["people"]._index_list
+    batch = []
+    for number in range(40):
+        key, stored, fields = record(number)
+        carried = tuple(index.keys(fields) for index in index_list)
+        carried = ([b"carried-" + fields["name"].encode()], *carried[1:])  # proves the keys were not recomputed
+        batch.append((key, stored, carried))
+    put(fast, batch)
+    one_by_one(slow, batch, monkeypatch)
+    assert writes == [40]
+    assert content(fast) == content(slow)
+    assert content(fast)["by_name"][0][0].startswith(b"carried-")
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unique index", "below the last key", "not ascending", "too few records", "an existing record"],
+)
+def test_records_that_could_clash_go_record_by_record(
+    pair: tuple[Database, Database], writes: list[int], case: str
+) -> None:
+    db = pair[0]
+    table_with_indexes(db, unique=case == "unique index")
+    put(db, [record(n) for n in (100, 101)])  # too few for a column at a time
+    batch = [record(n) for n in range(200, 220)]
+    if case == "below the last key":
+        batch = [record(n) for n in range(20)]
+    elif case == "not ascending":
+        batch[3], batch[4] = batch[4], batch[3]
+    elif case == "too few records":
+        batch = batch[:7]
+    elif case == "an existing record":
+        batch[0] = (*record(101)[:2], {"name": "Changed", "n": 101})  # the other path takes it as an update
+    put(db, batch)
+    assert writes == ([19] if case == "an existing record" else [])  # (then the new ones that follow it)
+    assert len(db["people"]) == 2 + len(batch) - (case == "an existing record")
+    assert len(content(db)["by_name"]) == len(db["people"])
+    if case == "an existing record":
+        assert [doc.key for doc in db["people"].seek("by_name", {"name": "Changed"})] == [f"{101:024x}"]
+
+
+def test_a_key_that_cannot_be_made_raises_as_record_by_record(
+    pair: tuple[Database, Database], writes: list[int]
+) -> None:
+    """A key function that fails part way: the column path writes nothing, the other path writes the records
+    before the failing one and raises its error."""
+    db = pair[0]
+    people = db.table("people")
+
+    def picky(fields: dict[str, Any]) -> int:
+        if fields["n"] == 5:
+            raise ValueError("no key for 5")
+        return int(fields["n"])
+
+    people.ensure("by_n", picky, duplicates=True)
+    storage = Storage(db)
+    with pytest.raises(ValueError, match="no key for 5"):
+        for tx in storage.transactions(SOURCE):
+            with tx:
+                tx.put_documents("people", [record(n) for n in range(10)])
+    assert writes == []
+    assert len(people) == 0  # (the transaction did not commit)
+    put(db, [record(n) for n in range(6, 16)])
+    assert writes == [10] and len(people) == 10
