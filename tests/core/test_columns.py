@@ -20,10 +20,11 @@ def tags(fields: dict[str, Any]) -> list[str] | None:
     return fields.get("tags")
 
 
-def table_with_indexes(db: Database, unique: bool = False) -> Any:
+def table_with_indexes(db: Database, unique: bool = False, several: bool = True) -> Any:
     people = db.table("people")
     people.ensure("by_name", "{name}", duplicates=True)
-    people.ensure("by_tag", tags, duplicates=True)  # several keys a record, or none
+    if several:  # (a journal entry then carries no keys)
+        people.ensure("by_tag", tags, duplicates=True)  # several keys a record, or none
     people.ensure("by_nick", "{nick}", duplicates=not unique)  # sparse: most records have no nick
     return people
 
@@ -190,3 +191,118 @@ def test_a_key_that_cannot_be_made_raises_as_record_by_record(
     assert len(people) == 0  # (the transaction did not commit)
     put(db, [record(n) for n in range(6, 16)])
     assert writes == [10] and len(people) == 10
+
+
+# --- an application's append_many ------------------------------------------------------------------------------------
+def fields(number: int) -> dict[str, Any]:
+    return record(number)[2] | {"maybe": None if number % 2 else number}  # (a null that is no NaN)
+
+
+def journal(db: Database) -> list[tuple[list[Any], list[Any] | None]]:
+    """Each entry's ops (documents decoded) and the index keys it carries, per put op."""
+    from pynndb.core.entries import decode_body, read_keyed, split_keys
+
+    entries = []
+    for _seq, _clock, body in db.replication.entries(1, 1000):
+        entry, keys = read_keyed(body)
+        ops = decode_body(body).ops
+        puts = [op for op in entry.ops if op[0] == "put"]
+        carried = None if keys is None else split_keys(keys, len(db["people"]._index_list), len(puts))
+        entries.append((ops, carried))
+    return entries
+
+
+@pytest.fixture
+def journaled(manager: Manager, tmp_path: Path) -> tuple[Database, Database]:
+    """Two journaled databases: an application's appends a column at a time, and record by record."""
+    return tuple(  # type: ignore[return-value]
+        manager.database(name, str(tmp_path / name), config={"replication": True}) for name in ("columns", "records")
+    )
+
+
+@pytest.mark.parametrize("several", [True, False])
+def test_append_many_a_column_at_a_time_stores_and_journals_what_record_by_record_does(
+    journaled: tuple[Database, Database], writes: list[int], monkeypatch: pytest.MonkeyPatch, several: bool
+) -> None:
+    from pynndb.core.doc import Doc
+    from pynndb.core.writes import TableWrites
+
+    fast, slow = journaled
+    for db in journaled:
+        table_with_indexes(db, several=several)
+        db["people"].compress(3)
+    batches = [[Doc(fields(n), b"%024x" % n) for n in range(first, first + 60)] for first in (0, 60)]
+    for batch in batches:
+        fast["people"].append_many(batch)
+        with monkeypatch.context() as patch:
+            patch.setattr(TableWrites, "_insert_many", lambda *args: False)
+            slow["people"].append_many(batch)
+    assert writes == [60, 60]
+    assert content(fast) == content(slow)
+    assert journal(fast) == journal(slow)
+    ops, carried = journal(fast)[-1]
+    assert len(ops) == 60 and (carried is None) == several  # (format 3 carries the keys, one a record and index)
+    assert fast["people"].get(b"%024x" % 3)["maybe"] is None
+
+
+def test_append_many_that_fails_part_way_writes_and_journals_what_came_before(
+    journaled: tuple[Database, Database], writes: list[int]
+) -> None:
+    """A document that cannot be stored part way through a call, caught inside the transaction: the records before
+    it are written and journaled with their keys, nothing of it or after it; a replica of it converges."""
+    from pynndb.core.entries import KEYED_MIN
+    from pynndb.errors import InvalidDocument
+    from pynndb.replication import Publisher, Replica, diff
+    from tests.replication.conftest import deliver, serve
+
+    source, target = journaled
+    people = table_with_indexes(source, several=False)
+    publisher = Publisher(source)
+    replica = Replica(target, source.replication.uuid).register()
+    serve(publisher, replica, replica.start())
+    batch = [fields(n) for n in range(KEYED_MIN * 2)]
+    batch[KEYED_MIN + 1] = {"name": "bad", "n": float("nan")}
+    with source.write_transaction() as txn:
+        with pytest.raises(InvalidDocument, match="NaN"):
+            people.append_many(batch, txn=txn)
+        people.append_many([fields(n) for n in range(100, 100 + KEYED_MIN)], txn=txn)
+    assert writes == [KEYED_MIN + 1, KEYED_MIN]
+    assert sorted(doc["n"] for doc in people.find()) == list(range(KEYED_MIN + 1)) + list(range(100, 100 + KEYED_MIN))
+    ops, carried = journal(source)[-1]
+    assert [op[3]["n"] for op in ops] == [doc["n"] for doc in people.find()]
+    assert carried is not None and len(carried) == len(ops)
+    deliver(replica, publisher.poll())
+    assert replica.status()["state"] == "live" and diff(source, target) == {}
+    assert content(target) == content(source)
+
+
+def test_appends_that_could_clash_go_record_by_record(journaled: tuple[Database, Database], writes: list[int]) -> None:
+    from pynndb.core.doc import Doc
+    from pynndb.errors import DuplicateKey
+
+    db = journaled[0]
+    people = table_with_indexes(db, unique=True)
+    people.append_many([fields(n) for n in range(20)])  # a unique index: each put is checked
+    plain = table_with_indexes(journaled[1])
+    taken = plain.append_many([fields(n) for n in range(20)])
+    with pytest.raises(DuplicateKey):  # a key the table holds: not after its last key
+        plain.append_many([Doc(fields(n), taken[n].oid) for n in range(5, 15)])
+    plain.append_many([fields(n) for n in range(5)])  # (too few for a column at a time)
+    assert writes == [20] and len(people) == 20 and len(plain) == 25
+
+
+@pytest.mark.parametrize("name", ["people", 'we"ird %s %d %% names'])
+def test_put_ops_formatted_in_one_go_are_the_ops_one_at_a_time(name: str) -> None:
+    import orjson
+
+    from pynndb.core.ops import PUT_FORMAT, put_ops
+
+    table_json = orjson.dumps(name)
+    keys = [b"%024x" % number for number in range(5)]
+    lengths = [2, 10, 100, 1000, 65536]
+    ops = [PUT_FORMAT % (table_json, key, length) for key, length in zip(keys, lengths, strict=True)]
+    assert put_ops(table_json, iter(keys), iter(lengths)) == b",".join(ops)
+    assert orjson.loads(b"[" + put_ops(table_json, keys, lengths) + b"]") == [
+        ["put", name, key.decode(), length] for key, length in zip(keys, lengths, strict=True)
+    ]
+    assert put_ops(table_json, [], []) == b""

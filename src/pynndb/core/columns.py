@@ -13,7 +13,7 @@ cache; passes a column at a time over documents made long before (a bulk load) c
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import islice
+from itertools import chain, islice
 from operator import ge, itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -69,6 +69,13 @@ def columns(
         return None  # comes before it and raises it: a key function may run twice for the record that fails)
     raws = list(map(itemgetter(1), records))
     return Columns(oids, raws if compress is None else list(map(compress, raws)), keys)
+
+
+def flat_keys(computed: Columns) -> list[list[bytes]]:
+    """Each record's keys index by index, records in order (as a journal entry carries them)."""
+    if len(computed.keys) == 1:
+        return computed.keys[0]
+    return list(chain.from_iterable(zip(*computed.keys, strict=True)))
 
 
 def _index_keys(index: Index, position: int, documents: Sequence[Any]) -> list[list[bytes]]:

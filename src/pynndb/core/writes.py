@@ -117,6 +117,8 @@ class TableWrites(TableSchema):
         # document to compute them. An append per call records none: its entry would most likely not carry them.
         keys_written: list[tuple[Index, list[bytes]]] = []
         additions: list[tuple[Index, list[bytes]]] = []
+        if len(records) >= BULK_MIN and (ops is not None or not journaled) and self._insert_many(t, records, keyed):
+            return
         try:
             for oid, new in records:
                 try:
@@ -151,27 +153,72 @@ class TableWrites(TableSchema):
                     self._journal_write(t, oid, raw)
         finally:
             if sizes:  # (also when a record failed: those written before it stay in the transaction)
-                self._journal_inserts(t, records, sizes, keys_written if keyed else None)
+                written = islice(map(itemgetter(0), records), len(sizes))
+                self._journal_inserts(t, written, sizes, list(map(itemgetter(1), keys_written)) if keyed else None)
+
+    def _insert_many(self, t: Transaction, records: Collection[tuple[bytes, dict[str, Any]]], keyed: bool) -> bool:
+        """`_insert` of a call's records where no put can clash (every index allows duplicates, and the keys are
+        new: `columns.ascending`), else False with nothing done. Each record is encoded and indexed in one pass while
+        it is in the cache, and its puts are gathered and written with one `putmulti` per sub-database at the end:
+        also when a record fails, so that those before it are written (and journaled) as record by record."""
+        indexes = self._index_list
+        for index in indexes:
+            if not index.duplicates:
+                return False  # a unique index: each key's put is its check
+        oids = list(map(itemgetter(0), records))
+        if not columns.ascending(t.txn, self._dbi, oids):
+            return False
+        raws: list[bytes] = []
+        keys: list[list[list[bytes]]] = [[] for _index in indexes]
+        single = indexes[0].keys if len(indexes) == 1 else None
+        column = keys[0] if keys else []
+        makers = [index.keys for index in indexes]
+        try:
+            for _oid, new in records:
+                try:
+                    raw = _dumps(new)
+                except orjson.JSONEncodeError:
+                    raw = encode_document(new)  # raises InvalidDocument with the reason
+                if raw.find(b"null") >= 0:  # (find: cheaper than `in` on bytes)
+                    raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
+                if single is not None:
+                    column.append(single(new))  # (a record is gathered once all of it is made)
+                elif makers:
+                    made = [make(new) for make in makers]
+                    for each, record_keys in zip(keys, made, strict=True):
+                        each.append(record_keys)
+                raws.append(raw)
+        finally:
+            if raws:
+                self._write_many(t, oids[: len(raws)], raws, keys, keyed)
+        return True
+
+    def _write_many(
+        self, t: Transaction, oids: list[bytes], raws: list[bytes], keys: list[list[list[bytes]]], keyed: bool
+    ) -> None:
+        """Put what `_insert_many` gathered (a column at a time) and journal it as `_insert` does."""
+        values = raws if self._compressor is None else list(map(self._compressor.compress, raws))
+        computed = columns.Columns(oids, values, keys)
+        columns.write(t.txn, self._dbi, self._index_list, computed)
+        if t.ops is not None:
+            t.documents += b"".join(raws)
+            self._journal_inserts(t, oids, list(map(len, raws)), columns.flat_keys(computed) if keyed else None)
 
     def _journal_inserts(
-        self,
-        t: Transaction,
-        records: Collection[tuple[bytes, dict[str, Any]]],
-        sizes: list[int],
-        keys_written: list[tuple[Index, list[bytes]]] | None,
+        self, t: Transaction, oids: Iterable[bytes], sizes: list[int], keys: list[list[bytes]] | None
     ) -> None:
-        """The put ops of the first len(sizes) of `records` (written by `_insert`) in one item of the entry's ops,
-        and their index keys when recorded (each index made at most one key for each of them): without them, the
-        entry carries no keys (Replication.write_entry counts the ops that have keys)."""
+        """The put ops of records written by `_insert` (their keys and document lengths) in one item of the entry's
+        ops, and their index keys when recorded (`keys`: each record's, index by index; each index made at most one
+        key for each of them): without them, the entry carries no keys (Replication.write_entry counts the ops that
+        have keys)."""
         ops = t.ops
         assert ops is not None
         count = len(sizes)
-        ops.append(put_ops(self._name_json, islice(map(itemgetter(0), records), count), sizes))
+        ops.append(put_ops(self._name_json, oids, sizes))
         t.merged += count - 1
         lengths = t.key_lengths
-        if lengths is None or keys_written is None:
+        if lengths is None or keys is None:
             return
-        keys = list(map(itemgetter(1), keys_written))  # (index, keys) of each written record, index by index
         if keys and max(map(len, keys)) > 1:
             t.key_lengths = None  # several keys from one index: this entry carries none
             return
