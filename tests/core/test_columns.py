@@ -306,3 +306,17 @@ def test_put_ops_formatted_in_one_go_are_the_ops_one_at_a_time(name: str) -> Non
         ["put", name, key.decode(), length] for key, length in zip(keys, lengths, strict=True)
     ]
     assert put_ops(table_json, [], []) == b""
+
+
+def test_a_versioned_database_journals_each_records_version(
+    journaled: tuple[Database, Database], writes: list[int]
+) -> None:
+    """A two-way database keeps a version per document: its appends go record by record, each journaled with it."""
+    db = journaled[0]
+    db.replication.set_versioned(True)
+    people = table_with_indexes(db)
+    added = people.append_many([fields(n) for n in range(20)])
+    assert writes == []
+    with db._env.begin() as txn:
+        versions = {key for key, _value in txn.cursor(db=db.replication._versions).iternext()}
+    assert len(versions) == 20 and all(any(doc.oid in key for key in versions) for doc in added)

@@ -21,7 +21,7 @@ from pynndb.core.ids import new_oid, new_oids, normalise_key
 from pynndb.core.reads import TableReads
 from pynndb.core.table_schema import Index, check_name
 from pynndb.core.transaction import Transaction
-from pynndb.core.writes import TableWrites
+from pynndb.core.writes import BULK_MIN, TableWrites
 from pynndb.errors import DocumentDoesNotExist
 
 if TYPE_CHECKING:
@@ -105,7 +105,8 @@ class Table(TableWrites, TableReads):
                 else:
                     data, oid = self._unwrap(doc)
                     records.append((fresh if oid is None else oid, data))
-            self._insert(t, records)
+            if len(records) < BULK_MIN or not self._insert_many(t, records):
+                self._insert(t, records)
             results: list[Doc] = []
             for doc, (oid, data) in zip(docs, records, strict=True):
                 if doc.__class__ is not dict and isinstance(doc, Doc):  # (Doc's isinstance goes through abc)

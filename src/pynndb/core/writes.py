@@ -117,8 +117,6 @@ class TableWrites(TableSchema):
         # document to compute them. An append per call records none: its entry would most likely not carry them.
         keys_written: list[tuple[Index, list[bytes]]] = []
         additions: list[tuple[Index, list[bytes]]] = []
-        if len(records) >= BULK_MIN and (ops is not None or not journaled) and self._insert_many(t, records, keyed):
-            return
         try:
             for oid, new in records:
                 try:
@@ -156,11 +154,15 @@ class TableWrites(TableSchema):
                 written = islice(map(itemgetter(0), records), len(sizes))
                 self._journal_inserts(t, written, sizes, list(map(itemgetter(1), keys_written)) if keyed else None)
 
-    def _insert_many(self, t: Transaction, records: Collection[tuple[bytes, dict[str, Any]]], keyed: bool) -> bool:
-        """`_insert` of a call's records where no put can clash (every index allows duplicates, and the keys are
-        new: `columns.ascending`), else False with nothing done. Each record is encoded and indexed in one pass while
-        it is in the cache, and its puts are gathered and written with one `putmulti` per sub-database at the end:
-        also when a record fails, so that those before it are written (and journaled) as record by record."""
+    def _insert_many(self, t: Transaction, records: Collection[tuple[bytes, dict[str, Any]]]) -> bool:
+        """`_insert` of a call's records (BULK_MIN or more) where no put can clash (every index allows duplicates,
+        and the keys are new: `columns.ascending`), else False with nothing done. Each record is encoded and indexed
+        in one pass while it is in the cache, and its puts are gathered and written with one `putmulti` per
+        sub-database at the end: also when a record fails, so that those before it are written (and journaled) as
+        record by record."""
+        if (t.ops is None and t.origin is not None) or (t.ops is not None and self._db.replication.versioned):
+            return False  # each record's version is journaled on its own (`_journal_write`)
+        keyed = t.ops is not None and len(records) >= KEYED_MIN
         indexes = self._index_list
         for index in indexes:
             if not index.duplicates:
