@@ -2,9 +2,9 @@
 
 Everything runs on 127.0.0.1 and is started and stopped here: `pynndb node` processes (a 2-node pair for 1 hop, a
 4-node chain for 3 hops) fed by this process acting as the application, and `redis-server` (skipped with a clear
-line when it is not installed). Figures: write-to-readable lag p50/p99, sustained replicated ingest with batched
-writes and the replica's tail, full sync of a new replica (without a journal of its own, and with one as in the
-README's example); medians where repeated.
+line when it is not installed). Figures: write-to-readable lag p50/p99 (with each node's CPU a sample), sustained
+replicated ingest with batched writes and the replica's tail, full sync of a new replica (without a journal of its
+own, and with one as in the README's example); medians where repeated.
 Lag is measured for the write patterns applications have: back-to-back dependent writes (write, wait until readable
 on the replica, write again at once), spaced writes, bursts, and one write after an idle spell.
 Run: ``python benchmarks/replication.py [--docs N] [--samples N] [--runs K] [--quick]
@@ -348,9 +348,13 @@ def pynndb_lag(
             def write(i: int, offset: int = offset) -> bytes:
                 return table.append(documents[offset + i]).oid
 
+            nodes = mesh.nodes[: hops + 1]
+            before = [thread_cpu(node.pid) for node in nodes]
             lags, lost = measure_lag(write, lambda oid: replica.get(oid) is not None, samples, pattern, idle)
-            results[pattern] = {"lags": lags, "lost": lost}
-            print(f"  {hops}-hop lag, {pattern}: p50/p99 {fmt_lag(results[pattern])}", flush=True)
+            each = bursts(samples) if pattern == "burst" else idle if pattern == "idle" else samples
+            cpu = [(thread_cpu(node.pid) - start) / each for node, start in zip(nodes, before, strict=True)]
+            results[pattern] = {"lags": lags, "lost": lost, "node_cpu": cpu}
+            print(f"  {hops}-hop lag, {pattern}: p50/p99 {fmt_lag(results[pattern])}; {fmt_cpu(cpu)}", flush=True)
             if lags and sorted(lags)[len(lags) // 2] > CLIFF:
                 explain_cliff(mesh, pair)
             offset += documents_needed(samples, [pattern], idle)
@@ -399,6 +403,28 @@ def local_append(workdir: str, name: str, documents: list[dict[str, Any]]) -> fl
         return len(documents) / (time.perf_counter() - start)
     finally:
         manager.close()
+
+
+def thread_cpu(pid: int) -> float:
+    """CPU seconds every thread of a process has run so far, to the nanosecond (/proc/PID/task/*/schedstat; Linux
+    with schedstats, else `process_cpu`'s 10 ms ticks). Threads that ended meanwhile are not counted."""
+    total = 0
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return process_cpu(pid)
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/schedstat") as stat:
+                total += int(stat.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return process_cpu(pid)
+    return total / 1e9
+
+
+def fmt_cpu(cpu: list[float]) -> str:
+    """Node CPU a sample (the source's node first): what one write costs the mesh on this pattern."""
+    return "node CPU a sample " + " / ".join(f"{seconds * 1e6:.0f}" for seconds in cpu) + " µs"
 
 
 def process_cpu(pid: int) -> float:
