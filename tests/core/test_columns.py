@@ -320,3 +320,24 @@ def test_a_versioned_database_journals_each_records_version(
     with db._env.begin() as txn:
         versions = {key for key, _value in txn.cursor(db=db.replication._versions).iternext()}
     assert len(versions) == 20 and all(any(doc.oid in key for key in versions) for doc in added)
+
+
+def test_a_large_call_is_written_in_batches_and_stops_at_a_failing_record(
+    journaled: tuple[Database, Database], writes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records are gathered COLUMN_BATCH at a time (buffers used again, not a million at once); a record that fails
+    in a later batch leaves every record before it written and journaled, and nothing after it."""
+    from pynndb.core import writes as writes_module
+    from pynndb.errors import InvalidDocument
+
+    monkeypatch.setattr(writes_module, "COLUMN_BATCH", 16)
+    db = journaled[0]
+    people = table_with_indexes(db, several=False)
+    batch = [fields(n) for n in range(50)]
+    batch[40] = {"name": "bad", "n": float("inf")}
+    with db.write_transaction() as txn, pytest.raises(InvalidDocument):
+        people.append_many(batch, txn=txn)
+    assert writes == [16, 16, 8]
+    assert sorted(doc["n"] for doc in people.find()) == list(range(40))
+    ops, carried = journal(db)[-1]
+    assert [op[3]["n"] for op in ops] == list(range(40)) and carried is not None and len(carried) == 40

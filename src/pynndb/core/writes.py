@@ -27,6 +27,7 @@ _dumps = orjson.dumps
 # Journaled inserts of a call of this many records get their ops formatted in one go, at its end; only such a call
 # records index keys (from KEYED_MIN records), so BULK_MIN <= KEYED_MIN.
 BULK_MIN = 8
+COLUMN_BATCH = 1024  # records a column-at-a-time insert gathers before it writes them (`_insert_many`)
 
 
 class TableWrites(TableSchema):
@@ -154,22 +155,32 @@ class TableWrites(TableSchema):
                 written = islice(map(itemgetter(0), records), len(sizes))
                 self._journal_inserts(t, written, sizes, list(map(itemgetter(1), keys_written)) if keyed else None)
 
-    def _insert_many(self, t: Transaction, records: Collection[tuple[bytes, dict[str, Any]]]) -> bool:
+    def _insert_many(self, t: Transaction, records: Sequence[tuple[bytes, dict[str, Any]]]) -> bool:
         """`_insert` of a call's records (BULK_MIN or more) where no put can clash (every index allows duplicates,
         and the keys are new: `columns.ascending`), else False with nothing done. Each record is encoded and indexed
-        in one pass while it is in the cache, and its puts are gathered and written with one `putmulti` per
-        sub-database at the end: also when a record fails, so that those before it are written (and journaled) as
-        record by record."""
+        in one pass while it is in the cache; the puts of COLUMN_BATCH records are gathered and written with one
+        `putmulti` per sub-database (a batch's buffers are then used again: a bulk load of a million documents
+        does not fault in fresh memory for all of them). A record that fails ends the call after the records before
+        it are written (and journaled), as record by record."""
         if (t.ops is None and t.origin is not None) or (t.ops is not None and self._db.replication.versioned):
             return False  # each record's version is journaled on its own (`_journal_write`)
         keyed = t.ops is not None and len(records) >= KEYED_MIN
-        indexes = self._index_list
-        for index in indexes:
+        for index in self._index_list:
             if not index.duplicates:
                 return False  # a unique index: each key's put is its check
         oids = list(map(itemgetter(0), records))
         if not columns.ascending(t.txn, self._dbi, oids):
             return False
+        for start in range(0, len(records), COLUMN_BATCH):
+            end = start + COLUMN_BATCH
+            self._insert_batch(t, records[start:end], oids[start:end], keyed)
+        return True
+
+    def _insert_batch(
+        self, t: Transaction, records: Sequence[tuple[bytes, dict[str, Any]]], oids: list[bytes], keyed: bool
+    ) -> None:
+        """Encode and index `records` (one pass), then put them a column at a time (`_write_many`)."""
+        indexes = self._index_list
         raws: list[bytes] = []
         keys: list[list[list[bytes]]] = [[] for _index in indexes]
         single = indexes[0].keys if len(indexes) == 1 else None
@@ -193,7 +204,6 @@ class TableWrites(TableSchema):
         finally:
             if raws:
                 self._write_many(t, oids[: len(raws)], raws, keys, keyed)
-        return True
 
     def _write_many(
         self, t: Transaction, oids: list[bytes], raws: list[bytes], keys: list[list[list[bytes]]], keyed: bool
