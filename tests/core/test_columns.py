@@ -341,3 +341,20 @@ def test_a_large_call_is_written_in_batches_and_stops_at_a_failing_record(
     assert sorted(doc["n"] for doc in people.find()) == list(range(40))
     ops, carried = journal(db)[-1]
     assert [op[3]["n"] for op in ops] == list(range(40)) and carried is not None and len(carried) == 40
+
+
+def test_a_replicas_run_goes_a_batch_at_a_time_then_record_by_record_where_it_could_clash(
+    pair: tuple[Database, Database], writes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pynndb.core import writes as writes_module
+
+    monkeypatch.setattr(writes_module, "COLUMN_BATCH", 16)
+    fast, slow = pair
+    for db in pair:
+        table_with_indexes(db)
+    batch = [record(n) for n in range(100, 140)]
+    batch[20] = record(5)  # (another process's id, below the others: not ascending from there)
+    put(fast, batch)
+    one_by_one(slow, batch, monkeypatch)
+    assert writes == [16]  # the first batch; the second holds the record out of order: record by record on
+    assert content(fast) == content(slow) and len(fast["people"]) == 40

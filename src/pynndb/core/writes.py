@@ -257,9 +257,10 @@ class TableWrites(TableSchema):
         ops = None if versioned else t.ops
         documents = t.documents
         name_json = self._name_json
-        bulk = ops is None and not versioned and len(records) - start >= BULK_MIN  # (a one-way replica's run)
-        if bulk and self._stored_columns(t, records, start):
-            return len(records)
+        if ops is None and not versioned and len(records) - start >= BULK_MIN:  # (a one-way replica's run)
+            start = self._stored_columns(t, records, start)
+            if start == len(records):
+                return start
         computed: list[tuple[Index, list[bytes]]] = []
         additions: Iterable[tuple[Index, list[bytes]]] = ()
         position = start
@@ -289,15 +290,18 @@ class TableWrites(TableSchema):
                 self._journal_write(t, oid, raw)
         return position
 
-    def _stored_columns(self, t: Transaction, records: Sequence[tuple[bytes, bytes, Any]], start: int) -> bool:
-        """`_insert_stored` a column at a time (`columns`) when nothing can clash; False (nothing done) if not."""
+    def _stored_columns(self, t: Transaction, records: Sequence[tuple[bytes, bytes, Any]], start: int) -> int:
+        """`_insert_stored` a column at a time (`columns`), COLUMN_BATCH records at a time, while nothing can clash;
+        the position of the first record not written (`start`: none was)."""
         compress = None if self._compressor is None else self._compressor.compress
-        taken = records[start:] if start else records
-        computed = columns.columns(t.txn, self._dbi, self._index_list, taken, compress)
-        if computed is None:
-            return False
-        columns.write(t.txn, self._dbi, self._index_list, computed)
-        return True
+        indexes = self._index_list
+        while start < len(records):
+            computed = columns.columns(t.txn, self._dbi, indexes, records[start : start + COLUMN_BATCH], compress)
+            if computed is None:
+                break  # the record-by-record path takes the rest
+            columns.write(t.txn, self._dbi, indexes, computed)
+            start += len(computed.oids)
+        return start
 
     def _undo_insert(
         self,
