@@ -225,7 +225,6 @@ def test_append_many_a_column_at_a_time_stores_and_journals_what_record_by_recor
     journaled: tuple[Database, Database], writes: list[int], monkeypatch: pytest.MonkeyPatch, several: bool
 ) -> None:
     from pynndb.core.doc import Doc
-    from pynndb.core.writes import TableWrites
 
     fast, slow = journaled
     for db in journaled:
@@ -235,7 +234,7 @@ def test_append_many_a_column_at_a_time_stores_and_journals_what_record_by_recor
     for batch in batches:
         fast["people"].append_many(batch)
         with monkeypatch.context() as patch:
-            patch.setattr(TableWrites, "_insert_many", lambda *args: False)
+            patch.setattr(columns, "insert_many", lambda *args: False)
             slow["people"].append_many(batch)
     assert writes == [60, 60]
     assert content(fast) == content(slow)
@@ -327,10 +326,9 @@ def test_a_large_call_is_written_in_batches_and_stops_at_a_failing_record(
 ) -> None:
     """Records are gathered COLUMN_BATCH at a time (buffers used again, not a million at once); a record that fails
     in a later batch leaves every record before it written and journaled, and nothing after it."""
-    from pynndb.core import writes as writes_module
     from pynndb.errors import InvalidDocument
 
-    monkeypatch.setattr(writes_module, "COLUMN_BATCH", 16)
+    monkeypatch.setattr(columns, "COLUMN_BATCH", 16)
     db = journaled[0]
     people = table_with_indexes(db, several=False)
     batch = [fields(n) for n in range(50)]
@@ -346,9 +344,8 @@ def test_a_large_call_is_written_in_batches_and_stops_at_a_failing_record(
 def test_a_replicas_run_goes_a_batch_at_a_time_then_record_by_record_where_it_could_clash(
     pair: tuple[Database, Database], writes: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pynndb.core import writes as writes_module
 
-    monkeypatch.setattr(writes_module, "COLUMN_BATCH", 16)
+    monkeypatch.setattr(columns, "COLUMN_BATCH", 16)
     fast, slow = pair
     for db in pair:
         table_with_indexes(db)

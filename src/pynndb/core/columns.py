@@ -1,13 +1,16 @@
-"""A replica's inserts a column at a time: each index's keys for all records of a call (from their fields, or as
-their source computed them), then one `putmulti` per sub-database (py-lmdb's loop in C, not a Python call per put).
+"""Inserts a column at a time: the puts of many new records are gathered and written with one `putmulti` per
+sub-database (py-lmdb's loop in C, not a Python call per put), COLUMN_BATCH records at a time.
 
 Taken only where no put can fail: the record keys are new (they ascend, and sort after every key the table holds)
 and every index of the table allows duplicates. Anything else (a unique index, keys that do not ascend past the
-table's last, an index key that cannot be made) and the caller takes its record-by-record path, which checks every
-put, stops at the record that fails and says why. Nothing is written before that choice.
+table's last, an index key that cannot be made) and the caller takes its record-by-record path (`TableWrites`),
+which checks every put, stops at the record that fails and says why. Nothing is written before that choice.
 
-Not for an application's writes: there each document is encoded and indexed once, in one pass while it is in the
-cache; passes a column at a time over documents made long before (a bulk load) cost more than the puts they save.
+- `insert_many`: an application's `append_many`. Each document is still encoded and indexed in one pass while it
+  is in the cache (passes a column at a time over documents made long before cost more than the puts they save);
+  only the puts are gathered. Journaled as record by record (the same ops, the same carried keys).
+- `insert_stored`: a replica's run of a source's documents (stored bytes, and their fields or the index keys the
+  source computed), index keys taken a column at a time.
 """
 
 from __future__ import annotations
@@ -18,11 +21,20 @@ from operator import ge, itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
+import orjson
+
+from pynndb.core.codec import encode_document
+from pynndb.core.entries import KEYED_MIN
 
 if TYPE_CHECKING:
     from pynndb.core.table_schema import Index
+    from pynndb.core.transaction import Transaction
+    from pynndb.core.writes import TableWrites
 
+COLUMN_BATCH = 1024  # records gathered before they are written: a batch's buffers are then used again, so that a
+# bulk load of a million documents does not fault in fresh memory for all of them (~2 µs a document on a VM)
 _first = itemgetter(0)
+_dumps = orjson.dumps
 
 
 class Columns(NamedTuple):
@@ -97,3 +109,75 @@ def write(txn: lmdb.Transaction[bytes], dbi: Any, indexes: Sequence[Index], comp
         else:
             pairs = [(key, oid) for record_keys, oid in zip(keys, oids, strict=True) for key in record_keys]
         txn.cursor(index.dbi).putmulti(pairs, True, True)
+
+
+# --- an application's append_many ---------------------------------------------------------------------------------
+def insert_many(table: TableWrites, t: Transaction, records: Sequence[tuple[bytes, dict[str, Any]]]) -> bool:
+    """`_insert` of a call's records (BULK_MIN or more) a column at a time where no put can clash; False with nothing
+    done otherwise. A record that fails ends the call after the records before it are written (and journaled), as
+    record by record."""
+    if (t.ops is None and t.origin is not None) or (t.ops is not None and table._db.replication.versioned):
+        return False  # each record's version is journaled on its own (`_journal_write`)
+    keyed = t.ops is not None and len(records) >= KEYED_MIN
+    for index in table._index_list:
+        if not index.duplicates:
+            return False  # a unique index: each key's put is its check
+    oids = list(map(_first, records))
+    if not ascending(t.txn, table._dbi, oids):
+        return False
+    for start in range(0, len(records), COLUMN_BATCH):
+        end = start + COLUMN_BATCH
+        _insert_batch(table, t, records[start:end], oids[start:end], keyed)
+    return True
+
+
+def _insert_batch(
+    table: TableWrites, t: Transaction, records: Sequence[tuple[bytes, dict[str, Any]]], oids: list[bytes], keyed: bool
+) -> None:
+    """Encode and index `records` (one pass), then put them a column at a time and journal them."""
+    indexes = table._index_list
+    raws: list[bytes] = []
+    keys: list[list[list[bytes]]] = [[] for _index in indexes]
+    single = indexes[0].keys if len(indexes) == 1 else None
+    column = keys[0] if keys else []
+    makers = [index.keys for index in indexes]
+    try:
+        for _oid, new in records:
+            try:
+                raw = _dumps(new)
+            except orjson.JSONEncodeError:
+                raw = encode_document(new)  # raises InvalidDocument with the reason
+            if raw.find(b"null") >= 0:  # (find: cheaper than `in` on bytes)
+                raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
+            if single is not None:
+                column.append(single(new))  # (a record is gathered once all of it is made)
+            elif makers:
+                made = [make(new) for make in makers]
+                for each, record_keys in zip(keys, made, strict=True):
+                    each.append(record_keys)
+            raws.append(raw)
+    finally:
+        if raws:
+            compressor = table._compressor
+            gathered = Columns(
+                oids[: len(raws)], raws if compressor is None else list(map(compressor.compress, raws)), keys
+            )
+            write(t.txn, table._dbi, indexes, gathered)
+            if t.ops is not None:
+                t.documents += b"".join(raws)
+                table._journal_inserts(t, gathered.oids, list(map(len, raws)), flat_keys(gathered) if keyed else None)
+
+
+# --- a replica's run ------------------------------------------------------------------------------------------------
+def insert_stored(table: TableWrites, t: Transaction, records: Sequence[tuple[bytes, bytes, Any]], start: int) -> int:
+    """`_insert_stored` a column at a time from `start`, COLUMN_BATCH records at a time, while nothing can clash;
+    the position of the first record not written (`start`: none was)."""
+    compress = None if table._compressor is None else table._compressor.compress
+    indexes = table._index_list
+    while start < len(records):
+        computed = columns(t.txn, table._dbi, indexes, records[start : start + COLUMN_BATCH], compress)
+        if computed is None:
+            break  # the record-by-record path takes the rest
+        write(t.txn, table._dbi, indexes, computed)
+        start += len(computed.oids)
+    return start

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 import orjson
 
-from pynndb.core import ops
+from pynndb.core import columns, ops
 from pynndb.core.changes import Change, follow
 from pynndb.core.doc import Doc, _new_doc, make_doc
 from pynndb.core.ids import new_oid, new_oids, normalise_key
@@ -105,7 +105,7 @@ class Table(TableWrites, TableReads):
                 else:
                     data, oid = self._unwrap(doc)
                     records.append((fresh if oid is None else oid, data))
-            if len(records) < BULK_MIN or not self._insert_many(t, records):
+            if len(records) < BULK_MIN or not columns.insert_many(self, t, records):
                 self._insert(t, records)
             results: list[Doc] = []
             for doc, (oid, data) in zip(docs, records, strict=True):

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable
 from itertools import islice
 from operator import itemgetter
 from typing import Any, cast
@@ -27,7 +27,6 @@ _dumps = orjson.dumps
 # Journaled inserts of a call of this many records get their ops formatted in one go, at its end; only such a call
 # records index keys (from KEYED_MIN records), so BULK_MIN <= KEYED_MIN.
 BULK_MIN = 8
-COLUMN_BATCH = 1024  # records a column-at-a-time insert gathers before it writes them (`_insert_many`)
 
 
 class TableWrites(TableSchema):
@@ -155,67 +154,6 @@ class TableWrites(TableSchema):
                 written = islice(map(itemgetter(0), records), len(sizes))
                 self._journal_inserts(t, written, sizes, list(map(itemgetter(1), keys_written)) if keyed else None)
 
-    def _insert_many(self, t: Transaction, records: Sequence[tuple[bytes, dict[str, Any]]]) -> bool:
-        """`_insert` of a call's records (BULK_MIN or more) where no put can clash (every index allows duplicates,
-        and the keys are new: `columns.ascending`), else False with nothing done. Each record is encoded and indexed
-        in one pass while it is in the cache; the puts of COLUMN_BATCH records are gathered and written with one
-        `putmulti` per sub-database (a batch's buffers are then used again: a bulk load of a million documents
-        does not fault in fresh memory for all of them). A record that fails ends the call after the records before
-        it are written (and journaled), as record by record."""
-        if (t.ops is None and t.origin is not None) or (t.ops is not None and self._db.replication.versioned):
-            return False  # each record's version is journaled on its own (`_journal_write`)
-        keyed = t.ops is not None and len(records) >= KEYED_MIN
-        for index in self._index_list:
-            if not index.duplicates:
-                return False  # a unique index: each key's put is its check
-        oids = list(map(itemgetter(0), records))
-        if not columns.ascending(t.txn, self._dbi, oids):
-            return False
-        for start in range(0, len(records), COLUMN_BATCH):
-            end = start + COLUMN_BATCH
-            self._insert_batch(t, records[start:end], oids[start:end], keyed)
-        return True
-
-    def _insert_batch(
-        self, t: Transaction, records: Sequence[tuple[bytes, dict[str, Any]]], oids: list[bytes], keyed: bool
-    ) -> None:
-        """Encode and index `records` (one pass), then put them a column at a time (`_write_many`)."""
-        indexes = self._index_list
-        raws: list[bytes] = []
-        keys: list[list[list[bytes]]] = [[] for _index in indexes]
-        single = indexes[0].keys if len(indexes) == 1 else None
-        column = keys[0] if keys else []
-        makers = [index.keys for index in indexes]
-        try:
-            for _oid, new in records:
-                try:
-                    raw = _dumps(new)
-                except orjson.JSONEncodeError:
-                    raw = encode_document(new)  # raises InvalidDocument with the reason
-                if raw.find(b"null") >= 0:  # (find: cheaper than `in` on bytes)
-                    raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
-                if single is not None:
-                    column.append(single(new))  # (a record is gathered once all of it is made)
-                elif makers:
-                    made = [make(new) for make in makers]
-                    for each, record_keys in zip(keys, made, strict=True):
-                        each.append(record_keys)
-                raws.append(raw)
-        finally:
-            if raws:
-                self._write_many(t, oids[: len(raws)], raws, keys, keyed)
-
-    def _write_many(
-        self, t: Transaction, oids: list[bytes], raws: list[bytes], keys: list[list[list[bytes]]], keyed: bool
-    ) -> None:
-        """Put what `_insert_many` gathered (a column at a time) and journal it as `_insert` does."""
-        values = raws if self._compressor is None else list(map(self._compressor.compress, raws))
-        computed = columns.Columns(oids, values, keys)
-        columns.write(t.txn, self._dbi, self._index_list, computed)
-        if t.ops is not None:
-            t.documents += b"".join(raws)
-            self._journal_inserts(t, oids, list(map(len, raws)), columns.flat_keys(computed) if keyed else None)
-
     def _journal_inserts(
         self, t: Transaction, oids: Iterable[bytes], sizes: list[int], keys: list[list[bytes]] | None
     ) -> None:
@@ -258,7 +196,7 @@ class TableWrites(TableSchema):
         documents = t.documents
         name_json = self._name_json
         if ops is None and not versioned and len(records) - start >= BULK_MIN:  # (a one-way replica's run)
-            start = self._stored_columns(t, records, start)
+            start = columns.insert_stored(self, t, records, start)
             if start == len(records):
                 return start
         computed: list[tuple[Index, list[bytes]]] = []
@@ -289,19 +227,6 @@ class TableWrites(TableSchema):
             elif versioned:
                 self._journal_write(t, oid, raw)
         return position
-
-    def _stored_columns(self, t: Transaction, records: Sequence[tuple[bytes, bytes, Any]], start: int) -> int:
-        """`_insert_stored` a column at a time (`columns`), COLUMN_BATCH records at a time, while nothing can clash;
-        the position of the first record not written (`start`: none was)."""
-        compress = None if self._compressor is None else self._compressor.compress
-        indexes = self._index_list
-        while start < len(records):
-            computed = columns.columns(t.txn, self._dbi, indexes, records[start : start + COLUMN_BATCH], compress)
-            if computed is None:
-                break  # the record-by-record path takes the rest
-            columns.write(t.txn, self._dbi, indexes, computed)
-            start += len(computed.oids)
-        return start
 
     def _undo_insert(
         self,
