@@ -243,6 +243,11 @@ class Writer(threading.Thread):
         except BaseException as error:  # reported by finish()
             self.error = error
 
+    def passed(self, count: int) -> bool:
+        """Whether it has written more than `count` documents; raises at once the error that stopped it, if any."""
+        assert self.error is None, f"the writer stopped after {self.written} documents: {self.error!r}"
+        return self.written > count
+
     def finish(self) -> int:
         self.halt.set()
         self.join(timeout=10)

@@ -265,7 +265,7 @@ def test_node_killed_and_restarted_mid_stream_then_lookup_and_replicate_again_at
     old_id = killed.id
     deployment.kill(killed)
     killed_at = writer.written
-    wait_until(lambda: writer.written > killed_at + 100, timeout=10)  # the application writes on meanwhile
+    wait_until(lambda: writer.passed(killed_at + 100), timeout=10)  # the application writes on meanwhile
     killed.connect = [survivor.address]  # (a was connected to by b: restarted, it links to b itself)
     deployment.restart(killed)
     assert killed.id != old_id
