@@ -21,9 +21,8 @@ from operator import ge, itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
-import orjson
 
-from pynndb.core.codec import encode_document
+from pynndb.core.codec import encode_new
 from pynndb.core.entries import KEYED_MIN
 
 if TYPE_CHECKING:
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
 COLUMN_BATCH = 1024  # records gathered before they are written: a batch's buffers are then used again, so that a
 # bulk load of a million documents does not fault in fresh memory for all of them (~2 µs a document on a VM)
 _first = itemgetter(0)
-_dumps = orjson.dumps
 
 
 class Columns(NamedTuple):
@@ -143,12 +141,7 @@ def _insert_batch(
     makers = [index.keys for index in indexes]
     try:
         for _oid, new in records:
-            try:
-                raw = _dumps(new)
-            except orjson.JSONEncodeError:
-                raw = encode_document(new)  # raises InvalidDocument with the reason
-            if raw.find(b"null") >= 0:  # (find: cheaper than `in` on bytes)
-                raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
+            raw = encode_new(new)
             if single is not None:
                 column.append(single(new))  # (a record is gathered once all of it is made)
             elif makers:
