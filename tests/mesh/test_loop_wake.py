@@ -58,3 +58,41 @@ def test_wakes_from_many_threads_keep_the_flag_and_the_pipe_in_step(socket_loop:
         socket_loop.wake()
         assert pipe_has_a_byte(socket_loop)
         socket_loop.consume_wake()
+
+
+def a_pipe_at(number: int) -> int:
+    """A new pipe whose write end takes descriptor `number` (as a file or socket opened later may): its read end."""
+    read, write = os.pipe()
+    if write != number:
+        os.dup2(write, number)
+        os.close(write)
+    os.set_blocking(read, False)
+    return read
+
+
+@pytest.mark.parametrize("which", ["socket loop", "service waker"])
+def test_a_wake_after_close_writes_into_no_reused_descriptor(which: str) -> None:
+    """A thread that wakes a stopped loop (or a committing thread that wakes a stopped replication service) must not
+    write into whatever now holds the closed pipe's number: that may be a database file or a socket."""
+    from pynndb.mesh.watch import Waker
+
+    if which == "socket loop":
+        target = SocketLoop("test-loop", {"loop_turns": 0})
+        number = target.wake_write
+        target.close()
+        wake = target.wake
+    else:
+        waker = Waker()
+        number = waker._write
+        waker.close()
+        wake = waker.set
+    reused = a_pipe_at(number)
+    try:
+        thread = threading.Thread(target=wake)  # (another thread than the loop's: it writes if it can)
+        thread.start()
+        thread.join(5)
+        with pytest.raises(BlockingIOError):
+            os.read(reused, 16)
+    finally:
+        os.close(reused)
+        os.close(number)

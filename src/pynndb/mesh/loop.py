@@ -70,6 +70,7 @@ class SocketLoop:
         self.tasks: list[LoopTask] = []
         self.fd_tasks: dict[int, LoopTask] = {}
         self.wake_read, self.wake_write = os.pipe()
+        self._wake_lock = threading.Lock()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
         self.stopping = False
@@ -112,11 +113,17 @@ class SocketLoop:
         self.touched.discard(socket)
 
     def close(self) -> None:
-        for fd in (self.wake_read, self.wake_write):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """Close the wake-up pipe. The descriptors are dropped before they are closed, under the lock `wake()` writes
+        under: a late `wake()` from another thread writes nowhere, never into whatever file reuses the number."""
+        with self._wake_lock:
+            descriptors = (self.wake_read, self.wake_write)
+            self.wake_read = self.wake_write = -1
+        for fd in descriptors:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     # --- hand-over from other threads --------------------------------------------------------------------
     def wake(self) -> None:
@@ -125,10 +132,13 @@ class SocketLoop:
             return  # on the loop thread: it runs posted operations before it sleeps, and turn() sends what is queued
         if not self.wake_pending:
             self.wake_pending = True
-            try:
-                os.write(self.wake_write, b"!")
-            except (BlockingIOError, OSError):
-                pass  # the pipe is full (a wake-up is already pending) or closed (stopping)
+            with self._wake_lock:  # (see close(): the descriptor is the pipe's for as long as this writes)
+                if self.wake_write < 0:
+                    return  # closed (stopped)
+                try:
+                    os.write(self.wake_write, b"!")
+                except OSError:
+                    pass  # the pipe is full: a wake-up is already pending
 
     def consume_wake(self) -> None:
         """Empty the wake-up pipe, then allow the next wake-up to write again (on the loop thread, before the turn

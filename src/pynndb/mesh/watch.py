@@ -8,7 +8,6 @@ within microseconds, for every LMDB setting.
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import threading
@@ -31,6 +30,7 @@ class Waker:
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._read, self._write = os.pipe2(_NONBLOCK_CLOEXEC)
+        self._lock = threading.Lock()  # set() writes and close() drops the write end under it (see close())
         self._epoll.register(self._read, select.EPOLLIN)
         self._bells: dict[str, Doorbell] = {}
         self._by_fd: dict[int, Doorbell] = {}
@@ -75,13 +75,13 @@ class Waker:
         self.pending = True
         if threading.get_ident() == self.owner:
             return  # the owner looks at `pending` before it sleeps
-        try:
-            os.write(self._write, b"\x01")
-        except BlockingIOError:
-            pass  # the pipe is full: a wake-up is already pending
-        except OSError as error:
-            if error.errno != errno.EBADF:
-                raise
+        with self._lock:
+            if self._write < 0:
+                return  # closed: the service stopped
+            try:
+                os.write(self._write, b"\x01")
+            except BlockingIOError:
+                pass  # the pipe is full: a wake-up is already pending
 
     def collect(self) -> bool:
         """Consume what made the descriptor readable (wake-ups and rings); True (and ``pending``) if anything was."""
@@ -119,17 +119,22 @@ class Waker:
                 return
 
     def close(self) -> None:
+        """Close everything. The pipe's descriptors are dropped before they are closed, under the lock `set()` writes
+        under: a commit in another thread that wakes a stopped service writes nowhere, never into whatever file (or
+        socket) reuses the number."""
+        with self._lock:
+            descriptors = (self._read, self._write)
+            self._read = self._write = -1
         for bell in self._bells.values():
             bell.close()
         self._bells = {}
         self._by_fd = {}
-        for descriptor in (self._read, self._write):
+        for descriptor in descriptors:
             if descriptor >= 0:
                 try:
                     os.close(descriptor)
                 except OSError:
                     pass
-        self._read = self._write = -1
         self._epoll.close()
 
 
