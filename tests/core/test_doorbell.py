@@ -198,3 +198,35 @@ def test_databases_without_a_journal_do_not_ring(manager: Manager, tmp_path: Pat
     with Doorbell(db.path) as bell:
         db.table("t").append({"n": 1})
         assert not bell.wait(0.05)
+
+
+def test_a_ring_never_writes_into_a_descriptor_another_thread_closes(
+    journaled: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads of one process commit one after the other but ring at the same time; the database's close (or a ring
+    dropping a dead listener) closes descriptors another ring may be writing to. The close waits for the ring: a
+    write never goes into a closed descriptor, or whatever file reuses its number."""
+    from pynndb.core import doorbell
+
+    with Doorbell(journaled.path):
+        bell = doorbell.Bell(journaled.path)
+        bell.ring()  # it knows the listener now
+        closing = threading.Thread(target=bell.close)
+        open_when_written: list[bool] = []
+        real_write = os.write
+
+        def write_while_closing(descriptor: int, data: bytes) -> int:
+            closing.start()
+            closing.join(0.2)  # (bounded: with the lock the close cannot finish before this write)
+            try:
+                os.fstat(descriptor)
+                open_when_written.append(True)
+            except OSError:
+                open_when_written.append(False)
+            return real_write(descriptor, data)
+
+        monkeypatch.setattr(doorbell.os, "write", write_while_closing)
+        bell.ring()
+        monkeypatch.setattr(doorbell.os, "write", real_write)
+        closing.join(5)
+        assert open_when_written == [True] and not closing.is_alive()

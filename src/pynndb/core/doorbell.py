@@ -12,6 +12,7 @@ import mmap
 import os
 import secrets
 import select
+import threading
 import time
 import weakref
 from types import TracebackType
@@ -36,7 +37,7 @@ class Bell:
     and list the directory again only when the value changed, so a ring without listeners reads 8 bytes of memory.
     """
 
-    __slots__ = ("_directory", "_map", "_generation", "_targets", "_fds", "_retry_at")
+    __slots__ = ("_directory", "_map", "_generation", "_targets", "_fds", "_retry_at", "_lock")
 
     def __init__(self, path: str) -> None:
         self._directory = bell_directory(path)
@@ -45,23 +46,31 @@ class Bell:
         self._targets: dict[str, int] = {}  # listener file name -> our write end of its FIFO
         self._fds: tuple[int, ...] = ()
         self._retry_at = 0.0
+        # Threads of one process commit one after the other but ring at the same time: one of them may close a dead
+        # listener's descriptor (or the database's close() every one) while another writes to it, and a write must
+        # never go into whatever file reuses the number. The writes and closes run under this lock.
+        self._lock = threading.Lock()
 
     def ring(self) -> None:
         """Wake every listener of this database; never blocks, never raises for a missing or dead listener."""
         shared = self._map
-        if shared is None:
-            shared = self._open()
+        if shared is not None and not self._fds and shared[:8] == self._generation:
+            return  # nobody listens, and nobody announced itself since: 8 bytes of memory read, no lock
+        with self._lock:
+            shared = self._map
             if shared is None:
-                return
-        if shared[:8] != self._generation:
-            self._scan(shared)
-        for fd in self._fds:
-            try:
-                os.write(fd, b"\x01")
-            except BlockingIOError:
-                pass  # its pipe is full: a wake-up is already pending
-            except OSError:
-                self._forget(fd)  # EPIPE: its process died without removing its FIFO
+                shared = self._open()
+                if shared is None:
+                    return
+            if shared[:8] != self._generation:
+                self._scan(shared)
+            for fd in self._fds:
+                try:
+                    os.write(fd, b"\x01")
+                except BlockingIOError:
+                    pass  # its pipe is full: a wake-up is already pending
+                except OSError:
+                    self._forget(fd)  # EPIPE: its process died without removing its FIFO
 
     def _open(self) -> mmap.mmap | None:
         now = time.monotonic()
@@ -101,14 +110,15 @@ class Bell:
         self._fds = tuple(self._targets.values())
 
     def close(self) -> None:
-        for fd in self._targets.values():
-            os.close(fd)
-        self._targets.clear()
-        self._fds = ()
-        self._generation = b""
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        with self._lock:
+            for fd in self._targets.values():
+                os.close(fd)
+            self._targets.clear()
+            self._fds = ()
+            self._generation = b""
+            if self._map is not None:
+                self._map.close()
+                self._map = None
 
 
 def open_generation(directory: str, access: int) -> mmap.mmap:
