@@ -53,6 +53,15 @@ def ascending(txn: lmdb.Transaction[bytes], dbi: Any, oids: Sequence[bytes]) -> 
     return not cursor.last() or cursor.key() < oids[0]
 
 
+def appendable(txn: lmdb.Transaction[bytes], dbi: Any, indexes: Sequence[Index], oids: Sequence[bytes]) -> bool:
+    """Whether new records with keys `oids` can go a column at a time: no put can clash (every index allows
+    duplicates: a unique index's put is its own check) and the keys are new (`ascending`)."""
+    for index in indexes:
+        if not index.duplicates:
+            return False
+    return ascending(txn, dbi, oids)
+
+
 def columns(
     txn: lmdb.Transaction[bytes],
     dbi: Any,
@@ -62,19 +71,21 @@ def columns(
 ) -> Columns | None:
     """The columns of new `records` (key, stored JSON, its fields or the index keys its source computed, one list
     per index); None when the record-by-record path must take them (nothing is written here)."""
-    for index in indexes:
-        if not index.duplicates:
-            return None  # a unique index: each key's put is its check
     oids = list(map(_first, records))
-    if not ascending(txn, dbi, oids):
+    if not appendable(txn, dbi, indexes, oids):
         return None
     documents = list(map(itemgetter(2), records))
     width = len(indexes)
     try:
-        if all(document.__class__ is not dict and len(document) == width for document in documents):
-            keys = [list(map(itemgetter(position), documents)) for position in range(width)]  # carried
-        else:
-            keys = [_index_keys(index, position, documents) for position, index in enumerate(indexes)]
+        if all(document.__class__ is dict for document in documents):
+            keys = [list(map(index.keys, documents)) for index in indexes]
+        elif all(document.__class__ is not dict and len(document) == width for document in documents):
+            keys = [list(map(itemgetter(position), documents)) for position in range(width)]  # all carried
+        else:  # some carried, some computed
+            keys = [
+                [index.keys(document) if document.__class__ is dict else document[position] for document in documents]
+                for position, index in enumerate(indexes)
+            ]
     except Exception:  # noqa: BLE001  (whatever failed, the record-by-record path meets it again, writes what
         return None  # comes before it and raises it: a key function may run twice for the record that fails)
     raws = list(map(itemgetter(1), records))
@@ -86,13 +97,6 @@ def flat_keys(computed: Columns) -> list[list[bytes]]:
     if len(computed.keys) == 1:
         return computed.keys[0]
     return list(chain.from_iterable(zip(*computed.keys, strict=True)))
-
-
-def _index_keys(index: Index, position: int, documents: Sequence[Any]) -> list[list[bytes]]:
-    """Each record's keys for one index: computed from its fields, or as its source computed them."""
-    if all(document.__class__ is dict for document in documents):
-        return list(map(index.keys, documents))
-    return [index.keys(document) if document.__class__ is dict else document[position] for document in documents]
 
 
 def write(txn: lmdb.Transaction[bytes], dbi: Any, indexes: Sequence[Index], computed: Columns) -> None:
@@ -117,11 +121,8 @@ def insert_many(table: TableWrites, t: Transaction, records: Sequence[tuple[byte
     if (t.ops is None and t.origin is not None) or (t.ops is not None and table._db.replication.versioned):
         return False  # each record's version is journaled on its own (`_journal_write`)
     keyed = t.ops is not None and len(records) >= KEYED_MIN
-    for index in table._index_list:
-        if not index.duplicates:
-            return False  # a unique index: each key's put is its check
     oids = list(map(_first, records))
-    if not ascending(t.txn, table._dbi, oids):
+    if not appendable(t.txn, table._dbi, table._index_list, oids):
         return False
     for start in range(0, len(records), COLUMN_BATCH):
         end = start + COLUMN_BATCH
