@@ -6,8 +6,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from pynndb.core import entries as entries_module
 from pynndb.core import writes as table_module
-from pynndb.core.entries import FORMAT, HEADER_LENGTH, decode_body, read_entry
+from pynndb.core.entries import FORMAT, HEADER_LENGTH, decode_body, read_entry, single_put
 from pynndb.core.journal import KEY
 from pynndb.errors import MalformedEntry
 from pynndb.replication import Entries, Publisher, Replica, diff
@@ -94,23 +95,87 @@ def test_format_1_entries_are_still_read(open_db) -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"\x03whatever",
-        b"\x02\x01",
-        b"\x02" + HEADER_LENGTH.pack(100) + b"{}",
-        b"\x02" + HEADER_LENGTH.pack(3) + b"abc",
-        v2_body({"o": UUID, "v": 1, "ops": [["put", "people", "k", 5]]}, [b'{"a":'])[:-1],
-        v2_body({"o": UUID, "v": 1, "ops": [["put", "people", "k", 7]]}, [b'{"a":1}', b"extra"]),
-        v2_body({"o": UUID, "v": 1, "ops": [["put", "people", "k", "7"]]}, [b'{"a":1}']),
-        v2_body({"o": UUID, "v": 1, "ops": [["put", "people", "k", 3]]}, [b"[1]"]),
-        v2_body({"o": 5, "v": 1, "ops": []}, []),
-    ],
-)
+MALFORMED = [
+    b"\x03whatever",
+    b"\x02\x01",
+    b"\x02" + HEADER_LENGTH.pack(100) + b"{}",
+    b"\x02" + HEADER_LENGTH.pack(3) + b"abc",
+    v2_body({"o": UUID, "v": 1, "ops": [["put", "people", "k", 5]]}, [b'{"a":'])[:-1],
+    v2_body({"o": UUID, "v": 1, "ops": [["put", "people", "k", 7]]}, [b'{"a":1}', b"extra"]),
+    v2_body({"o": UUID, "v": 1, "ops": [["put", "people", "k", "7"]]}, [b'{"a":1}']),
+    v2_body({"o": UUID, "v": 1, "ops": [["put", "people", "k", 3]]}, [b"[1]"]),
+    v2_body({"o": 5, "v": 1, "ops": []}, []),
+]
+
+
+@pytest.mark.parametrize("body", MALFORMED)
 def test_malformed_bodies_raise(body: bytes) -> None:
     with pytest.raises(MalformedEntry):
         read_entry(body)
+    assert single_put(body) is None  # (the replica's shortcut leaves them to read_entry, which says what is wrong)
+
+
+def test_the_shortcut_for_one_put_reads_what_read_entry_reads(open_db) -> None:
+    db = open_db("db")
+    people = db.table("people")
+    doc = people.append(person(1))
+    body = db.replication.entries(db.replication.sequence)[0][2]
+    entry = read_entry(body)
+    assert single_put(body) == (entry.origin, entry.version, "people", doc.key, entry.ops[0][3])
+
+
+@pytest.mark.parametrize(
+    "header, documents",
+    [
+        ({"o": UUID, "v": 1, "ops": [["put", "p", "k", 7], ["put", "p", "l", 7]]}, [b'{"a":1}', b'{"a":2}']),
+        ({"o": UUID, "v": 1, "ops": [["delete", "p", "k"]]}, []),
+        ({"o": UUID, "v": 1, "ops": [["put", "p", "", 7]]}, [b'{"a":1}']),
+        ({"o": UUID, "v": 1, "ops": [["put", "p", 5, 7]]}, [b'{"a":1}']),
+        ({"o": UUID, "v": 1, "ops": [["put", 5, "k", 7]]}, [b'{"a":1}']),
+        ({"o": UUID, "v": 1, "ops": [["put", "p", "k", 7.0]]}, [b'{"a":1}']),
+        ({"o": UUID, "v": True, "ops": [["put", "p", "k", 7]]}, [b'{"a":1}']),
+        ({"o": UUID, "v": 1.5, "ops": [["put", "p", "k", 7]]}, [b'{"a":1}']),
+        ({"v": 1, "ops": [["put", "p", "k", 7]]}, [b'{"a":1}']),
+        ({"o": UUID, "v": 1, "ops": [["put", "p", "k", 7, "x"]]}, [b'{"a":1}']),
+        ({"o": UUID, "v": 1, "ops": [["put", "p", "k", 6]]}, [b'{"a":1}']),
+        ({"o": UUID, "v": 1, "ops": [["put", "p", "k", 8]]}, [b'{"a":1} ']),
+        ({"o": UUID, "v": 1, "ops": [["put", "p", "k", 3]]}, [b"[1]"]),
+    ],
+)
+def test_the_shortcut_leaves_every_other_entry_to_read_entry(header: dict, documents: list[bytes]) -> None:
+    assert single_put(v2_body(header, documents)) is None
+
+
+def test_a_replica_applies_one_put_entries_by_the_shortcut(open_db, monkeypatch) -> None:
+    source = open_db("source")
+    people, pets = source.table("people"), source.table("pets")
+    people.ensure("by_name", "{name}", duplicates=True)
+    first = [people.append(person(number)) for number in range(3)]
+    pets.append({"name": "Rex"})
+    people.append_many([person(number) for number in range(3, 6)])  # one entry of three puts
+    people.delete(first[0].key)
+    people.append(person(6))
+    target = open_db("target")
+    replica = Replica(target, source.replication.uuid).register()
+    read: list[bytes] = []
+    real = entries_module.read_keyed
+
+    def counted(body: bytes) -> object:
+        read.append(body)
+        return real(body)
+
+    monkeypatch.setattr("pynndb.replication.appliers.read_keyed", counted)
+    serve(Publisher(source), replica, replica.start())
+    assert replica.status()["state"] == "live"
+    assert diff(source, target) == {}
+    assert [doc.key for doc in target["people"].find("by_name")] == [doc.key for doc in people.find("by_name")]
+    # Only the entries that are not one put went the long way: the table creations, the index, the batch and
+    # the delete.
+    assert [read_entry(body).ops[0][0] for body in read].count("put") == 1
+    # The replica's journal carries the entries as they came (it relays them to its own replicas).
+    own = [body for _seq, _clock, body in target.replication.entries(1, 100)]
+    ones = [body for _seq, _clock, body in source.replication.entries(1, 100) if single_put(body) is not None]
+    assert ones and all(body in own for body in ones)
 
 
 def test_a_malformed_document_stalls_the_replica_and_changes_nothing(open_db) -> None:

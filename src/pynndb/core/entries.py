@@ -186,6 +186,43 @@ def _read_binary(body: bytes) -> tuple[Entry, Keys | None]:
     return entry, None
 
 
+def single_put(body: bytes) -> tuple[str, int, str, str, bytes] | None:
+    """The body of an application's one-document commit, the most frequent entry a replica applies (a format 2
+    body with one put op): (origin, version, table, key, the document's stored bytes). None for every other body,
+    including a malformed one: `read_keyed` reads those and says what is wrong."""
+    size = len(body)
+    if size < HEADER_START or body[0] != FORMAT:
+        return None
+    end = HEADER_START + HEADER_LENGTH.unpack_from(body, 1)[0]
+    if end + 2 > size:
+        return None
+    try:
+        header = orjson.loads(body[HEADER_START:end])
+    except orjson.JSONDecodeError:
+        return None
+    if header.__class__ is not dict:
+        return None
+    ops = header.get("ops")
+    if ops.__class__ is not list or len(ops) != 1:
+        return None
+    put = ops[0]
+    if put.__class__ is not list or len(put) != 4 or put[0] != PUT or put[3].__class__ is not int:
+        return None
+    origin, version, table, key = header.get("o"), header.get("v"), put[1], put[2]
+    if (
+        put[3] != size - end
+        or body[end] != 123  # a JSON object: '{' ... '}'
+        or body[size - 1] != 125
+        or origin.__class__ is not str
+        or version.__class__ is not int
+        or table.__class__ is not str
+        or key.__class__ is not str
+        or not key
+    ):
+        return None
+    return origin, version, table, key, body[end:]
+
+
 def _keys(header: dict[str, Any], body: bytes, start: int) -> Keys:
     # Once per replicated insert entry: checks in C (a token that is not a str matches no table's, so is ignored).
     tokens = header.get("kt")

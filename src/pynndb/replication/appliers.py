@@ -14,7 +14,7 @@ import uuid as uuid_module
 from typing import TYPE_CHECKING, Any
 
 from pynndb.core import ops as op
-from pynndb.core.entries import Keys, document_fields, read_keyed, split_keys
+from pynndb.core.entries import Keys, document_fields, read_keyed, single_put, split_keys
 from pynndb.errors import MalformedEntry
 from pynndb.replication import fast_snapshot
 from pynndb.replication.ordering import Entry
@@ -62,6 +62,12 @@ class Applier:
         gc.disable()
         try:
             for _seq, _clock, body in entries:
+                if verbatim and (single := single_put(body)) is not None:
+                    origin, version, table, key, stored = single  # (an application's one-document commit)
+                    if origin != own:
+                        run.add_one(tx, body, version, table, key, stored)
+                        documents += 1
+                    continue
                 (origin, version, ops), keys = read_keyed(body)
                 if origin == own:
                     continue  # our own change coming back through a two-way pair: never re-apply it
@@ -264,6 +270,14 @@ class Run:
         self.documents += taken
         self.entries.append((body, version))
         return len(taken)
+
+    def add_one(self, tx: ApplyTransaction, body: bytes, version: int, table: str, key: str, stored: bytes) -> None:
+        """Take an entry of one put (`entries.single_put`): `add` without the checks that one op has passed."""
+        if table != self.table:
+            self.flush(tx)
+            self.table = table
+        self.documents.append((key.encode(), stored, document_fields(stored)))
+        self.entries.append((body, version))
 
     def flush(self, tx: ApplyTransaction) -> None:
         self.layout = None
