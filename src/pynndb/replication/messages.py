@@ -208,9 +208,9 @@ def decode(frame: bytes, start: int = 0) -> Message:
         raise MalformedEntry("field 'stream' must be a non-negative int")
     if kind == "stored":
         return _decode_stored(header, source, frame, newline + 1)  # read in place: no copy of a large payload
-    payload = frame[newline + 1 :]
     if kind == "entries":
-        return _decode_entries(header, source, payload)
+        return _decode_entries(header, source, frame, newline + 1)  # bodies sliced straight out of the frame
+    payload = frame[newline + 1 :]
     if kind == "chunk":
         try:
             documents = orjson.loads(payload)
@@ -248,10 +248,9 @@ def decode(frame: bytes, start: int = 0) -> Message:
     raise MalformedEntry(f"unknown message type {kind!r}")
 
 
-def _decode_entries(header: dict[str, Any], source: str, payload: bytes) -> Entries:
+def _decode_entries(header: dict[str, Any], source: str, frame: bytes, offset: int) -> Entries:
     described = _field(header, "entries", list)
     entries = []
-    offset = 0
     previous = None
     for item in described:
         # (exact classes, no generator: this runs for every entry a replica receives)
@@ -265,12 +264,12 @@ def _decode_entries(header: dict[str, Any], source: str, payload: bytes) -> Entr
         if previous is not None and seq != previous + 1:
             raise MalformedEntry("entries in a frame must be consecutive")
         previous = seq
-        body = payload[offset : offset + length]
+        body = frame[offset : offset + length]
         if len(body) != length:
             raise MalformedEntry("entry body truncated")
         entries.append((seq, clock, body))
         offset += length
-    if offset != len(payload):
+    if offset != len(frame):
         raise MalformedEntry("trailing bytes after the last entry")
     last = header.get("last", 0)
     return Entries(source, entries, last if isinstance(last, int) else 0)
