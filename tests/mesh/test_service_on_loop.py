@@ -14,7 +14,7 @@ import pytest
 
 from pynndb import Manager
 from pynndb.core.storage import Storage
-from pynndb.mesh import divergence
+from pynndb.mesh import divergence, replicator
 from pynndb.mesh.replication_holdings import Holdings, Hosted
 from pynndb.mesh.replicator import ReplicationService
 from pynndb.mesh.watch import Waker
@@ -48,6 +48,50 @@ def test_steps_run_on_the_loop_thread_and_no_service_thread_exists(
     assert threads == {"pynndb-a-loop", "pynndb-b-loop"}
     names = [thread.name for thread in threading.enumerate()]
     assert not [name for name in names if name.endswith("-replication")], names
+
+
+def test_steps_woken_by_a_stream_leave_the_routine_to_its_pace(
+    mesh: Mesh, manager: Manager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The routine part of a step (ticks, catching up, announcements) comes at most every REPLICA_TICK in a stream;
+    # a longer pace than this test lasts shows that nothing else waits for it: replication starts (its requests
+    # go at once), a stream is applied, a divergence check completes.
+    monkeypatch.setattr(replicator, "REPLICA_TICK", 60.0)
+    steps: list[str] = []
+    routines: list[str] = []
+    step, routine = ReplicationService._step, ReplicationService._routine
+
+    def counted_step(service: ReplicationService) -> None:
+        steps.append(threading.current_thread().name)
+        step(service)
+
+    def counted_routine(service: ReplicationService, *args: Any) -> None:
+        routines.append(threading.current_thread().name)
+        routine(service, *args)
+
+    monkeypatch.setattr(ReplicationService, "_step", counted_step)
+    monkeypatch.setattr(ReplicationService, "_routine", counted_routine)
+    nodea, nodeb = mesh.node("a"), mesh.node("b")
+    nodea.connect(nodeb)
+    source = manager.database("s", str(tmp_path / "s"), config={"replication": True})
+    replica = manager.database("r", str(tmp_path / "r"), config={"replication": True})
+    cmd = mesh.plugin(nodea)
+    cmd.call("REGISTER", {"path": source.path})
+    peer = cmd.call("LOOKUP", {"name": "b"})["peer"]
+    params = {"path": replica.path, "uuid": source.replication.uuid}
+    cmd.call("REPLICATE", params, target=peer)
+    people = source.table("people")
+    people.append(person(0))
+    wait_until(lambda: "people" in replica.tables() and replica.table("people").records() == 1, timeout=10)
+    del steps[:], routines[:]
+    for number in range(1, 31):  # each write waits for the one before it: every step is woken by an arrival
+        people.append(person(number))
+        wait_until(lambda number=number: replica.table("people").records() == number + 1, timeout=10, interval=0.001)
+    stream = (steps.count("pynndb-b-loop"), routines.count("pynndb-b-loop"))
+    assert stream[0] >= 30 and stream[1] == 0, stream
+    assert routines.count("pynndb-a-loop") < steps.count("pynndb-a-loop") / 2  # (a's: its safety poll, 0.5 s)
+    reply = cmd.call("VERIFY", params, target=peer, timeout=20)
+    assert [entry["verification"] for entry in reply["replicas"]] == ["match"]
 
 
 def test_a_replica_is_digested_on_a_worker_not_on_the_loop(

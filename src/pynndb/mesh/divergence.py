@@ -120,6 +120,12 @@ class DivergenceDetector:
             if replica.hold_at is not None:
                 replica.release()
 
+    @property
+    def under_way(self) -> bool:
+        """Whether a check is asked for or in progress (a peek without the lock: the service's steps then run
+        `step` each time, so a check never waits for the routine's pace)."""
+        return bool(self._wanted or self._fetching or self._checks or self._mine)
+
     def request(self, replica: Replica) -> int:
         """Ask for a check of `replica` (unless one is under way); returns the generation that will finish it."""
         key = key_of(replica)

@@ -19,10 +19,12 @@ from pynndb.errors import CommandError
 from pynndb.mesh.commands import NOT_FOUND
 from pynndb.mesh.replication_info import ReplicaInfo, ReplicaSourceInfo, ReplicationInfo, SourceInfo
 from pynndb.mesh.watch import Waker
+from pynndb.replication.messages import Request
 from pynndb.replication.replica import Replica
 from pynndb.replication.source import Publisher
 
 Key = tuple[str, str]  # (replica database uuid, source uuid)
+CATCH_UP_AFTER = 0.25  # seconds a hosted replica known to be behind waits for entries before it asks
 
 
 @dataclass
@@ -41,6 +43,22 @@ class Hosted:
         """A mesh link came (back) up: ask at once if behind, and do not wait long for a request the fault lost."""
         self.last_progress = 0.0  # the catch-up check asks at once
         self.replica.link_restored()
+
+    def tick(self, known: dict[str, int], clocks: dict[str, int], now: float) -> list[Request]:
+        """The replica's periodic part: what its source is known to have reached (`known`: source -> sequence,
+        `clocks`: source -> its latest entry's clock), its requests to re-send, and one to catch up when it stayed
+        behind without asking for CATCH_UP_AFTER."""
+        replica = self.replica
+        if replica.source in known:
+            replica.source_last = max(replica.source_last, known[replica.source])
+            replica.source_clock = max(replica.source_clock, clocks.get(replica.source, 0))
+        if self.paused:
+            return []
+        requests = replica.tick()
+        behind = known.get(replica.source, 0) > replica.hwm
+        if not requests and behind and replica.requested_at is None and now - self.last_progress > CATCH_UP_AFTER:
+            requests = [replica.request()]
+        return requests
 
 
 class Holdings:
@@ -103,6 +121,11 @@ class Holdings:
         with self.lock:
             self._restored = True
 
+    @property
+    def link_came_up(self) -> bool:
+        """Whether `take_link_up` has news (a peek, without the lock: the step that acts on it takes it)."""
+        return self._restored
+
     def take_link_up(self) -> bool:
         """Whether a link came up since the last call (read and cleared under the lock: no report is lost)."""
         with self.lock:
@@ -155,6 +178,22 @@ class Holdings:
         """A consistent copy: open databases, served sources, hosted replicas."""
         with self.lock:
             return list(self._databases.values()), list(self._sources.values()), list(self._replicas.values())
+
+    def source_sequences(
+        self, advertised: tuple[dict[str, int], dict[str, int]], clocks: dict[str, int]
+    ) -> dict[str, int]:
+        """Source uuid -> its latest sequence known here: what nodes advertise (`advertised`: sequences and clocks,
+        see replication_info.source_progress), and their own for the sources served here. `clocks` (source -> the
+        time of its latest entry, so lag stays true while a source is idle) is brought up to date."""
+        sequences, advertised_clocks = advertised
+        for uuid, clock in advertised_clocks.items():
+            if clock > clocks.get(uuid, 0):
+                clocks[uuid] = clock
+        for source in self.snapshot()[1]:
+            uuid = source.publisher.uuid
+            sequences[uuid] = source.db.replication.sequence
+            clocks[uuid] = max(clocks.get(uuid, 0), source.publisher.published_clock)
+        return sequences
 
     def busy(self) -> tuple[bool, bool]:
         """(hosts any replica, serves any source)."""

@@ -20,7 +20,7 @@ from pynndb.core.database import Database
 from pynndb.errors import MalformedEntry, PyNNDBError
 from pynndb.mesh.divergence import DivergenceDetector
 from pynndb.mesh.replication_commands import ReplicationCommands
-from pynndb.mesh.replication_holdings import Holdings
+from pynndb.mesh.replication_holdings import Holdings, Hosted
 from pynndb.mesh.replication_inbox import TARGETED, Arrival, coalesce, take_slice
 from pynndb.mesh.replication_inbox import TOPIC as TOPIC_FRAME
 from pynndb.mesh.replication_info import SERVICE, replica_holder, source_owners, source_progress
@@ -41,7 +41,6 @@ UUID_LENGTH = 36
 POLL_IDLE = 0.002  # journal polling for a served database whose doorbell cannot be used
 SAFETY_POLL = 0.5  # everything is woken by doorbells and messages: this only catches a ring that never came
 REPLICA_TICK = 0.05  # hosted replicas re-send unanswered requests on ticks
-CATCH_UP_AFTER = 0.25
 SLICE_FRAMES = 1000  # arrivals taken by one step (a step holds up the node's sockets: long work goes in slices)
 SLICE_BYTES = 4 << 20
 SLICE_MESSAGES = 8  # batches of live entries (each up to 1 MiB) a step publishes per served database
@@ -62,6 +61,7 @@ class ReplicationService:
         self._outbox = RequestOutbox()  # requests waiting for their source's node to be known
         self._server = SourceServer(node.label, self._answer, self._served)
         self._deadline = 0.0  # when the next step is due even if nothing wakes it (0: at once)
+        self._routine_due = 0.0  # when a step that was woken runs the routine part too (see _step)
         self._info_at = 0.0
         self._woken = False
         self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0, "found_by_polling": 0}
@@ -150,17 +150,6 @@ class ReplicationService:
         hosted = self.holdings.hosted((target, source))
         return (self.node.id, hosted.replica.db.path) if hosted is not None else None
 
-    def _source_sequences(self) -> dict[str, int]:
-        sequences, clocks = source_progress(self.node.directory())
-        for uuid, clock in clocks.items():
-            if clock > self._source_clocks.get(uuid, 0):
-                self._source_clocks[uuid] = clock  # the latest entry's time: lag stays true while it is idle
-        for source in self.holdings.snapshot()[1]:
-            uuid = source.publisher.uuid
-            sequences[uuid] = source.db.replication.sequence
-            self._source_clocks[uuid] = max(self._source_clocks.get(uuid, 0), source.publisher.published_clock)
-        return sequences
-
     # --- asking for steps ------------------------------------------------------------------------------------
     def wake(self) -> None:
         """Make the service run a step now (from any thread)."""
@@ -210,9 +199,9 @@ class ReplicationService:
         arrived, more = take_slice(self._inbox, SLICE_FRAMES, SLICE_BYTES)
         if more:
             self._waker.pending = True  # the loop serves its sockets, then steps again at once
-        self.take(arrived)
+        if arrived:
+            self.take(arrived)
         _databases, sources, hosted_list = self.holdings.snapshot()
-        restored = self.holdings.take_link_up()
         self._commits.polling()  # (commits before this, the applies of this step, woke nobody)
         for source in sources:
             messages = source.publisher.poll(SLICE_MESSAGES)
@@ -226,21 +215,30 @@ class ReplicationService:
                 # Replicas on this very node get the entries directly (a node does not receive its own topics).
                 self._deliver_local(message)
         now = time.monotonic()
-        known = self._source_sequences() if now - self._info_at >= INFO_EVERY else {}
+        # A step that something woke (entries arrived, a commit rang) does only that work; the routine below runs
+        # at its own pace, REPLICA_TICK apart, or at once when requests wait, a link came up or a divergence check
+        # is under way. A stream of small commits then costs each node less a step.
+        if (
+            self._woken
+            and now < self._routine_due
+            and not self._outbox
+            and not self.holdings.link_came_up
+            and not self.divergence.under_way
+        ):
+            return
+        self._routine_due = now + REPLICA_TICK
+        self._routine(hosted_list, now)
+
+    def _routine(self, hosted_list: list[Hosted], now: float) -> None:
+        """Hosted replicas' ticks and catching up, divergence checks, announcements, requests to send."""
+        restored = self.holdings.take_link_up()
+        known = {}
+        if now - self._info_at >= INFO_EVERY:
+            known = self.holdings.source_sequences(source_progress(self.node.directory()), self._source_clocks)
         for hosted in hosted_list:
-            replica = hosted.replica
             if restored:
                 hosted.link_restored()
-            if replica.source in known:
-                replica.source_last = max(replica.source_last, known[replica.source])
-                replica.source_clock = max(replica.source_clock, self._source_clocks.get(replica.source, 0))
-            if hosted.paused:
-                continue
-            requests = replica.tick()
-            behind = known.get(replica.source, 0) > replica.hwm
-            if not requests and behind and replica.requested_at is None and now - hosted.last_progress > CATCH_UP_AFTER:
-                requests = [replica.request()]
-            self.queue_requests(requests)
+            self.queue_requests(hosted.tick(known, self._source_clocks, now))
         self.divergence.step(hosted_list, now)
         if known:
             self._announce()
