@@ -4,6 +4,7 @@ the loop."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from pynndb import Manager
+from pynndb.core.doorbell import bell_directory
 from pynndb.core.storage import Storage
 from pynndb.mesh import divergence, replicator
 from pynndb.mesh.replication_holdings import Holdings, Hosted
@@ -92,6 +94,33 @@ def test_steps_woken_by_a_stream_leave_the_routine_to_its_pace(
     assert routines.count("pynndb-a-loop") < steps.count("pynndb-a-loop") / 2  # (a's: its safety poll, 0.5 s)
     reply = cmd.call("VERIFY", params, target=peer, timeout=20)
     assert [entry["verification"] for entry in reply["replicas"]] == ["match"]
+
+
+def test_a_database_no_longer_served_stops_waking_the_node(mesh: Mesh, manager: Manager, tmp_path: Path) -> None:
+    # The node (in this process) listens to a served database's commits on a doorbell of its own; after UNREGISTER
+    # commits of other processes must not wake it any more (each would run a step for nothing), and serving the
+    # database again listens again.
+    node = mesh.node("solo")
+    source = manager.database("s", str(tmp_path / "s"), config={"replication": True})
+    cmd = mesh.plugin(node)
+    bells = bell_directory(source.path)
+
+    def listening() -> list[str]:
+        names = os.listdir(bells) if os.path.isdir(bells) else []
+        return [name for name in names if name.startswith(f"{os.getpid()}-")]
+
+    cmd.call("REGISTER", {"path": source.path})
+    wait_until(listening, timeout=5)
+    cmd.call("UNREGISTER", {"path": source.path})
+    wait_until(lambda: not listening(), timeout=5)
+    cmd.call("REGISTER", {"path": source.path})
+    wait_until(listening, timeout=5)
+    cmd.call("UNREGISTER", {"path": source.path})
+    cmd.call("REGISTER", {"path": source.path})  # served again before a step could settle: keeps its doorbell
+    service = node.replication
+    assert service is not None
+    wait_until(lambda: not service.holdings._unwatched, timeout=5)  # (the step that settles them ran)
+    assert len(listening()) == 1
 
 
 def test_a_replica_is_digested_on_a_worker_not_on_the_loop(

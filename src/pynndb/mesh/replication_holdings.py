@@ -74,6 +74,7 @@ class Holdings:
         self._replicas: dict[Key, Hosted] = {}
         self.all_watched = True  # every served database has a doorbell (else the service polls the journals)
         self._restored = False  # a mesh link came up since the service last looked
+        self._unwatched: list[str] = []  # paths of databases no longer served, whose doorbells are still watched
 
     def open(self, path: str) -> Database:
         """Open (or share) the database at `path`; it must already exist."""
@@ -100,9 +101,27 @@ class Holdings:
         return True
 
     def unserve(self, db: Database) -> bool:
-        """Stop serving ``db``; False if it was not served here."""
+        """Stop serving ``db``; False if it was not served here. The service's next step stops watching its
+        doorbell (`settle_watches`): other processes' commits to it no longer wake the node."""
         with self.lock:
-            return self._sources.pop(db.replication.uuid, None) is not None
+            if self._sources.pop(db.replication.uuid, None) is None:
+                return False
+            self._unwatched.append(db.path)
+        self._waker.set()
+        return True
+
+    def settle_watches(self) -> None:
+        """Stop watching the doorbells of databases no longer served. On the service's thread, the only one that
+        reads the doorbells (none is closed under it); under the lock `serve` watches under (a database served
+        again meanwhile keeps its doorbell)."""
+        if not self._unwatched:
+            return
+        with self.lock:
+            paths, self._unwatched = self._unwatched, []
+            served = {source.db.path for source in self._sources.values()}
+            for path in paths:
+                if path not in served:
+                    self._waker.unwatch(path)
 
     def source(self, uuid: str) -> Source | None:
         with self.lock:

@@ -195,6 +195,7 @@ class ReplicationService:
             self._deadline = time.monotonic() + step_interval(self.holdings, bool(self._outbox), self.poll_interval)
 
     def _step(self) -> None:
+        self.holdings.settle_watches()
         self._commits.begin()
         arrived, more = take_slice(self._inbox, SLICE_FRAMES, SLICE_BYTES)
         if more:
