@@ -22,6 +22,7 @@ from pynndb.core.changes import Change, follow
 from pynndb.core.config import DatabaseConfig
 from pynndb.core.doorbell import Bell
 from pynndb.core.journal import Replication
+from pynndb.core.meta import SCHEMA
 from pynndb.core.table import Table
 from pynndb.core.transaction import Transaction
 from pynndb.errors import DatabaseClosed, DatabaseError, ReadOnlyDatabase, TransactionError
@@ -96,33 +97,45 @@ class Database(Catalog):
     def _begin(self, write: bool, applying: bool = False) -> Transaction:
         if self._closed:
             raise DatabaseClosed(f"database {self.path} is closed")
+        owner = get_ident() if write else 0
         if write and (
             self.config.readonly
             or (self.replication.read_only and not applying)
-            or (self._writer is not None and self._writer_owner == get_ident())
+            or (self._writer is not None and self._writer_owner == owner)
         ):
             self._refuse_writer(applying)
-        env = self._env
+        try:
+            txn = self._env.begin(None, None, write)  # (positional: py-lmdb parses them faster; once per call)
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)  # another process grew the map: adopt its size
+            txn = self._env.begin(None, None, write)
+        if not write:
+            return Transaction(self, txn, False, False, applying)
+        if txn.get(SCHEMA, None, self._meta) != self._schema_token:
+            txn = self._schema_changed_under(txn, applying)
+        transaction = Transaction(self, txn, True, self.replication.enabled, applying)
+        # LMDB runs one writer at a time, so at most one write transaction is open in this process.
+        self._writer = transaction
+        self._writer_owner = owner
+        return transaction
+
+    def _schema_changed_under(self, txn: lmdb.Transaction[bytes], applying: bool) -> lmdb.Transaction[bytes]:
+        """Another process changed the schema before this write began: reload it (handles must be opened in a
+        transaction that commits, since LMDB closes those opened in one that aborts, so in one of its own) and begin
+        again; a write transaction whose schema is current."""
         for _attempt in range(16):
+            txn.abort()
+            self._reload_schema()
+            if self.replication.read_only and not applying:
+                raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
             try:
-                txn = env.begin(None, None, write)  # (positional: py-lmdb parses them faster; once per call)
+                txn = self._env.begin(None, None, True)
             except lmdb.MapResizedError:
-                env.set_mapsize(0)  # another process grew the map: adopt its size
-                txn = env.begin(None, None, write)
-            if write and txn.get(meta.SCHEMA, None, self._meta) != self._schema_token:
-                # Another process changed the schema. Handles must be opened in a transaction that commits
-                # (LMDB closes those opened in one that aborts), so reload in a transaction of its own.
-                txn.abort()
-                self._reload_schema()
-                if self.replication.read_only and not applying:
-                    raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
-                continue
-            transaction = Transaction(self, txn, write, write and self.replication.enabled, applying)
-            if write:
-                # LMDB runs one writer at a time, so at most one write transaction is open in this process.
-                self._writer = transaction
-                self._writer_owner = get_ident()
-            return transaction
+                self._env.set_mapsize(0)
+                txn = self._env.begin(None, None, True)
+            if txn.get(SCHEMA, None, self._meta) == self._schema_token:
+                return txn
+        txn.abort()
         raise DatabaseError(f"{self.path}: the schema keeps changing under this writer")
 
     def _refuse_writer(self, applying: bool) -> None:

@@ -46,9 +46,11 @@ class Transaction:
         # Journal ops of the current entry; None when the database keeps no journal.
         self.ops: list[Any] | None = [] if journaled else None
         # The stored bytes of the current entry's put ops, in op order, copied in: keeping each orjson output
-        # alive instead makes every later orjson.dumps many times slower (its buffers are over-allocated).
-        self.documents = bytearray()
+        # alive instead makes every later orjson.dumps many times slower (its buffers are over-allocated). Only
+        # a journaled transaction adds to them (where `ops` is not None).
+        self.documents: bytearray | bytes = b""
         if journaled:
+            self.documents = bytearray()
             # The index keys of the current entry's inserts (TableWrites._insert): their bytes back to back, their
             # lengths (one per index of the table, 0: no key; None: this entry cannot carry them), how many put ops
             # recorded them, and the index token of each table they went into. (Unset without a journal: nothing
@@ -58,10 +60,10 @@ class Transaction:
             self.key_lengths: list[int] | None = []
             self.keyed = 0
             self.key_tables: dict[bytes, bytes] = {}
-        self.hlc = 0  # the database clock for this transaction, set at the first journaled write
-        self.seq = 0
-        self.origin: bytes | None = None  # set by the replication applier while it applies a remote entry
-        self.version = 0
+        # The database clock for this transaction (set at the first journaled write), its sequence, and the version
+        # it writes at (the replication applier's, with the origin and source of a remote entry it applies).
+        self.hlc = self.seq = self.version = 0
+        self.origin: bytes | None = None
         self.source: bytes | None = None
         self.applying = applying
         self.schema_changed = False
