@@ -14,14 +14,33 @@ from typing import Any
 import pytest
 
 from pynndb import Manager
+from pynndb.core.database import Database
 from pynndb.core.doorbell import bell_directory
 from pynndb.core.storage import Storage
 from pynndb.mesh import divergence, replicator
+from pynndb.mesh.plugin import Plugin
 from pynndb.mesh.replication_holdings import Holdings, Hosted
 from pynndb.mesh.replicator import ReplicationService
 from pynndb.mesh.watch import Waker
 from tests.helpers import person, wait_until
 from tests.mesh.conftest import Mesh
+
+
+def replicated_pair(
+    mesh: Mesh, manager: Manager, tmp_path: Path
+) -> tuple[Database, Database, Plugin, str, dict[str, Any]]:
+    """Nodes a - b, a source served by a, replicated into a database on b: (source, replica, a Plugin on a, b's
+    id, the REPLICATE params)."""
+    nodea, nodeb = mesh.node("a"), mesh.node("b")
+    nodea.connect(nodeb)
+    source = manager.database("s", str(tmp_path / "s"), config={"replication": True})
+    replica = manager.database("r", str(tmp_path / "r"), config={"replication": True})
+    cmd = mesh.plugin(nodea)
+    cmd.call("REGISTER", {"path": source.path})
+    peer = cmd.call("LOOKUP", {"name": "b"})["peer"]
+    params = {"path": replica.path, "uuid": source.replication.uuid}
+    cmd.call("REPLICATE", params, target=peer)
+    return source, replica, cmd, peer, params
 
 
 def test_steps_run_on_the_loop_thread_and_no_service_thread_exists(
@@ -35,14 +54,7 @@ def test_steps_run_on_the_loop_thread_and_no_service_thread_exists(
         step(service)
 
     monkeypatch.setattr(ReplicationService, "_step", recorded)
-    nodea, nodeb = mesh.node("a"), mesh.node("b")
-    nodea.connect(nodeb)
-    source = manager.database("s", str(tmp_path / "s"), config={"replication": True})
-    replica = manager.database("r", str(tmp_path / "r"), config={"replication": True})
-    cmd = mesh.plugin(nodea)
-    cmd.call("REGISTER", {"path": source.path})
-    peer = cmd.call("LOOKUP", {"name": "b"})["peer"]
-    cmd.call("REPLICATE", {"path": replica.path, "uuid": source.replication.uuid}, target=peer)
+    source, replica, _cmd, _peer, _params = replicated_pair(mesh, manager, tmp_path)
     people = source.table("people")
     for number in range(20):
         people.append(person(number))
@@ -73,15 +85,7 @@ def test_steps_woken_by_a_stream_leave_the_routine_to_its_pace(
 
     monkeypatch.setattr(ReplicationService, "_step", counted_step)
     monkeypatch.setattr(ReplicationService, "_routine", counted_routine)
-    nodea, nodeb = mesh.node("a"), mesh.node("b")
-    nodea.connect(nodeb)
-    source = manager.database("s", str(tmp_path / "s"), config={"replication": True})
-    replica = manager.database("r", str(tmp_path / "r"), config={"replication": True})
-    cmd = mesh.plugin(nodea)
-    cmd.call("REGISTER", {"path": source.path})
-    peer = cmd.call("LOOKUP", {"name": "b"})["peer"]
-    params = {"path": replica.path, "uuid": source.replication.uuid}
-    cmd.call("REPLICATE", params, target=peer)
+    source, replica, cmd, peer, params = replicated_pair(mesh, manager, tmp_path)
     people = source.table("people")
     people.append(person(0))
     wait_until(lambda: "people" in replica.tables() and replica.table("people").records() == 1, timeout=10)
