@@ -2,7 +2,8 @@
 
 Everything runs on 127.0.0.1 and is started and stopped here: `pynndb node` processes (a 2-node pair for 1 hop, a
 4-node chain for 3 hops) fed by this process acting as the application, and `redis-server` (skipped with a clear
-line when it is not installed). Figures: write-to-readable lag p50/p99 (with each node's CPU a sample), sustained
+line when it is not installed). Figures: write-to-readable lag p50/p99 (with each node's CPU a sample, and the
+source's rounds a sample: journal reads it published, each one frame the replica applies at once), sustained
 replicated ingest with batched writes and the replica's tail, full sync of a new replica (without a journal of its
 own, and with one as in the README's example); medians where repeated.
 Lag is measured for the write patterns applications have: back-to-back dependent writes (write, wait until readable
@@ -350,11 +351,17 @@ def pynndb_lag(
 
             nodes = mesh.nodes[: hops + 1]
             before = [thread_cpu(node.pid) for node in nodes]
+            published = rounds_published(mesh, "n0")
             lags, lost = measure_lag(write, lambda oid: replica.get(oid) is not None, samples, pattern, idle)
             each = bursts(samples) if pattern == "burst" else idle if pattern == "idle" else samples
             cpu = [(thread_cpu(node.pid) - start) / each for node, start in zip(nodes, before, strict=True)]
-            results[pattern] = {"lags": lags, "lost": lost, "node_cpu": cpu}
-            print(f"  {hops}-hop lag, {pattern}: p50/p99 {fmt_lag(results[pattern])}; {fmt_cpu(cpu)}", flush=True)
+            rounds = (rounds_published(mesh, "n0") - published) / each
+            results[pattern] = {"lags": lags, "lost": lost, "node_cpu": cpu, "rounds": rounds}
+            print(
+                f"  {hops}-hop lag, {pattern}: p50/p99 {fmt_lag(results[pattern])}; {fmt_cpu(cpu)}; "
+                f"{rounds:.1f} rounds a sample",
+                flush=True,
+            )
             if lags and sorted(lags)[len(lags) // 2] > CLIFF:
                 explain_cliff(mesh, pair)
             offset += documents_needed(samples, [pattern], idle)
@@ -420,6 +427,14 @@ def thread_cpu(pid: int) -> float:
         except (OSError, ValueError, IndexError):
             return process_cpu(pid)
     return total / 1e9
+
+
+def rounds_published(mesh: Mesh, label: str) -> int:
+    """How many times the source's node has read new journal entries and published them (a round each: one frame
+    that the replica then applies in one transaction). A burst's lag is about one and a half rounds, so what a
+    round costs each node decides it (docs/benchmarks.md, Round 11)."""
+    info = mesh.call("STATUS", {}, label).get("replication") or {}
+    return int(info.get("published", 0))
 
 
 def fmt_cpu(cpu: list[float]) -> str:
