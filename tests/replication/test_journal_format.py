@@ -146,6 +146,14 @@ def test_the_shortcut_leaves_every_other_entry_to_read_entry(header: dict, docum
     assert single_put(v2_body(header, documents)) is None
 
 
+def test_a_long_header_is_left_to_read_entry_and_read_once() -> None:
+    # One put into a table with a long name: read_keyed reads it (the shortcut parses no header that long, so an
+    # entry of many ops is never parsed twice).
+    body = v2_body({"o": UUID, "v": 1, "ops": [["put", "p" * 1100, "k", 7]]}, [b'{"a":1}'])
+    assert single_put(body) is None
+    assert read_entry(body).ops == [["put", "p" * 1100, "k", b'{"a":1}']]
+
+
 def test_a_replica_applies_one_put_entries_by_the_shortcut(open_db, monkeypatch) -> None:
     source = open_db("source")
     people, pets = source.table("people"), source.table("pets")

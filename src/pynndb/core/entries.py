@@ -30,6 +30,10 @@ BINARY_FORMATS = (FORMAT_BYTE, KEYED_FORMAT_BYTE)  # bodies `_read_binary` reads
 # per entry than decoding a few documents does. `benchmarks/apply_keys.py` (a replica's apply CPU a document, keys /
 # no keys, three runs): k=1 1.16-1.31x, k=4 0.99-1.03x, k=8 0.96-1.03x, k=1000 0.70-0.85x.
 KEYED_MIN = 8
+# The longest header `single_put` parses: one put op with a 256-byte key and a table name of up to ~600 bytes.
+# Entries of several ops have longer headers (one op is ~80 bytes) or carry keys (format 3), and are read once,
+# by `read_keyed`.
+SINGLE_PUT_HEADER = 1024
 
 
 class Entry(NamedTuple):
@@ -193,9 +197,10 @@ def single_put(body: bytes) -> tuple[str, int, str, str, bytes] | None:
     size = len(body)
     if size < HEADER_START or body[0] != FORMAT:
         return None
-    end = HEADER_START + HEADER_LENGTH.unpack_from(body, 1)[0]
-    if end + 2 > size:
-        return None
+    length = HEADER_LENGTH.unpack_from(body, 1)[0]
+    end = HEADER_START + length
+    if end + 2 > size or length > SINGLE_PUT_HEADER:
+        return None  # (a longer header holds more ops, or long names: `read_keyed` must not parse it twice)
     try:
         header = orjson.loads(body[HEADER_START:end])
     except orjson.JSONDecodeError:
