@@ -94,7 +94,7 @@ class Database(Catalog):
         return self.path
 
     # --- transactions ---------------------------------------------------------------------------------------
-    def _begin(self, write: bool, applying: bool = False) -> Transaction:
+    def _begin(self, write: bool, applying: bool = False, attempts: int = 16) -> Transaction:
         if self._closed:
             raise DatabaseClosed(f"database {self.path} is closed")
         owner = get_ident() if write else 0
@@ -112,31 +112,18 @@ class Database(Catalog):
         if not write:
             return Transaction(self, txn, False, False, applying)
         if txn.get(SCHEMA, None, self._meta) != self._schema_token:
-            txn = self._schema_changed_under(txn, applying)
+            # Another process changed the schema. Handles must be opened in a transaction that commits (LMDB closes
+            # those opened in one that aborts), so reload in a transaction of its own, then begin again.
+            txn.abort()
+            if attempts <= 1:
+                raise DatabaseError(f"{self.path}: the schema keeps changing under this writer")
+            self._reload_schema()
+            return self._begin(True, applying, attempts - 1)  # (refuses a writer if it became a read-only replica)
         transaction = Transaction(self, txn, True, self.replication.enabled, applying)
         # LMDB runs one writer at a time, so at most one write transaction is open in this process.
         self._writer = transaction
         self._writer_owner = owner
         return transaction
-
-    def _schema_changed_under(self, txn: lmdb.Transaction[bytes], applying: bool) -> lmdb.Transaction[bytes]:
-        """Another process changed the schema before this write began: reload it (handles must be opened in a
-        transaction that commits, since LMDB closes those opened in one that aborts, so in one of its own) and begin
-        again; a write transaction whose schema is current."""
-        for _attempt in range(16):
-            txn.abort()
-            self._reload_schema()
-            if self.replication.read_only and not applying:
-                raise ReadOnlyDatabase(f"{self.path} is a read-only replica; write to its source instead")
-            try:
-                txn = self._env.begin(None, None, True)
-            except lmdb.MapResizedError:
-                self._env.set_mapsize(0)
-                txn = self._env.begin(None, None, True)
-            if txn.get(SCHEMA, None, self._meta) == self._schema_token:
-                return txn
-        txn.abort()
-        raise DatabaseError(f"{self.path}: the schema keeps changing under this writer")
 
     def _refuse_writer(self, applying: bool) -> None:
         """Why a write transaction cannot begin here (`_begin` tested all three in one expression)."""
