@@ -5,6 +5,7 @@ and off, with in-process nodes and with `pynndb node` processes.
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from pynndb import Manager
+from pynndb.core.doorbell import bell_directory
 from pynndb.mesh.replicator import SAFETY_POLL
 from tests.helpers import wait_until
 from tests.integration.deployment import Child, Deployment, Node
@@ -103,3 +105,30 @@ def test_a_replica_node_wakes_once_per_arrival_not_again_for_its_own_apply(
         assert woken <= writes + 5, woken
     finally:
         application.stop()
+
+
+def test_a_database_no_longer_served_no_longer_wakes_its_node(deployment: Deployment, tmp_path: Path) -> None:
+    """After UNREGISTER the node stops listening to the database's doorbell: an application process's commits to it
+    no longer wake the node for steps with nothing to do (before, each of them did)."""
+    source, replica, cmd, a, b = replicated(deployment, tmp_path)
+    bells = bell_directory(source)
+    application = Child([sys.executable, "-c", APPLICATION, source, "1"], tmp_path / "app.log")
+    writes = 30
+    try:
+        assert application.line().strip() == "ready"
+        assert len(fifos(bells)) == 1  # node a listens (the application only rings)
+        cmd.call("UNREGISTER", {"path": source}, target=a.label)
+        wait_until(lambda: not fifos(bells), timeout=10)
+        before = cmd.call("STATUS", target=a.label)["replication"]["wakeups"]
+        for _ in range(writes):
+            application.process.stdin.write("1\n")  # type: ignore[union-attr]
+            application.process.stdin.flush()  # type: ignore[union-attr]
+            assert application.line().strip() == "done"
+        woken = cmd.call("STATUS", target=a.label)["replication"]["wakeups"] - before
+        assert woken <= 5, woken  # (a message from b, a peer change: not one per commit)
+    finally:
+        application.stop()
+
+
+def fifos(directory: str) -> list[str]:
+    return [name for name in os.listdir(directory) if name.endswith(".fifo")] if os.path.isdir(directory) else []
