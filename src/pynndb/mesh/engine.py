@@ -27,7 +27,7 @@ from pynndb.mesh.handshake import Links
 from pynndb.mesh.linking import Linking
 from pynndb.mesh.links import Channel, make_ports
 from pynndb.mesh.local import Endpoints, NodeConfig, OnReply
-from pynndb.mesh.loop import NOBLOCK, NOBLOCK_MORE, LoopTask, SocketLoop
+from pynndb.mesh.loop import NOBLOCK, NOBLOCK_MORE, LoopTask, SocketLoop, send
 from pynndb.mesh.requests import Requests
 from pynndb.mesh.routing import Routes, SeenCache
 from pynndb.mesh.workers import WorkerPool
@@ -188,7 +188,7 @@ class Engine:
         if not self.seen.check_and_add(wire.seen_key(frame)):
             self.counters["duplicates"] += 1
             return
-        header = wire.decode_routed(frame)
+        header = wire.decode_routed(frame, kind)
         origin = header.origin
         came_from = channel.peer
         self.directory.touch(origin)
@@ -237,8 +237,8 @@ class Engine:
     def send_router(self, socket: zmq.Socket, identity: bytes, frame: bytes) -> None:
         self.loop.touched.add(socket)
         try:
-            socket.send(identity, NOBLOCK_MORE)
-            socket.send(frame, NOBLOCK)
+            send(socket, identity, NOBLOCK_MORE)
+            send(socket, frame, NOBLOCK)
             self.counters["frames_out"] += 1
         except zmq.ZMQError:
             self.counters["dropped"] += 1

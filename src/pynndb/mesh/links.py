@@ -15,7 +15,7 @@ import zmq
 
 from pynndb.errors import InvalidAddress, MalformedMessage, MeshError
 from pynndb.mesh import wire
-from pynndb.mesh.loop import NOBLOCK, NOBLOCK_MORE
+from pynndb.mesh.loop import NOBLOCK, NOBLOCK_MORE, send
 from pynndb.mesh.security import make_server
 
 HIGH_WATER_MARK = 100_000
@@ -86,11 +86,11 @@ class Channel:
         """Send one frame without blocking; False if the peer is unreachable or its queue is full."""
         try:
             if self.socket is not None:
-                self.socket.send(frame, NOBLOCK, copy=len(frame) < 65536)
+                send(self.socket, frame, NOBLOCK, len(frame) < 65536)
             else:
                 # ROUTER framing needs the identity frame first; SNDMORE is cheaper than send_multipart.
-                router.send(self.identity or b"", NOBLOCK_MORE)
-                router.send(frame, NOBLOCK, copy=len(frame) < 65536)
+                send(router, self.identity or b"", NOBLOCK_MORE)
+                send(router, frame, NOBLOCK, len(frame) < 65536)
         except zmq.ZMQError:
             return False
         return True

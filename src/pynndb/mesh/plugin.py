@@ -20,7 +20,7 @@ import zmq
 from pynndb.errors import CommandTimeout, InvalidArgument, InvalidKeys, MalformedMessage, MeshError, NodeUnreachable
 from pynndb.mesh import commands, security, wire
 from pynndb.mesh.links import configure, split_address
-from pynndb.mesh.loop import receive
+from pynndb.mesh.loop import receive, send
 from pynndb.mesh.security import KeyPair
 from pynndb.mesh.verbs import CommandVerbs
 
@@ -135,7 +135,7 @@ class Plugin(CommandVerbs):
             request_id = next(self._request_ids)
             # The node gets a slightly shorter deadline, so a routed timeout comes back as a reply.
             body = {"req": request_id, "cmd": command, "params": params, "target": target, "timeout": timeout * 0.9}
-            socket.send(wire.encode_control(wire.REQUEST, body))
+            send(socket, wire.encode_control(wire.REQUEST, body), 0)
             deadline = time.monotonic() + timeout
             # Bounded: each turn either returns or consumes a stale reply, and the deadline ends the loop.
             while True:

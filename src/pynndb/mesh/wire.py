@@ -11,7 +11,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -79,20 +79,15 @@ def node_id_from_bytes(raw: bytes) -> str:
     return raw.hex()
 
 
-@dataclass(frozen=True, slots=True)
-class RoutedHeader:
-    """The routing part of a routed message: who sent it first, its id, and (for targeted types) the target."""
+class RoutedHeader(NamedTuple):
+    """The routing part of a routed message: who sent it first, its id, and (for targeted types) the target.
+    (A named tuple: built for every routed frame, it costs less than half of a frozen dataclass.)"""
 
     kind: int
     origin: str
     message_id: int
     target: str | None
     body_offset: int
-
-    @property
-    def seen_key(self) -> bytes:
-        """Key for the seen-cache: origin and message id, unique per node start."""
-        return node_id_to_bytes(self.origin) + self.message_id.to_bytes(8, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +153,10 @@ def encode_routed(kind: int, origin: bytes, message_id: int, body: bytes = b"", 
     return head + body
 
 
-def decode_routed(frame: bytes) -> RoutedHeader:
-    """Decode and check the header of a routed message."""
-    kind = message_type(frame)
+def decode_routed(frame: bytes, kind: int | None = None) -> RoutedHeader:
+    """Decode and check the header of a routed message; ``kind``: what `message_type` already returned for it."""
+    if kind is None:
+        kind = message_type(frame)
     if kind not in ROUTED_TYPES:
         raise MalformedMessage(f"type {kind:#x} is not routed")
     if len(frame) < _ROUTED.size:
