@@ -528,6 +528,24 @@ def pynndb_full_sync(
         pair.close()
 
 
+def fresh_full_sync(
+    manager: Manager, workdir: str, name: str, documents: list[dict[str, Any]], journaled: bool, profiler: Profiler
+) -> dict:
+    """One full sync on fresh node processes, whose databases are removed afterwards: like Redis's side, where each
+    run starts a fresh replica server and stops it (its memory goes back to the system). Kept, every run's 200k
+    documents would stay mapped by the nodes and cached by the kernel, and each later run would fault in memory
+    this VM never used: up to ~2x the replica node's CPU (docs/benchmarks.md, Round 12)."""
+    directory = os.path.join(workdir, name)
+    os.makedirs(directory)
+    mesh = Mesh(2, directory)
+    try:
+        with profiler.phase(name, mesh.nodes):
+            return pynndb_full_sync(mesh, manager, directory, name, documents, journaled)
+    finally:
+        mesh.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 # --- Redis -------------------------------------------------------------------------------------------------------
 class RedisServer:
     """One redis-server process on a free port, in its own directory, with diskless replication and no disk."""
@@ -643,7 +661,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def ingest_and_full_sync(
+def sustained_ingest(
     options: argparse.Namespace,
     results: dict[str, Any],
     mesh: Mesh,
@@ -652,21 +670,27 @@ def ingest_and_full_sync(
     documents: list[dict[str, Any]],
     profiler: Profiler,
 ) -> None:
-    if not options.full_sync_only:
-        runs = []
-        for run in range(options.runs):
-            with profiler.phase(f"sustained{run}", mesh.nodes):
-                runs.append(pynndb_sustained(mesh, manager, workdir, f"sustained{run}", documents))
-            print(f"  sustained run {run}: {fmt_run(runs[-1])}", flush=True)
-        results["sustained"] = {key: median([run[key] for run in runs]) for key in runs[0]}
-    if options.ingest_only:
-        return
+    runs = []
+    for run in range(options.runs):
+        with profiler.phase(f"sustained{run}", mesh.nodes):
+            runs.append(pynndb_sustained(mesh, manager, workdir, f"sustained{run}", documents))
+        print(f"  sustained run {run}: {fmt_run(runs[-1])}", flush=True)
+    results["sustained"] = {key: median([run[key] for run in runs]) for key in runs[0]}
+
+
+def full_syncs(
+    options: argparse.Namespace,
+    results: dict[str, Any],
+    manager: Manager,
+    workdir: str,
+    documents: list[dict[str, Any]],
+    profiler: Profiler,
+) -> None:
     for journaled, key in ((False, "full_sync"), (True, "full_sync_journaled")):
         syncs = []
         for run in range(options.runs):
             phase = f"fullsync{'-journaled' if journaled else ''}{run}"
-            with profiler.phase(phase, mesh.nodes):
-                syncs.append(pynndb_full_sync(mesh, manager, workdir, phase, documents, journaled))
+            syncs.append(fresh_full_sync(manager, workdir, phase, documents, journaled, profiler))
             print(
                 f"  full sync run {run}{', journaled replica' if journaled else ''}:"
                 f" {syncs[-1]['seconds'] * 1000:.0f} ms ({syncs[-1]['full_resyncs']} snapshot;"
@@ -682,10 +706,13 @@ def run_pynndb(options: argparse.Namespace, workdir: str, profiler: Profiler) ->
     documents = make_documents(options.docs)
     manager = Manager()
     try:
-        if options.full_sync_only or options.ingest_only:  # a fresh pair of nodes, nothing run on it before
+        if options.full_sync_only:  # (every full sync runs on fresh nodes anyway)
+            full_syncs(options, results, manager, workdir, documents, profiler)
+            return results
+        if options.ingest_only:  # a fresh pair of nodes, nothing run on it before
             mesh = Mesh(2, workdir)
             try:
-                ingest_and_full_sync(options, results, mesh, manager, workdir, documents, profiler)
+                sustained_ingest(options, results, mesh, manager, workdir, documents, profiler)
             finally:
                 mesh.stop()
             return results
@@ -699,9 +726,11 @@ def run_pynndb(options: argparse.Namespace, workdir: str, profiler: Profiler) ->
                     mesh, manager, workdir, "lag1", 1, options.samples, options.patterns, options.idle_samples
                 )
             if not options.lag_only:
-                ingest_and_full_sync(options, results, mesh, manager, workdir, documents, profiler)
+                sustained_ingest(options, results, mesh, manager, workdir, documents, profiler)
         finally:
             mesh.stop()
+        if not options.lag_only:
+            full_syncs(options, results, manager, workdir, documents, profiler)
         mesh = Mesh(4, workdir)
         try:
             with profiler.phase("lag3", mesh.nodes):
