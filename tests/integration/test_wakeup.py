@@ -16,6 +16,7 @@ import pytest
 
 from pynndb import Manager
 from pynndb.core.doorbell import bell_directory
+from pynndb.errors import CommandError
 from pynndb.mesh.replicator import SAFETY_POLL
 from tests.helpers import wait_until
 from tests.integration.deployment import Child, Deployment, Node
@@ -132,3 +133,33 @@ def test_a_database_no_longer_served_no_longer_wakes_its_node(deployment: Deploy
 
 def fifos(directory: str) -> list[str]:
     return [name for name in os.listdir(directory) if name.endswith(".fifo")] if os.path.isdir(directory) else []
+
+
+def mapped_by_node(node: Node, path: str) -> bool:
+    """Whether the node's process maps the database's data file (the test process has no handle of its own on it)."""
+    pid = node.runner.process.pid if isinstance(node.runner, Child) else os.getpid()
+    data = os.path.join(os.path.realpath(path), "data.mdb")
+    with open(f"/proc/{pid}/maps") as maps:
+        return any(line.rstrip("\n").endswith(data) for line in maps)
+
+
+def test_undoing_what_a_node_never_did_opens_nothing(deployment: Deployment, tmp_path: Path) -> None:
+    """UNREGISTER and UNREPLICATE of a database a node neither serves nor hosts answer not_found without opening it:
+    before, the node opened it to read its uuid and kept it open (mapped, with a descriptor) until it stopped."""
+    other = str(tmp_path / "other")
+    with Manager() as manager:
+        manager.database("o", other, config={"replication": True}).table("t").append({"n": 1})
+    source, replica, cmd, a, b = replicated(deployment, tmp_path)
+    uuid = "0" * 8 + "-0000-0000-0000-" + "0" * 12
+    for command, params in (("UNREGISTER", {"path": other}), ("UNREPLICATE", {"path": other, "uuid": uuid})):
+        for node in (a, b):
+            with pytest.raises(CommandError) as caught:
+                cmd.call(command, params, target=node.label)
+            assert caught.value.code == "not_found"
+            assert other in str(caught.value)
+            assert not mapped_by_node(node, other)
+    assert mapped_by_node(a, source) and mapped_by_node(b, replica)  # (what they serve and host: open)
+    cmd.call("UNREGISTER", {"path": source}, target=a.label)  # the same commands still undo what was done
+    with pytest.raises(CommandError) as caught:
+        cmd.call("UNREGISTER", {"path": source}, target=a.label)
+    assert caught.value.code == "not_found"

@@ -62,9 +62,9 @@ class ReplicationCommands:
 
     def unregister(self, params: Params, context: Params) -> Params:
         """UNREGISTER {'path'}: stop serving this database as a source (replicas keep what they have)."""
-        db = self.service.open(params["path"])
-        if not self.service.unregister(db):
-            raise CommandError(f"{db.path} is not registered on this node", NOT_FOUND)
+        db = self.service.holdings.opened(params["path"])  # (not opened for nothing: it would stay open)
+        if db is None or not self.service.unregister(db):
+            raise CommandError(f"{params['path']} is not registered on this node", NOT_FOUND)
         return {"uuid": db.replication.uuid, "unregistered": True}
 
     def replicate(self, params: Params, context: Params) -> Params:
@@ -97,10 +97,10 @@ class ReplicationCommands:
 
     def unreplicate(self, params: Params, context: Params) -> Params:
         """UNREPLICATE {'path', 'uuid'}: stop replicating database uuid into path (its data stays)."""
-        db = self.service.open(params["path"])
+        db = self.service.holdings.opened(params["path"])  # (not opened for nothing: it would stay open)
         source = params["uuid"]
-        if not self.service.unreplicate(db, source):
-            raise CommandError(f"{db.path} does not replicate {source} on this node", NOT_FOUND)
+        if db is None or not self.service.unreplicate(db, source):
+            raise CommandError(f"{params['path']} does not replicate {source} on this node", NOT_FOUND)
         return {"path": db.path, "source": source, "unreplicated": True}
 
     def stop(self, params: Params, context: Params) -> Params:

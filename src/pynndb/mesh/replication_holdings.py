@@ -90,6 +90,13 @@ class Holdings:
             self._databases[real] = db
             return db
 
+    def opened(self, path: str) -> Database | None:
+        """The database at `path` if this node has it open, without opening it (a database the node does not hold
+        cannot be served or hosted here: commands that only undo those need not open it)."""
+        with self.lock:
+            db = self._databases.get(os.path.realpath(path))
+            return db if db is not None and not db.closed else None
+
     def serve(self, db: Database) -> bool:
         """Serve ``db`` as a source; False if it already was."""
         with self.lock:
