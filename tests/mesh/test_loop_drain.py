@@ -79,7 +79,7 @@ def test_receive_reads_a_dealer_message_and_a_router_message_whole(pair: tuple[z
     router, dealer = pair
     dealer.send_multipart([b"a", b"b"])
     assert router.poll(5000)
-    identity, *rest = receive(router, 0, routed=True)
+    identity, *rest = receive(router, 0, from_router=True)
     assert rest == [b"a", b"b"]
     router.send_multipart([identity, b"reply", b"tail"])
     assert dealer.poll(5000)

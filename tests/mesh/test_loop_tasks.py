@@ -125,7 +125,7 @@ def test_a_post_from_a_step_runs_without_a_wake_up_byte(running_loop: SocketLoop
 
     def post_from_the_loop() -> None:
         running_loop.post(ran.set)
-        pipe_readable.append(bool(select.select([running_loop.wake_read], [], [], 0)[0]))
+        pipe_readable.append(bool(select.select([running_loop.wake_pipe.read_fd], [], [], 0)[0]))
 
     task.during_step.append(post_from_the_loop)
     os.write(task.write, b"x")

@@ -9,12 +9,12 @@ import threading
 
 import pytest
 
-from pynndb.mesh import loop as loop_module
+from pynndb.mesh import wakepipe as wakepipe_module
 from pynndb.mesh.loop import SocketLoop
 
 
 def pipe_has_a_byte(loop: SocketLoop) -> bool:
-    return bool(select.select([loop.wake_read], [], [], 0)[0])
+    return bool(select.select([loop.wake_pipe.read_fd], [], [], 0)[0])
 
 
 @pytest.fixture
@@ -35,9 +35,9 @@ def test_a_wake_during_the_read_is_never_lost(socket_loop: SocketLoop, monkeypat
 
     socket_loop.wake()
     assert pipe_has_a_byte(socket_loop)
-    monkeypatch.setattr(loop_module.os, "read", read_while_another_thread_wakes)
+    monkeypatch.setattr(wakepipe_module.os, "read", read_while_another_thread_wakes)
     socket_loop.consume_wake()
-    monkeypatch.setattr(loop_module.os, "read", real_read)
+    monkeypatch.setattr(wakepipe_module.os, "read", real_read)
     assert not socket_loop.wake_pending or pipe_has_a_byte(socket_loop)
     socket_loop.wake()  # a later wake-up must reach the pipe
     assert pipe_has_a_byte(socket_loop)
@@ -78,12 +78,12 @@ def test_a_wake_after_close_writes_into_no_reused_descriptor(which: str) -> None
 
     if which == "socket loop":
         target = SocketLoop("test-loop", {"loop_turns": 0})
-        number = target.wake_write
+        number = target.wake_pipe.write_fd
         target.close()
         wake = target.wake
     else:
         waker = Waker()
-        number = waker._write
+        number = waker._pipe.write_fd
         waker.close()
         wake = waker.set
     reused = a_pipe_at(number)

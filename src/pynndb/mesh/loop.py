@@ -14,7 +14,6 @@ sleeps again, because a send can consume the signal of a message that arrived me
 from __future__ import annotations
 
 import logging
-import os
 import select
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any, Protocol
 import zmq
 
 from pynndb.errors import MalformedMessage, MeshError
+from pynndb.mesh.wakepipe import WakePipe
 
 log = logging.getLogger("pynndb.mesh.engine")
 
@@ -72,13 +72,10 @@ class SocketLoop:
         self.ident: int | None = None  # the loop thread's ident, once it runs
         self.tasks: list[LoopTask] = []
         self.fd_tasks: dict[int, LoopTask] = {}
-        self.wake_read, self.wake_write = os.pipe()
-        self._wake_lock = threading.Lock()
-        os.set_blocking(self.wake_read, False)
-        os.set_blocking(self.wake_write, False)
+        self.wake_pipe = WakePipe()
         self.stopping = False
         self.poller = select.poll()
-        self.poller.register(self.wake_read, select.POLLIN)
+        self.poller.register(self.wake_pipe.read_fd, select.POLLIN)
         self.fd_sockets: dict[int, zmq.Socket] = {}
         self.socket_fds: dict[zmq.Socket, int] = {}  # every socket the loop reads, and its ZMQ_FD
         self.readers: dict[zmq.Socket, Callable[[zmq.Socket], None]] = {}
@@ -116,17 +113,8 @@ class SocketLoop:
         self.touched.discard(socket)
 
     def close(self) -> None:
-        """Close the wake-up pipe. The descriptors are dropped before they are closed, under the lock `wake()` writes
-        under: a late `wake()` from another thread writes nowhere, never into whatever file reuses the number."""
-        with self._wake_lock:
-            descriptors = (self.wake_read, self.wake_write)
-            self.wake_read = self.wake_write = -1
-        for fd in descriptors:
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        """Close the wake-up pipe (a late `wake()` from another thread then writes nowhere: see wakepipe.py)."""
+        self.wake_pipe.close()
 
     # --- hand-over from other threads --------------------------------------------------------------------
     def wake(self) -> None:
@@ -135,13 +123,7 @@ class SocketLoop:
             return  # on the loop thread: it runs posted operations before it sleeps, and turn() sends what is queued
         if not self.wake_pending:
             self.wake_pending = True
-            with self._wake_lock:  # (see close(): the descriptor is the pipe's for as long as this writes)
-                if self.wake_write < 0:
-                    return  # closed (stopped)
-                try:
-                    os.write(self.wake_write, b"!")
-                except OSError:
-                    pass  # the pipe is full: a wake-up is already pending
+            self.wake_pipe.ring()
 
     def consume_wake(self) -> None:
         """Empty the wake-up pipe, then allow the next wake-up to write again (on the loop thread, before the turn
@@ -149,10 +131,7 @@ class SocketLoop:
         posted runs in this turn) or writes a new byte: the flag is never set over an empty pipe, which would make
         every later `wake()` skip its write and leave the loop to its timers (a publish waiting for the next
         heartbeat, ~0.5 s)."""
-        try:
-            os.read(self.wake_read, 4096)
-        except (BlockingIOError, OSError):
-            pass
+        self.wake_pipe.drain()
         self.wake_pending = False
 
     def post(self, operation: Callable[[], None]) -> None:
@@ -260,7 +239,7 @@ class SocketLoop:
         ready = self.ready
         fd_sockets = self.fd_sockets
         fd_tasks = self.fd_tasks
-        wake_read = self.wake_read
+        wake_read = self.wake_pipe.read_fd
         readers = self.readers
         while not self.stopping:
             # In milliseconds; select.poll rounds a fraction up, so the loop never spins on a timer.
@@ -320,7 +299,7 @@ class SocketLoop:
         pending signals as ZMQ_EVENTS would. After a message, ZMQ_EVENTS says whether another waits, which costs
         less than a failed read (raising zmq.Again)."""
         counters = self.counters
-        routed = parts == 2  # a ROUTER's: the sender's identity and the frame
+        from_router = parts == 2  # a ROUTER's message: the sender's identity and the frame
         for index in range(DRAIN_LIMIT):
             if socket.closed:
                 return  # a BYE just removed this link
@@ -328,7 +307,7 @@ class SocketLoop:
                 self.touched.discard(socket)
                 return
             try:
-                frames = receive(socket, NOBLOCK, routed)
+                frames = receive(socket, NOBLOCK, from_router)
             except zmq.Again:
                 self.touched.discard(socket)
                 return
@@ -344,13 +323,13 @@ class SocketLoop:
         self.ready.add(socket)  # more may be waiting: read on in the next turn, after the others
 
 
-def receive(socket: zmq.Socket, flags: int = NOBLOCK, routed: bool = False) -> list[bytes]:
+def receive(socket: zmq.Socket, flags: int = NOBLOCK, from_router: bool = False) -> list[bytes]:
     """One whole message (without blocking by default). A `zmq.Frame` says whether more parts follow, where
     `recv_multipart` asks getsockopt(RCVMORE) after every part (pyzmq builds an enum member for each: ~0.6 µs a
-    part more, ~3.5 µs through the `rcvmore` attribute). ``routed``: a ROUTER's message, whose first part (the
+    part more, ~3.5 µs through the `rcvmore` attribute). ``from_router``: a ROUTER's message, whose first part (the
     sender's identity) always has another after it, so it is read as bytes at once (a `zmq.Frame` costs ~0.5 µs
     more); ZeroMQ delivers a message's parts together, so the read of the second part cannot fail."""
-    if routed:
+    if from_router:
         parts = [socket.recv(flags)]
         frame = socket.recv(flags, copy=False)
         parts.append(frame.bytes)

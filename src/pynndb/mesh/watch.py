@@ -8,14 +8,12 @@ within microseconds, for every LMDB setting.
 
 from __future__ import annotations
 
-import os
 import select
 import threading
 
 from pynndb.core.doorbell import Doorbell
 from pynndb.errors import DatabaseError
-
-_NONBLOCK_CLOEXEC = os.O_NONBLOCK | os.O_CLOEXEC
+from pynndb.mesh.wakepipe import WakePipe
 
 
 class Waker:
@@ -29,9 +27,8 @@ class Waker:
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
-        self._read, self._write = os.pipe2(_NONBLOCK_CLOEXEC)
-        self._lock = threading.Lock()  # set() writes and close() drops the write end under it (see close())
-        self._epoll.register(self._read, select.EPOLLIN)
+        self._pipe = WakePipe()  # what set() rings
+        self._epoll.register(self._pipe.read_fd, select.EPOLLIN)
         self._bells: dict[str, Doorbell] = {}
         self._by_fd: dict[int, Doorbell] = {}
         self.pending = False  # a step is wanted
@@ -75,13 +72,7 @@ class Waker:
         self.pending = True
         if threading.get_ident() == self.owner:
             return  # the owner looks at `pending` before it sleeps
-        with self._lock:
-            if self._write < 0:
-                return  # closed: the service stopped
-            try:
-                os.write(self._write, b"\x01")
-            except BlockingIOError:
-                pass  # the pipe is full: a wake-up is already pending
+        self._pipe.ring()  # (closed: the service stopped, and this writes nowhere)
 
     def collect(self) -> bool:
         """Consume what made the descriptor readable (wake-ups and rings); True (and ``pending``) if anything was."""
@@ -93,8 +84,8 @@ class Waker:
             return False
         by_fd = self._by_fd
         for fd, _events in ready:
-            if fd == self._read:
-                self._drain(fd)
+            if fd == self._pipe.read_fd:
+                self._pipe.drain()
             else:
                 bell = by_fd.get(fd)
                 if bell is not None and not bell.closed:
@@ -109,32 +100,14 @@ class Waker:
             if not bell.closed:
                 bell.drain()
 
-    @staticmethod
-    def _drain(descriptor: int) -> None:
-        for _ in range(64):  # bounded: each read empties up to 64 KiB of wake bytes
-            try:
-                if len(os.read(descriptor, 65536)) < 65536:
-                    return  # a short read emptied the pipe: no read just to see EAGAIN
-            except (BlockingIOError, InterruptedError):
-                return
-
     def close(self) -> None:
-        """Close everything. The pipe's descriptors are dropped before they are closed, under the lock `set()` writes
-        under: a commit in another thread that wakes a stopped service writes nowhere, never into whatever file (or
-        socket) reuses the number."""
-        with self._lock:
-            descriptors = (self._read, self._write)
-            self._read = self._write = -1
+        """Close everything (a commit in another thread that wakes a stopped service then writes nowhere: see
+        wakepipe.py)."""
+        self._pipe.close()
         for bell in self._bells.values():
             bell.close()
         self._bells = {}
         self._by_fd = {}
-        for descriptor in descriptors:
-            if descriptor >= 0:
-                try:
-                    os.close(descriptor)
-                except OSError:
-                    pass
         self._epoll.close()
 
 
