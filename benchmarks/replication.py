@@ -1,11 +1,14 @@
-"""Replication benchmark: pynndb node processes against a Redis master + replica, same harness, same run.
+"""Replication benchmark: pynndb node processes against a Redis master + replica and against the same shape of
+deployment built from the raw building blocks (py-lmdb + orjson + pyzmq: benchmarks/raw_replication.py), same
+harness, same run.
 
 Everything runs on 127.0.0.1 and is started and stopped here: `pynndb node` processes (a 2-node pair for 1 hop, a
 4-node chain for 3 hops) fed by this process acting as the application, and `redis-server` (skipped with a clear
 line when it is not installed). Figures: write-to-readable lag p50/p99 (with each node's CPU a sample, and the
 source's rounds a sample: journal reads it published, each one frame the replica applies at once), sustained
 replicated ingest with batched writes and the replica's tail, full sync of a new replica (without a journal of its
-own, and with one as in the README's example); medians where repeated.
+own, and with one as in the README's example); medians where repeated. The raw column (1 hop, full sync) is the
+floor of the libraries on this machine: pynndb ÷ raw is what pynndb's own layers cost.
 Lag is measured for the write patterns applications have: back-to-back dependent writes (write, wait until readable
 on the replica, write again at once), spaced writes, bursts, and one write after an idle spell.
 Run: ``python benchmarks/replication.py [--docs N] [--samples N] [--runs K] [--quick]
@@ -32,6 +35,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
+import raw_replication
 from common import free_port, make_documents, percentiles
 
 from pynndb import Manager
@@ -784,6 +788,45 @@ def run_redis(options: argparse.Namespace, workdir: str) -> dict[str, Any] | Non
     return results
 
 
+def run_raw(options: argparse.Namespace, workdir: str) -> dict[str, Any]:
+    """The same patterns and full syncs through the raw building blocks (benchmarks/raw_replication.py): the
+    floor of this shape of deployment, with none of pynndb's layers."""
+    results: dict[str, Any] = {}
+    documents = make_documents(options.docs)
+    if not (options.full_sync_only or options.ingest_only):
+        needed = make_documents(documents_needed(options.samples, options.patterns, options.idle_samples))
+        pair = raw_replication.RawPair(workdir, needed)
+        try:
+            results["lag1"] = {}
+            offset = 0
+            for pattern in options.patterns:
+
+                def write(i: int, offset: int = offset) -> bytes:
+                    return pair.write(offset + i)
+
+                lags, lost = measure_lag(write, pair.visible, options.samples, pattern, options.idle_samples)
+                results["lag1"][pattern] = {"lags": lags, "lost": lost}
+                print(f"  lag, {pattern}: p50/p99 {fmt_lag(results['lag1'][pattern])}", flush=True)
+                offset += documents_needed(options.samples, [pattern], options.idle_samples)
+            source_cpu, replica_cpu = pair.cpu()
+            print(f"  CPU over every pattern: source {source_cpu:.2f} s, replica {replica_cpu:.2f} s", flush=True)
+        finally:
+            pair.close()
+    if not (options.lag_only or options.ingest_only):
+        source_path = os.path.join(workdir, "raw-sync-source")
+        raw_replication.load_source(source_path, documents)
+        syncs = []
+        for run in range(options.runs):
+            syncs.append(raw_replication.full_sync(workdir, source_path, run))
+            print(
+                f"  full sync run {run}: {syncs[-1]['seconds'] * 1000:.0f} ms (CPU: source"
+                f" {syncs[-1]['source_cpu'] * 1000:.0f} ms, replica {syncs[-1]['replica_cpu'] * 1000:.0f} ms)",
+                flush=True,
+            )
+        results["full_sync"] = median([sync["seconds"] for sync in syncs])
+    return results
+
+
 def fmt_lag(result: dict[str, Any]) -> str:
     p50, p99 = percentiles(result["lags"])
     lost = f", {result['lost']} lost" if result["lost"] else ""
@@ -803,14 +846,26 @@ def fmt_run(result: dict[str, Any]) -> str:
     )
 
 
-def table_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[tuple[str, str, str, str, str, str]]:
-    """(metric, pynndb, Redis, ratio, target, verdict) rows."""
-    rows = []
+Row = tuple[str, str, str, str, str, str, str, str]
+HEADERS: Row = ("metric", "pynndb", "Redis", "ratio", "raw", "÷ raw", "target", "")
+
+
+def table_rows(ours: dict[str, Any], theirs: dict[str, Any] | None, raw: dict[str, Any] | None) -> list[Row]:
+    """(metric, pynndb, Redis, ratio, raw building blocks, pynndb ÷ raw, target, verdict) rows."""
+    rows: list[Row] = []
 
     def lag(result: dict[str, Any] | None, which: int) -> float | None:
         return None if result is None else percentiles(result["lags"])[which] * 1e3
 
-    def add(metric: str, value: float, other: float | None, unit: str, target: str, ok: bool | str | None) -> None:
+    def add(
+        metric: str,
+        value: float,
+        other: float | None,
+        unit: str,
+        target: str,
+        ok: bool | str | None,
+        floor: float | None = None,
+    ) -> None:
         def show(x: float | None) -> str:
             if x is None:
                 return "-"
@@ -818,12 +873,15 @@ def table_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[tupl
                 return f"{x:,.3f} ms" if x < 10 else f"{x:,.0f} ms"
             return f"{x:,.0f} {unit}"
 
-        ratio = "-" if other is None or not other else f"{value / other:.2f}x"
+        def ratio(x: float | None) -> str:
+            return "-" if x is None or not x else f"{value / x:.2f}x"
+
         verdict = ok if isinstance(ok, str) else "info" if ok is None else "PASS" if ok else "MISS"
-        rows.append((metric, show(value), show(other), ratio, target, verdict))
+        rows.append((metric, show(value), show(other), ratio(other), show(floor), ratio(floor), target, verdict))
 
     for pattern in ours.get("lag1", {}):
         redis_result = theirs["lag1"].get(pattern) if theirs else None
+        raw_result = raw["lag1"].get(pattern) if raw and "lag1" in raw else None
         redis_p50, redis_p99 = lag(redis_result, 0), lag(redis_result, 1)
         for hops, key in ((1, "lag1"), (3, "lag3")):
             p50, p99 = lag(ours[key][pattern], 0), lag(ours[key][pattern], 1)
@@ -831,29 +889,32 @@ def table_rows(ours: dict[str, Any], theirs: dict[str, Any] | None) -> list[tupl
             where = f"{pattern}, {hops} hop{'s' if hops > 1 else ''}"
             if hops == 1:
                 ok = "no Redis" if redis_p50 is None else p50 <= 2 * redis_p50
-                add(f"lag p50, {where}", p50, redis_p50, "ms", "<= 2x Redis", ok)
-                add(f"lag p99, {where}", p99, redis_p99, "ms", "<= 5 ms", p99 <= 5.0)
+                add(f"lag p50, {where}", p50, redis_p50, "ms", "<= 2x Redis", ok, lag(raw_result, 0))
+                add(f"lag p99, {where}", p99, redis_p99, "ms", "<= 5 ms", p99 <= 5.0, lag(raw_result, 1))
             else:
                 add(f"lag p50, {where}", p50, redis_p50, "ms", "(vs Redis 1 hop)", None)
                 add(f"lag p99, {where}", p99, redis_p99, "ms", "<= 5 ms", p99 <= 5.0)
             lost = ours[key][pattern]["lost"]
             if lost:
-                rows.append((f"  samples lost (> 1 s), {where}", str(lost), "-", "-", "0", "MISS"))
+                rows.append((f"  samples lost (> 1 s), {where}", str(lost), "-", "-", "-", "-", "0", "MISS"))
     if "sustained" in ours:
         sustained_rows(add, rows, ours, theirs)
     if "full_sync" in ours:
         full = ours["full_sync"] * 1e3
         other_full = theirs["full_sync"] * 1e3 if theirs else None
+        floor = raw["full_sync"] * 1e3 if raw and "full_sync" in raw else None
         ok = "no Redis" if other_full is None else full <= 0.5 * other_full
-        add("full sync of a new replica", full, other_full, "ms", "<= 0.5x Redis", ok)
+        add("full sync of a new replica", full, other_full, "ms", "<= 0.5x Redis", ok, floor)
         journaled = ours["full_sync_journaled"] * 1e3
         ok = "no Redis" if other_full is None else journaled <= 0.5 * other_full
-        add("  the same, journaled replica", journaled, other_full, "ms", "<= 0.5x Redis", ok)
+        add("  the same, journaled replica", journaled, other_full, "ms", "<= 0.5x Redis", ok, floor)
+        if floor is not None and other_full is not None:
+            rows.append(("  raw building blocks ÷ Redis", "-", "-", f"{floor / other_full:.2f}x", "", "", "", "info"))
     return rows
 
 
 def sustained_rows(
-    add: Callable[..., None], rows: list[tuple[str, ...]], ours: dict[str, Any], theirs: dict[str, Any] | None
+    add: Callable[..., None], rows: list[Row], ours: dict[str, Any], theirs: dict[str, Any] | None
 ) -> None:
     sustained = ours["sustained"]["rate"]
     other_rate = theirs["sustained"]["rate"] if theirs else None
@@ -866,6 +927,8 @@ def sustained_rows(
                 f"{local:,.0f} docs/s",
                 "-",
                 f"{sustained / local:.2f}x",
+                "-",
+                "-",
                 ">= 0.5x local",
                 "PASS" if sustained >= 0.5 * local else "MISS",
             )
@@ -883,7 +946,7 @@ def sustained_rows(
         "  replica tail after writer stops", tail, theirs["sustained"]["tail"] * 1e3 if theirs else None, "ms", "", None
     )
     for key, who in (("app_cpu", "application"), ("source_cpu", "source node"), ("replica_cpu", "replica node")):
-        rows.append((f"  CPU a document, {who}", f"{ours['sustained'][key]:.2f} µs", "-", "-", "", "info"))
+        rows.append((f"  CPU a document, {who}", f"{ours['sustained'][key]:.2f} µs", "-", "-", "-", "-", "", "info"))
 
 
 def main() -> None:
@@ -929,10 +992,12 @@ def main() -> None:
         ours = run_pynndb(options, workdir, Profiler(options.py_spy))
         print("Redis (redis-server master + replica, redis-py)")
         theirs = run_redis(options, workdir)
+        print("raw building blocks (py-lmdb + orjson + pyzmq, benchmarks/raw_replication.py)")
+        raw = run_raw(options, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    rows = table_rows(ours, theirs)
-    headers = ("metric", "pynndb", "Redis", "ratio", "target", "")
+    rows = table_rows(ours, theirs, raw)
+    headers = HEADERS
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
     print(
         f"\nReplication on loopback: {options.docs:,} docs of ~120 bytes, batches of {BATCH}, "
