@@ -163,3 +163,34 @@ def test_undoing_what_a_node_never_did_opens_nothing(deployment: Deployment, tmp
     with pytest.raises(CommandError) as caught:
         cmd.call("UNREGISTER", {"path": source}, target=a.label)
     assert caught.value.code == "not_found"
+
+
+def test_a_refused_command_leaves_the_database_as_it_found_it(deployment: Deployment, tmp_path: Path) -> None:
+    """REGISTER of a database without a journal and REPLICATE of a database into itself are refused (bad_params)
+    and leave a database the node did not hold closed: before, the node kept it open (mapped, with a descriptor)
+    until it stopped. A refusal about a database the node does hold leaves it held and working."""
+    plain, journaled = str(tmp_path / "plain"), str(tmp_path / "journaled")
+    with Manager() as manager:
+        manager.database("p", plain).table("t").append({"n": 1})
+        own = manager.database("j", journaled, config={"replication": True}).replication.uuid
+    source, replica, cmd, a, b = replicated(deployment, tmp_path)
+    refused = (("REGISTER", {"path": plain}, plain), ("REPLICATE", {"path": journaled, "uuid": own}, journaled))
+    for command, params, path in refused:
+        for node in (a, b):
+            with pytest.raises(CommandError) as caught:
+                cmd.call(command, params, target=node.label)
+            assert caught.value.code == "bad_params"
+            assert not mapped_by_node(node, path)
+    replica_uuid = cmd.call("STATUS", target=b.label)["databases"][os.path.realpath(replica)]["uuid"]
+    with pytest.raises(CommandError) as caught:
+        cmd.call("REPLICATE", {"path": replica, "uuid": replica_uuid}, target=b.label)
+    assert caught.value.code == "bad_params"
+    assert mapped_by_node(b, replica)
+    with Manager() as manager:
+        manager.database("s", source, config={"replication": True}).table("events").append({"n": 1})
+    wait_until(lambda: replica_records(replica) == 1, timeout=20)
+    # The database refused for want of a journal is registered once it keeps one.
+    with Manager() as manager:
+        uuid = manager.database("p", plain, config={"replication": True}).replication.uuid
+    assert cmd.call("REGISTER", {"path": plain}, target=a.label)["uuid"] == uuid
+    assert mapped_by_node(a, plain)

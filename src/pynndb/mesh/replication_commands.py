@@ -16,10 +16,18 @@ from pynndb.replication.replica import check_filter
 from pynndb.replication.table_filter import listed, tables_of
 
 if TYPE_CHECKING:
+    from pynndb.core.database import Database
     from pynndb.mesh.controller import Controller
     from pynndb.mesh.replicator import ReplicationService
 
 Params = dict[str, Any]
+
+
+def journaled(db: Database) -> None:
+    """REGISTER's check: a source must keep a journal."""
+    if not db.replication.enabled:
+        message = f"{db.path} does not keep a journal: open it with config={{'replication': True}}"
+        raise CommandError(message, BAD_PARAMS)
 
 
 class ReplicationCommands:
@@ -52,11 +60,7 @@ class ReplicationCommands:
 
     def register(self, params: Params, context: Params) -> Params:
         """REGISTER {'path'}: serve this database (opened with replication on) as a source to the mesh."""
-        db = self.service.open(params["path"])
-        if not db.replication.enabled:
-            raise CommandError(
-                f"{db.path} does not keep a journal: open it with config={{'replication': True}}", BAD_PARAMS
-            )
+        db = self.service.holdings.open_checked(params["path"], journaled)
         self.service.register(db)
         return {"uuid": db.replication.uuid, "path": db.path, "sequence": db.replication.sequence}
 
@@ -75,10 +79,13 @@ class ReplicationCommands:
         tables: only these tables; another filter for a registered replica is refused (filter_conflict)."""
         service = self.service
         source, mode, tables = params["uuid"], params.get("mode", "auto"), params.get("tables")
-        db = service.open(params["path"])
-        if source == db.replication.uuid:
-            raise CommandError("a database cannot replicate itself", BAD_PARAMS)
-        check_filter(db, source, tables_of(tables))  # before the other side of a pair is changed
+
+        def acceptable(db: Database) -> None:  # (checked before the other side of a pair is changed)
+            if source == db.replication.uuid:
+                raise CommandError("a database cannot replicate itself", BAD_PARAMS)
+            check_filter(db, source, tables_of(tables))
+
+        db = service.holdings.open_checked(params["path"], acceptable)
         reverse = service.replica_holder(source, db.replication.uuid)
         if mode == "auto":
             mode = "two-way" if reverse is not None else "one-way"

@@ -90,6 +90,23 @@ class Holdings:
             self._databases[real] = db
             return db
 
+    def open_checked(self, path: str, check: Callable[[Database], None]) -> Database:
+        """Open (or share) the database at `path` and run `check` on it, under the lock. When `check` refuses it
+        (raises), a database this call opened is released again: a refused command leaves nothing open (no other
+        thread can have taken it meanwhile, since the lock was held from its opening to its release)."""
+        with self.lock:
+            held = self.opened(path) is not None
+            db = self.open(path)
+            try:
+                check(db)
+            except BaseException:
+                if not held:
+                    del self._databases[os.path.realpath(path)]
+                    db.remove_listener(self._on_commit)
+                    registry.release(db)
+                raise
+            return db
+
     def opened(self, path: str) -> Database | None:
         """The database at `path` if this node has it open, without opening it (a database the node does not hold
         cannot be served or hosted here: commands that only undo those need not open it)."""
