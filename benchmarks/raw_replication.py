@@ -2,14 +2,18 @@
 
 It has the shape of a pynndb deployment, and nothing else:
 - the application (the calling process) writes a py-lmdb environment with the same settings as pynndb's default
-  (writemap, map_async): each write is one transaction that puts the document (orjson), its index entry and a
-  journal entry, then rings a doorbell (a datagram on a UNIX socket, as pynndb's commit doorbell does);
+  (writemap, map_async): each write is one transaction that puts the documents (orjson), their index entries and
+  one journal entry holding the documents, then rings a doorbell (a datagram on a UNIX socket, as pynndb's
+  commit doorbell does);
 - a source process waits on that doorbell, reads the journal entries after the last it sent and sends them in one
   pyzmq message (PUSH, TCP on 127.0.0.1);
-- a replica process (PULL) writes each message's documents, their index entries and its mark in one transaction;
+- a replica process (PULL) writes each message's documents, their index entries (the name parsed from each
+  document) and its mark in one transaction, with one `putmulti` a sub-database;
 - the application reads the replica's environment through its own handle.
-A full sync is the source's stored pairs (records, then index entries) streamed in chunks of about 1 MiB in key
-order into an empty environment with ``putmulti(append=True)``, one transaction a chunk.
+Sustained ingest writes transactions of many documents (one journal entry, one ring a transaction); the source
+sends at most MESSAGE_ENTRIES entries a message. A full sync is the source's stored pairs (records, then index
+entries) streamed in chunks of about 1 MiB in key order into an empty environment with ``putmulti(append=True)``,
+one transaction a chunk.
 
 What it leaves out is what pynndb adds on these paths: the mesh (routing, links, heartbeats, the command channel),
 per-source marks and snapshot markers, the schema and index definitions, versions, the journal's entry format and
@@ -40,7 +44,9 @@ import zmq
 SETTINGS: dict[str, Any] = {"map_size": 1 << 31, "writemap": True, "map_async": True, "max_dbs": 4}
 SEQ = struct.Struct(">Q")  # journal keys: big-endian, so they sort in sequence order
 LENGTH = struct.Struct("<I")
+KEY_SIZE = 24  # every document's key: 24 hex digits, time-ordered as pynndb's
 CHUNK_PAIRS = 8192  # pairs read at a time by a full sync's source (about 1 MiB of records)
+MESSAGE_ENTRIES = 1000  # journal entries a message at most (a source that fell behind sends several)
 LIFETIME = 900.0  # every child process stops by itself after this long
 WAIT = 1.0  # how long a child waits on a socket before it checks its lifetime
 
@@ -92,21 +98,42 @@ def _replica(path: str) -> None:
             if frame[0] == 0x53:  # 'S': a chunk of stored pairs (full sync)
                 _load_chunk(env, docs, index, frame)
                 continue
+            keys: list[bytes] = []
+            stored: list[bytes] = []
+            offset, size, last = 0, len(frame), b""
+            while offset < size:
+                (length,) = unpack(frame, offset)
+                entry = frame[offset + 4 : offset + 4 + length]
+                offset += 4 + length
+                last = _read_entry(entry, keys, stored)
             with env.begin(write=True) as txn:
-                offset, size, last = 0, len(frame), b""
-                while offset < size:
-                    (length,) = unpack(frame, offset)
-                    entry = frame[offset + 4 : offset + 4 + length]
-                    offset += 4 + length
-                    last, key, document = entry[:8], entry[8:32], entry[32:]
-                    txn.put(key, document, db=docs)
-                    txn.put(loads(document)["name"].encode(), key, db=index)
+                txn.cursor(db=docs).putmulti(zip(keys, stored, strict=True))
+                names = [loads(document)["name"].encode() for document in stored]
+                txn.cursor(db=index).putmulti(zip(names, keys, strict=True), dupdata=True)
                 txn.put(b"mark", last, db=meta)
     finally:
         _say(done=time.perf_counter(), cpu=_cpu() - (started or _cpu()))
         pull.close(linger=0)
         context.term()
         env.close()
+
+
+def _entry(sequence: bytes, keys: list[bytes], documents: list[bytes]) -> bytes:
+    """A journal entry: sequence (8 bytes), count (u32), document lengths (u32 each), keys (24 bytes each), the
+    documents."""
+    count = len(keys)
+    return b"".join((sequence, struct.pack(f"<I{count}I", count, *map(len, documents)), *keys, *documents))
+
+
+def _read_entry(entry: bytes, keys: list[bytes], documents: list[bytes]) -> bytes:
+    """Add an entry's keys and documents to the lists; its sequence."""
+    (count,) = LENGTH.unpack_from(entry, 8)
+    lengths = struct.unpack_from(f"<{count}I", entry, 12)
+    start = 12 + 4 * count
+    keys += [entry[begin : begin + KEY_SIZE] for begin in range(start, start + KEY_SIZE * count, KEY_SIZE)]
+    bounds = accumulate(lengths, initial=start + KEY_SIZE * count)
+    documents += [entry[begin:end] for begin, end in pairwise(bounds)]
+    return entry[:8]
 
 
 def _load_chunk(env: lmdb.Environment, docs: Any, index: Any, frame: bytes) -> None:
@@ -152,14 +179,17 @@ def _source(path: str, doorbell: str, port: int) -> None:
                     stop = bell.recv(16) == b"stop"
                 except BlockingIOError:
                     break
-            entries = []
-            with env.begin(buffers=False) as txn:
-                cursor = txn.cursor(db=journal)
-                if cursor.set_range(SEQ.pack(sent + 1)):
-                    entries = list(cursor.iternext(keys=False, values=True))
-            if entries:
-                sent += len(entries)
-                push.send(b"".join(chain.from_iterable((pack(len(entry)), entry) for entry in entries)))
+            while True:  # every entry after the last sent, at most MESSAGE_ENTRIES a message
+                entries = []
+                with env.begin(buffers=False) as txn:
+                    cursor = txn.cursor(db=journal)
+                    if cursor.set_range(SEQ.pack(sent + 1)):
+                        entries = list(islice(cursor.iternext(keys=False, values=True), MESSAGE_ENTRIES))
+                if entries:
+                    sent += len(entries)
+                    push.send(b"".join(chain.from_iterable((pack(len(entry)), entry) for entry in entries)))
+                if len(entries) < MESSAGE_ENTRIES:
+                    break
             if stop:
                 break
     finally:
@@ -268,16 +298,23 @@ class RawPair:
         self.sequence = 0
 
     def write(self, i: int) -> bytes:
-        document = orjson.dumps(self.documents[i])
-        key = b"%024x" % (0x5F0000000000000000000000 + i)
+        """Document i in one transaction, then a ring; its key."""
+        return self.write_many(i, 1)
+
+    def write_many(self, first: int, count: int) -> bytes:
+        """Documents first .. first + count - 1 in one transaction and one journal entry, one ring; the last key."""
+        chosen = self.documents[first : first + count]
+        keys = [b"%024x" % (0x5F0000000000000000000000 + i) for i in range(first, first + count)]
+        stored = list(map(orjson.dumps, chosen))
         self.sequence += 1
         sequence = SEQ.pack(self.sequence)
         with self.env.begin(write=True) as txn:
-            txn.put(key, document, db=self.docs)
-            txn.put(self.documents[i]["name"].encode(), key, db=self.index)
-            txn.put(sequence, sequence + key + document, db=self.journal, append=True)
+            txn.cursor(db=self.docs).putmulti(zip(keys, stored, strict=True), append=True)
+            names = [document["name"].encode() for document in chosen]
+            txn.cursor(db=self.index).putmulti(zip(names, keys, strict=True), dupdata=True)
+            txn.put(sequence, _entry(sequence, keys, stored), db=self.journal, append=True)
         self.ring(b"")
-        return key
+        return keys[-1]
 
     def ring(self, what: bytes) -> None:
         try:
