@@ -94,3 +94,49 @@ def test_held_entries_are_bounded_in_bytes_and_what_is_dropped_is_asked_for_agai
     ordering.applied(8)
     assert ordering.pending == {} and ordering.pending_bytes == 0
     assert ordering.behind and ordering.should_ask()  # 9 and 10 were dropped: asked for again
+
+
+class Unwalkable(dict):  # type: ignore[type-arg]
+    """Held entries that must never be walked whole (a replica waiting for a gap looks at them for every message)."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("the held entries were walked")
+
+
+def test_a_gap_with_many_entries_held_costs_each_message_only_its_own_entries() -> None:
+    """While a gap waits to be filled, each live message holds its entries and looks for a run, without walking
+    every held entry (before, each held_run did: 0.86 ms a message with 60k held, quadratic over a long gap)."""
+    ordering = Ordering(hwm=1)
+    ordering.pending = Unwalkable()
+    for first in range(3, 20_003, 10):  # seq 2 is missing
+        assert ordering.take(entries(*range(first, first + 10)), last=first + 9) == []
+        assert ordering.held_run() == []
+    assert len(ordering.pending) == 20_000 and ordering.should_ask()
+    assert seqs(ordering.take(entries(2), last=20_002)) == [2]
+    ordering.applied(2)
+    drained = []
+    while run := ordering.held_run():
+        assert len(run) <= APPLY_BATCH
+        drained += seqs(run)
+        ordering.applied(run[-1][0])
+    assert drained == list(range(3, 20_003))
+    assert len(ordering.pending) == 0 and ordering.pending_bytes == 0 and ordering.current
+
+
+def test_held_entries_the_mark_passes_are_dropped_as_duplicates() -> None:
+    """An entry held past a gap that then comes again in order (a source answering a request re-sends a range) is
+    applied once: the held copy is dropped when the mark passes it, counted as a duplicate, its bytes freed."""
+    ordering = Ordering(hwm=1)
+    assert ordering.take(entries(4, 5), last=5) == []
+    assert seqs(ordering.take(entries(2, 3, 4), last=5)) == [2, 3, 4]
+    ordering.applied(4)
+    assert seqs(ordering.held_run()) == [5]  # 4 held is gone, 5 follows
+    assert ordering.duplicates == 1
+    ordering.applied(5)
+    assert ordering.held_run() == [] and not ordering.pending and ordering.pending_bytes == 0
+    # A snapshot moves the mark past held entries: they go the same way.
+    ordering.hold((9, 90, b"body 9"))
+    ordering.hold((12, 120, b"body 12"))
+    ordering.restart_at(10)
+    assert ordering.held_run() == [] and sorted(ordering.pending) == [12]
+    assert ordering.duplicates == 2 and ordering.pending_bytes == len(b"body 12")

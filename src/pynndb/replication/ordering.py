@@ -8,6 +8,7 @@ when the source must be asked for what is missing. Its caller applies each run a
 
 from __future__ import annotations
 
+import heapq
 import secrets
 
 APPLY_BATCH = 500  # journal entries per replica transaction
@@ -27,6 +28,10 @@ class Ordering:
         self.max_pending_bytes = max_pending_bytes
         self.pending: dict[int, tuple[int, bytes]] = {}  # seq -> (clock, body) of entries held past a gap
         self.pending_bytes = 0
+        # A heap of the held sequences, so that what the mark has passed is found without looking at every held
+        # entry (a replica waiting for a gap to be filled calls held_run for each message of live traffic). It may
+        # also hold sequences already taken out of `pending` by a run: they go once the mark passes them.
+        self._held: list[int] = []
         self.source_last = 0  # the source's latest sequence, as far as we know
         self.hold_at: int | None = None  # hand out nothing past this sequence
         self.requested_at: float | None = None  # when the request awaiting an answer was made
@@ -60,13 +65,20 @@ class Ordering:
         if self.pending_bytes + len(body) <= self.max_pending_bytes:
             self.pending[seq] = (clock, body)
             self.pending_bytes += len(body)
+            heapq.heappush(self._held, seq)
 
     def held_run(self) -> list[Entry]:
         """The next run of held entries that follows the mark (at most APPLY_BATCH, up to the hold), or []."""
         pending = self.pending
-        for seq in [seq for seq in pending if seq <= self.hwm]:
-            self.pending_bytes -= len(pending.pop(seq)[1])
-            self.duplicates += 1
+        held = self._held
+        while held and held[0] <= self.hwm:  # held entries the mark has passed since: duplicates now
+            stale = pending.pop(heapq.heappop(held), None)
+            if stale is not None:
+                self.pending_bytes -= len(stale[1])
+                self.duplicates += 1
+        if len(held) > 2 * len(pending) + APPLY_BATCH:  # (runs taken out and never applied: rebuilt, bounded)
+            self._held = held = list(pending)
+            heapq.heapify(held)
         run: list[Entry] = []
         seq = self.hwm + 1
         while seq in pending and len(run) < APPLY_BATCH and (self.hold_at is None or seq <= self.hold_at):
