@@ -1,5 +1,6 @@
 """The divergence detector with `pynndb node` processes: a replica changed behind its node's back (with the raw
-LMDB library while the node was stopped) is found `diverged` by VERIFY, and RESYNC repairs it by a snapshot."""
+LMDB library while the node was stopped) is found `diverged` by VERIFY, and RESYNC repairs it by a snapshot; the
+pinned digests a check asks a source's node for."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pynndb.replication import diff
 from tests.chaos.cluster import Node, create_database
 from tests.chaos.harness import corrupt
 from tests.helpers import wait_until
+from tests.integration.deployment import Deployment
+from tests.integration.test_wakeup import replica_records, replicated
 from tests.mesh.conftest import Mesh, free_port
 
 pytestmark = pytest.mark.timeout(90)
@@ -98,3 +101,32 @@ def test_checks_are_conclusive_while_writes_flow(mesh: Mesh, manager: Manager, t
         writer.join(10)
     assert outcomes.count("match") >= 4, outcomes
     assert "mismatch" not in outcomes
+
+
+def test_a_pinned_digest_is_the_content_at_its_sequence(deployment: Deployment, tmp_path: Path) -> None:
+    """DIGEST with pin (what a divergence check asks a source's node for) answers the sequence at once; the digest
+    fetched by its ticket is the content at that sequence, whatever was written after the pin; VERIFY of the
+    replica, which uses it, concludes. With in-process nodes and with node processes."""
+    source, replica, cmd, a, b = replicated(deployment, tmp_path)
+    with Manager() as manager:
+        db = manager.database("s", source, config={"replication": True})
+        events = db.table("events")
+        events.append_many([{"n": number} for number in range(20)])
+        uuid = db.replication.uuid
+        pinned = cmd.call("DIGEST", {"uuid": uuid, "pin": True}, target=a.label)
+        events.append({"n": 20})
+        done = cmd.call("DIGEST", {"uuid": uuid, "ticket": pinned["ticket"], "wait": 10}, target=a.label)
+        assert done["sequence"] == pinned["sequence"] == db.replication.sequence - 1
+        assert done["tables"]["events"]["records"] == 20
+        now = cmd.call("DIGEST", {"uuid": uuid}, target=a.label)
+        assert now["tables"]["events"]["records"] == 21 and now["tables"] != done["tables"]
+    params = {"path": replica, "uuid": uuid}
+    wait_until(lambda: replica_records(replica) == 21, timeout=20)
+    status = wait_until(
+        lambda: (
+            (found := cmd.call("VERIFY", params, target=b.label, timeout=15)["replicas"][0])["verification"] == "match"
+            and found
+        ),
+        timeout=30,
+    )
+    assert status["state"] == "live"

@@ -133,9 +133,9 @@ def test_a_replica_is_digested_on_a_worker_not_on_the_loop(
     digested: list[str] = []
     replica_summary = divergence.replica_summary
 
-    def recorded(db: Any, source: str) -> Any:
+    def recorded(db: Any, source: str, *rest: Any) -> Any:
         digested.append(threading.current_thread().name)
-        return replica_summary(db, source)
+        return replica_summary(db, source, *rest)
 
     monkeypatch.setattr(divergence, "replica_summary", recorded)
     node = mesh.node("solo")

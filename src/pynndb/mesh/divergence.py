@@ -1,9 +1,13 @@
 """Divergence detection: a one-way replica compares a digest of its content with its source's at the same mark.
 
-The source's node digests its database in one read transaction at sequence S (`DIGEST`); the replica is held at
-S and digested on a worker thread once its mark is exactly S (a digest reads every document: never on the loop).
-A mismatch shows the replica as `diverged` in STATUS until `RESYNC` replaces its content by a fresh snapshot.
-Checks run every `every` seconds and on demand (`VERIFY`).
+A check holds the replica where it stands and asks the source's node for a digest pinned at its sequence S
+(`DIGEST` with pin: it answers S as soon as its read transaction is open, and reads every document meanwhile). The
+replica applies up to exactly S and is digested on a worker thread (a digest reads every document: never on the
+loop); as soon as that worker's read transaction is open at S, the hold ends and the replica goes on applying while
+both digests are read. The worker then fetches the source's digest (`DIGEST` with the ticket) and the next step
+compares. A source node of an older release, which knows no pin, answers the whole digest at once (the replica is
+then held while it is read, as before). A mismatch shows the replica as `diverged` in STATUS until `RESYNC`
+replaces its content by a fresh snapshot. Checks run every `every` seconds and on demand (`VERIFY`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pynndb.errors import PyNNDBError
+from pynndb.errors import CommandError, PyNNDBError
+from pynndb.mesh.commands import BAD_PARAMS
 from pynndb.replication.digest import replica_summary
 from pynndb.replication.table_filter import has_table
 
@@ -30,14 +35,18 @@ if TYPE_CHECKING:
 VERIFY_EVERY = 30.0  # seconds between periodic checks of one replica (a digest reads every document)
 CATCH_UP_WITHIN = 5.0  # how long a replica may take to reach the source's digest sequence
 RETRY_AFTER = 5.0  # after an inconclusive check (the replica went past S, or the source was unreachable)
+TICKET_WAIT = 60.0  # how long the source's node is asked to wait for its pinned digest (it reads every document)
 Key = tuple[str, str]  # (replica database uuid, source uuid)
 
 
 @dataclass
 class Check:
-    sequence: int
-    tables: dict[str, Any]
-    deadline: float
+    sequence: int  # S: the source's digest is taken there, the replica's too
+    tables: dict[str, Any] | None  # the source's digest (None until fetched by its ticket)
+    deadline: float  # for the replica to reach S
+    ticket: int | None = None  # of the source's pinned digest
+    owner: str = ""  # the node that serves the source
+    pinned: bool = False  # the replica's digest is being read at S: the replica no longer needs holding
 
 
 def key_of(replica: Replica) -> Key:
@@ -80,6 +89,8 @@ class DivergenceDetector:
                 check = self._checks.get(key)
                 fetching = key in self._fetching
                 due = key in self._wanted or now >= self._next.setdefault(key, now + self.every)
+            if check is not None and check.pinned and replica.hold_at is not None:
+                replica.release()  # its digest reads at S from a transaction already open: it goes on meanwhile
             if fetching:
                 continue
             if check is None:
@@ -91,14 +102,13 @@ class DivergenceDetector:
                 elif due and key in self._wanted:
                     self._finish(key, "inconclusive", f"the replica is {replica.state}")
                 continue
-            if replica.hwm == check.sequence and settled:
+            if check.pinned:
                 with self._changed:
                     taken = self._mine.pop(key, None)
                 if taken is None:
-                    self._digest_later(key, replica)  # the replica stays held at S meanwhile
-                    continue
+                    continue  # (the worker finished the check itself)
                 at, mine = taken
-                if at != check.sequence:  # (a snapshot answering an older request came in while it was taken)
+                if at != check.sequence or check.tables is None:  # (a snapshot came in while it was taken)
                     self._finish(key, "inconclusive", f"the replica's digest shows mark {at}, not {check.sequence}")
                     continue
                 different = sorted(
@@ -111,6 +121,9 @@ class DivergenceDetector:
                     self._finish(key, "mismatch", detail)
                 else:
                     self._finish(key, "match")
+            elif replica.hwm == check.sequence and settled:
+                self._digest_later(key, replica)  # held at S until the worker's read transaction is open
+                continue
             elif replica.hwm > check.sequence or now > check.deadline or not settled:
                 self._finish(key, "inconclusive")
             else:
@@ -149,8 +162,20 @@ class DivergenceDetector:
         self._fetcher.submit(self._digest, key, replica.db)
 
     def _digest(self, key: Key, db: Database) -> None:
+        def pinned(_mark: int | None) -> None:
+            with self._changed:
+                check = self._checks.get(key)
+                if check is not None:
+                    check.pinned = True
+            self.service.wake()  # the next step ends the hold
+
         def work() -> tuple[int | None, dict[str, Any]]:
-            mark, tables = replica_summary(db, key[1])
+            mark, tables = replica_summary(db, key[1], pinned)
+            with self._changed:
+                check = self._checks.get(key)
+            if check is not None and check.tables is None and check.ticket is not None:
+                params = {"uuid": key[1], "ticket": check.ticket, "wait": TICKET_WAIT}
+                check.tables = dict(self._call_digest(check.owner, params, TICKET_WAIT + 5.0)["tables"])
             return mark, orjson.loads(orjson.dumps(tables))  # the same types as the source's digest (JSON)
 
         self._on_worker(key, work, self._mine, starts_check=False)
@@ -162,11 +187,25 @@ class DivergenceDetector:
         owner = self.service.source_owners().get(source)
         if owner is None:
             raise PyNNDBError(f"source {source} is not registered on any node")
+        try:
+            reply = self._call_digest(owner, {"uuid": source, "pin": True}, 5.0)
+        except CommandError as error:
+            if error.code != BAD_PARAMS:
+                raise
+            reply = self._call_digest(owner, {"uuid": source}, 5.0)  # a release without pins: the whole digest
+        tables = reply.get("tables")
+        return Check(
+            int(reply["sequence"]),
+            None if tables is None else dict(tables),
+            time.monotonic() + CATCH_UP_WITHIN,
+            reply.get("ticket"),
+            owner,
+        )
+
+    def _call_digest(self, owner: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
         if owner == self.service.node.id:
-            reply = self.service.commands.digest({"uuid": source}, {})
-        else:
-            reply = self.service.node.call("DIGEST", {"uuid": source}, target=owner, timeout=5.0)
-        return Check(int(reply["sequence"]), dict(reply["tables"]), time.monotonic() + CATCH_UP_WITHIN)
+            return self.service.commands.digest(params, {})
+        return dict(self.service.node.call("DIGEST", params, target=owner, timeout=timeout))
 
     def _on_worker(self, key: Key, work: Callable[[], Any], results: dict[Key, Any], starts_check: bool) -> None:
         """Run a check's slow part on the worker; keep its result in `results` for the service's next step, or end

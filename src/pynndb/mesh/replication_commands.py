@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pynndb.errors import CommandError
 from pynndb.mesh.commands import BAD_PARAMS, NOT_FOUND, Handler
+from pynndb.mesh.pinned_digests import PinnedDigests
 from pynndb.replication.digest import sequenced_summary, table_content
 from pynndb.replication.replica import check_filter
 from pynndb.replication.table_filter import listed, tables_of
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from pynndb.mesh.replicator import ReplicationService
 
 Params = dict[str, Any]
+TICKET_WAIT = 10.0  # seconds DIGEST waits for a ticket's digest by default
 
 
 def journaled(db: Database) -> None:
@@ -35,6 +37,7 @@ class ReplicationCommands:
 
     def __init__(self, service: ReplicationService) -> None:
         self.service = service
+        self.digests = PinnedDigests(service.node.label)  # DIGEST's pins and tickets
         self._builtin_status: Handler | None = None
 
     def install(self, node: Controller) -> None:
@@ -128,11 +131,20 @@ class ReplicationCommands:
         return {"resumed": len(chosen)}
 
     def digest(self, params: Params, context: Params) -> Params:
-        """DIGEST {'uuid'}: per table index definitions, record count and content digest of a database here, and
-        the journal sequence they were taken at (one read transaction)."""
+        """DIGEST {'uuid', 'pin'?, 'ticket'?, 'wait'?}: per table index definitions, record count and content digest
+        of a database here, and the journal sequence they were taken at (one read transaction). With pin: the
+        sequence and a ticket once that transaction is open; with ticket: that digest when done (pinned_digests)."""
         db = self.service.holdings.database(params["uuid"])
-        sequence, tables = sequenced_summary(db)
-        return {"uuid": db.replication.uuid, "sequence": sequence, "tables": tables}
+        uuid = db.replication.uuid
+        digests = self.digests
+        if params.get("ticket") is not None:
+            sequence, tables = digests.result(uuid, params["ticket"], params.get("wait") or TICKET_WAIT)
+        elif params.get("pin"):
+            sequence, ticket = digests.pin(db)
+            return {"uuid": uuid, "sequence": sequence, "ticket": ticket}
+        else:
+            sequence, tables = sequenced_summary(db)
+        return {"uuid": uuid, "sequence": sequence, "tables": tables}
 
     def dump(self, params: Params, context: Params) -> Params:
         """DUMP {'uuid', 'table'}: one table's index definitions and documents (for diff)."""

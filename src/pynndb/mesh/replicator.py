@@ -343,6 +343,7 @@ class ReplicationService:
         """Stop the service's steps and release the databases."""
         self.node.stop_task(self)
         self.divergence.stop()
+        self.commands.digests.stop()
         self._waker.close()
         self._server.stop()
         self.holdings.release()

@@ -106,9 +106,25 @@ class CommandVerbs:
         """Resume paused replicas from where they stood; returns how many matched."""
         return cast(ResumeResult, self._run("START", {"path": path, "uuid": uuid}, target, timeout))["resumed"]
 
-    def digest(self, uuid: str, target: str | None = None, timeout: float = 30.0) -> DigestResult:
-        """Per table definitions, record count and content digest of database `uuid`, and their sequence."""
-        return cast(DigestResult, self._run("DIGEST", {"uuid": uuid}, target, timeout))
+    def digest(
+        self,
+        uuid: str,
+        pin: bool = False,
+        ticket: int | None = None,
+        wait: float | None = None,
+        target: str | None = None,
+        timeout: float = 30.0,
+    ) -> DigestResult:
+        """Per table definitions, record count and content digest of database `uuid`, and their sequence. With
+        `pin`: the sequence and a ticket at once (the digest is read meanwhile); with `ticket`: that digest."""
+        params: dict[str, Any] = {"uuid": uuid}
+        if pin:
+            params["pin"] = True
+        if ticket is not None:
+            params["ticket"] = ticket
+        if wait is not None:
+            params["wait"] = wait
+        return cast(DigestResult, self._run("DIGEST", params, target, timeout))
 
     def dump(self, uuid: str, table: str, target: str | None = None, timeout: float = 30.0) -> DumpResult:
         """One table's index definitions and documents."""

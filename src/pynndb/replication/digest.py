@@ -7,7 +7,8 @@ versions, tombstones) and compression settings are not content.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from pynndb.core.snapshot_read import SnapshotRead
 
 _SORTED = orjson.OPT_SORT_KEYS
+YIELD_EVERY = 256  # documents digested between two offers of the GIL (~0.5 ms of work)
 
 
 def summary(db: Database) -> dict[str, dict[str, Any]]:
@@ -27,17 +29,29 @@ def summary(db: Database) -> dict[str, dict[str, Any]]:
     return sequenced_summary(db)[1]
 
 
-def sequenced_summary(db: Database) -> tuple[int, dict[str, dict[str, Any]]]:
-    """`summary` and the journal sequence it was taken at (0 without a journal), from one read transaction."""
+def sequenced_summary(
+    db: Database, pinned: Callable[[int], None] | None = None
+) -> tuple[int, dict[str, dict[str, Any]]]:
+    """`summary` and the journal sequence it was taken at (0 without a journal), from one read transaction;
+    `pinned(sequence)` is called as soon as that transaction is open, before any document is read."""
     with Storage(db).read() as view:
-        return view.last_sequence(), _summary(view)
+        sequence = view.last_sequence()
+        if pinned is not None:
+            pinned(sequence)
+        return sequence, _summary(view)
 
 
-def replica_summary(db: Database, source: str) -> tuple[int | None, dict[str, dict[str, Any]]]:
+def replica_summary(
+    db: Database, source: str, pinned: Callable[[int | None], None] | None = None
+) -> tuple[int | None, dict[str, dict[str, Any]]]:
     """`summary` of a replica and the mark of `source` it shows (None while a snapshot of `source` is under way),
-    from one read transaction: the content and the position it stands for cannot disagree."""
+    from one read transaction: the content and the position it stands for cannot disagree. `pinned(mark)` is
+    called as soon as that transaction is open: what the replica applies afterwards is not in the summary."""
     with Storage(db).read() as view:
-        return view.replica_mark(source), _summary(view)
+        mark = view.replica_mark(source)
+        if pinned is not None:
+            pinned(mark)
+        return mark, _summary(view)
 
 
 def _summary(view: SnapshotRead) -> dict[str, dict[str, Any]]:
@@ -49,6 +63,10 @@ def _summary(view: SnapshotRead) -> dict[str, dict[str, Any]]:
             hasher.update(oid)
             hasher.update(orjson.dumps(fields, option=_SORTED))
             count += 1
+            if not count % YIELD_EVERY:
+                # A digest runs on a worker thread of a node: hand the GIL to the node's loop thread if it waits
+                # (else it waits up to the interpreter's 5 ms switch interval, and every replicated write with it).
+                time.sleep(0)
         result[name] = {"indexes": view.index_definitions(name), "records": count, "digest": hasher.hexdigest()}
     return result
 

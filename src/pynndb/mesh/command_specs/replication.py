@@ -49,10 +49,11 @@ class ResumeResult(TypedDict):
     resumed: int
 
 
-class DigestResult(TypedDict):
+class DigestResult(TypedDict, total=False):
     uuid: str
     sequence: int
-    tables: dict[str, Any]
+    tables: dict[str, Any]  # (not with pin)
+    ticket: int  # (with pin)
 
 
 class DumpResult(TypedDict):
@@ -135,12 +136,27 @@ class Start:
     uuid: str | None = describe("only replicas of this source", default=None)
 
 
-@command("DIGEST", GROUP, "`{uuid, sequence, tables: {name: {indexes, records, digest}}}`", verb="digest")
+@command(
+    "DIGEST",
+    GROUP,
+    "`{uuid, sequence, tables: {name: {indexes, records, digest}}}`; with pin: `{uuid, sequence, ticket}`",
+    verb="digest",
+)
 class Digest:
     """Per table index definitions, record count and content digest of a database on the node, and the journal
-    sequence they were taken at (one read transaction)."""
+    sequence they were taken at (one read transaction). With pin, the sequence and a ticket as soon as that
+    transaction is open (the digest is taken meanwhile); with ticket, that digest once done."""
 
     uuid: str = describe("the database's UUID", positional=True)
+    pin: bool = describe("answer the sequence and a ticket at once; the digest is taken meanwhile", default=False)
+    ticket: int | None = describe("the digest a pin started (waits up to `wait` seconds for it)", default=None)
+    wait: float | None = describe("seconds to wait for a ticket's digest (default 10)", default=None)
+
+    def check(self) -> None:
+        if self.pin and self.ticket is not None:
+            raise InvalidReplication("DIGEST takes pin or ticket, not both")
+        if self.wait is not None and not 0 < self.wait <= 600:
+            raise InvalidReplication("wait must be between 0 and 600 seconds")
 
 
 @command("DUMP", GROUP, "`{indexes, documents}`", verb="dump")
