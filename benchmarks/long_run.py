@@ -57,6 +57,7 @@ def report(name: str, samples: list[tuple[float, float]]) -> tuple[float, float,
 
 
 def pynndb_run(workdir: str, documents: list[dict[str, Any]], writes: list[dict[str, Any]], options: Any) -> tuple:
+    os.makedirs(workdir)
     mesh = Mesh(2, workdir)
     manager = Manager()
     try:
