@@ -193,10 +193,7 @@ def _source(path: str, doorbell: str, port: int) -> None:
             if stop:
                 break
     finally:
-        push.send(b"")
-        _say(cpu=_cpu() - started)
-        push.close(linger=int(WAIT * 1000))
-        context.term()
+        _end(push, context, started, WAIT)
         bell.close()
         env.close()
 
@@ -218,11 +215,16 @@ def _sync_source(path: str, port: int) -> None:
                     head = b"S" + struct.pack(f"<BI{count}H{count}I", which, count, *map(len, keys), *map(len, values))
                     push.send(b"".join(chain((head,), keys, values)))
     finally:
-        push.send(b"")
-        _say(cpu=_cpu() - started)
-        push.close(linger=int(LIFETIME * 1000))
-        context.term()
+        _end(push, context, started, LIFETIME)
         env.close()
+
+
+def _end(push: zmq.Socket[bytes], context: zmq.Context[zmq.Socket[bytes]], started: float, linger: float) -> None:
+    """A sending child's end: the empty message that ends the replica, its CPU time to the parent, its sockets."""
+    push.send(b"")
+    _say(cpu=_cpu() - started)
+    push.close(linger=int(linger * 1000))
+    context.term()
 
 
 def _chunks(txn: lmdb.Transaction[bytes], dbi: Any) -> Iterator[tuple[list[bytes], list[bytes]]]:
