@@ -10,7 +10,6 @@ socket loop (a `loop.LoopTask`), which owns every `Replica` and `Publisher`; com
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -21,8 +20,7 @@ from pynndb.errors import MalformedEntry, PyNNDBError
 from pynndb.mesh.divergence import DivergenceDetector
 from pynndb.mesh.replication_commands import ReplicationCommands
 from pynndb.mesh.replication_holdings import Holdings, Hosted
-from pynndb.mesh.replication_inbox import TARGETED, Arrival, coalesce, take_slice
-from pynndb.mesh.replication_inbox import TOPIC as TOPIC_FRAME
+from pynndb.mesh.replication_inbox import Arrival, Inbox, coalesce
 from pynndb.mesh.replication_info import SERVICE, replica_holder, source_owners, source_progress
 from pynndb.mesh.replication_outbox import RequestOutbox, clear_missing_source, stall_for_missing_source
 from pynndb.mesh.replication_serving import SourceServer
@@ -43,6 +41,7 @@ SAFETY_POLL = 0.5  # everything is woken by doorbells and messages: this only ca
 REPLICA_TICK = 0.05  # hosted replicas re-send unanswered requests on ticks
 SLICE_FRAMES = 1000  # arrivals taken by one step (a step holds up the node's sockets: long work goes in slices)
 SLICE_BYTES = 4 << 20
+TARGETED_SLICE_BYTES = 1 << 20  # answers a step takes after the live frames: about one snapshot chunk
 SLICE_MESSAGES = 8  # batches of live entries (each up to 1 MiB) a step publishes per served database
 INFO_EVERY = 0.5
 
@@ -57,7 +56,7 @@ class ReplicationService:
         self._waker = Waker()
         self._commits = CommitWake(self._waker)
         self.holdings = Holdings(self._waker, self._commits)
-        self._inbox: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
+        self._inbox = Inbox()  # live topic frames first, then answers and requests (see replication_inbox)
         self._outbox = RequestOutbox()  # requests waiting for their source's node to be known
         self._server = SourceServer(node.label, self._answer, self._served)
         self._deadline = 0.0  # when the next step is due even if nothing wakes it (0: at once)
@@ -197,7 +196,7 @@ class ReplicationService:
     def _step(self) -> None:
         self.holdings.settle_watches()
         self._commits.begin()
-        arrived, more = take_slice(self._inbox, SLICE_FRAMES, SLICE_BYTES)
+        arrived, more = self._inbox.take(SLICE_FRAMES, SLICE_BYTES, TARGETED_SLICE_BYTES)
         if more:
             self._waker.pending = True  # the loop serves its sockets, then steps again at once
         if arrived:
@@ -297,7 +296,7 @@ class ReplicationService:
 
     def _answer(self, origin: str, frame: bytes) -> None:
         if origin == self.node.id:
-            self._inbox.put((TARGETED, frame, origin))
+            self._inbox.targeted(frame, origin)
             self._waker.set()
         else:
             self.node.send(origin, KIND, frame)
@@ -327,11 +326,11 @@ class ReplicationService:
 
     # --- mesh callbacks (mesh threads: only queue) ----------------------------------------------------------
     def _on_topic(self, topic: str, payload: bytes, origin: str) -> None:
-        self._inbox.put((TOPIC_FRAME, payload, origin))
+        self._inbox.topic(payload, origin)
         self._waker.set()
 
     def _on_message(self, payload: bytes, origin: str) -> None:
-        self._inbox.put((TARGETED, payload, origin))
+        self._inbox.targeted(payload, origin)
         self._waker.set()
 
     def _on_peer_change(self, node_id: str, change: str) -> None:
