@@ -6,6 +6,9 @@ the application writing one document every --every seconds for --seconds and wai
 replica. Redis: a master holding --docs keys and its replica, the same writes. Figures: p50, p99 and max lag, and
 the writes slower than 5 ms (when in the run). The benchmark replication.py runs each pattern for seconds on small
 databases; a check every 30 s never falls inside it.
+Then the same writes, one every 2 ms, while the same nodes full-sync another database of --docs documents into a
+new replica (Redis: while a new replica of the same master takes its full resync): the lag of the writes made
+during that sync.
 Run: ``python benchmarks/long_run.py [--docs N] [--seconds S] [--every SECONDS]``.
 """
 
@@ -15,6 +18,7 @@ import argparse
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,9 +28,10 @@ from common import make_documents, percentiles
 
 from pynndb import Manager
 from pynndb.core.database import Database
-from replication import BATCH, SETTLE_TIMEOUT, Mesh, Pair, RedisServer, batched, wait_for
+from replication import BATCH, FULL_SYNC_COMMITS, SETTLE_TIMEOUT, Mesh, Pair, RedisServer, batched, wait_for
 
 SLOW = 0.005  # a write slower than this is listed (the p99 target of the replication benchmark)
+DURING_EVERY = 0.002  # seconds between two writes while another database syncs
 
 
 def steady_writes(
@@ -43,6 +48,42 @@ def steady_writes(
         samples.append((now - start, time.perf_counter() - now))
         time.sleep(every)
     return samples
+
+
+def during_sync(
+    write: Callable[[int], Any], visible: Callable[[Any], bool], sync: Callable[[], None]
+) -> tuple[list[tuple[float, float]], float]:
+    """Writes every DURING_EVERY s from 0.5 s before `sync` starts until 0.5 s after it returned: (the samples
+    made while it ran, as (s since it started, lag)), and how long it took."""
+    span: list[float] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            time.sleep(0.5)
+            span.append(time.perf_counter())
+            sync()
+            span.append(time.perf_counter())
+            time.sleep(0.5)
+        finally:
+            done.set()
+
+    syncer = threading.Thread(target=run, name="bench-sync")
+    syncer.start()
+    samples = []
+    number = 0
+    while not done.is_set():
+        now = time.perf_counter()
+        token = write(number)
+        number += 1
+        wait_for(lambda: visible(token), 60, "a write to be readable on the replica", 0)  # noqa: B023
+        samples.append((now, time.perf_counter() - now))
+        time.sleep(DURING_EVERY)
+    syncer.join(SETTLE_TIMEOUT)
+    if len(span) != 2:
+        raise RuntimeError("the other database's sync did not finish")
+    start, end = span
+    return [(at - start, lag) for at, lag in samples if start <= at <= end], end - start
 
 
 def report(name: str, samples: list[tuple[float, float]]) -> tuple[float, float, float]:
@@ -81,7 +122,27 @@ def pynndb_run(workdir: str, documents: list[dict[str, Any]], writes: list[dict[
             )
             status = pair.replica_status()
             print(f"  replica: state {status.get('state')}, last check {status.get('verification')}")
-            return report("pynndb", samples)
+            steady = report("pynndb", samples)
+
+            def load_other(db: Database) -> None:  # (its journal no longer starts at 1: a new replica needs a snapshot)
+                for batch in batched(documents, max(1, len(documents) // FULL_SYNC_COMMITS)):
+                    db.table("bench").append_many(batch)
+
+            config = {"replication": True, "journal": {"max_entries": 1000}}
+            other = Pair(mesh, manager, workdir, "other", "n0", "n1", config=config, prepare=load_other)
+            try:
+
+                def sync() -> None:
+                    other.replicate()
+                    wait_for(other.caught_up, SETTLE_TIMEOUT, "the other database's full sync", 0.001)
+
+                during, took = during_sync(
+                    lambda i: table.append(writes[-1 - i]).oid, lambda oid: replica.get(oid) is not None, sync
+                )
+            finally:
+                other.close()
+            print(f"  a full sync of another database of {len(documents):,} documents took {took * 1e3:.0f} ms")
+            return steady, report("pynndb, writes during it", during)
         finally:
             pair.close()
     finally:
@@ -108,7 +169,21 @@ def redis_run(workdir: str, documents: list[dict[str, Any]], writes: list[dict[s
             set_(key, orjson.dumps(writes[i]))
             return key
 
-        return report("Redis", steady_writes(write, lambda key: get(key) is not None, options.seconds, options.every))
+        steady = report("Redis", steady_writes(write, lambda key: get(key) is not None, options.seconds, options.every))
+        fresh: list[RedisServer] = []
+
+        def sync() -> None:  # a new replica of the same master: its full resync
+            fresh.append(RedisServer(workdir, "long-fresh"))
+            fresh[0].client.replicaof("127.0.0.1", master.port)
+            wait_for(fresh[0].link_up, SETTLE_TIMEOUT, "redis full resync", 0.001)
+
+        try:
+            during, took = during_sync(lambda i: write(len(writes) - 1 - i), lambda key: get(key) is not None, sync)
+        finally:
+            for server in fresh:
+                server.stop()
+        print(f"  a full resync of a new replica took {took * 1e3:.0f} ms (its server's start included)")
+        return steady, report("Redis, writes during it", during)
     finally:
         for server in (replica, master):
             if server is not None:
@@ -122,7 +197,7 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=0.01, help="seconds between two writes")
     options = parser.parse_args()
     documents = make_documents(options.docs)
-    writes = make_documents(int(options.seconds / options.every) + 10, offset=options.docs)
+    writes = make_documents(int(options.seconds / options.every) + 10 + 5000, offset=options.docs)
     workdir = tempfile.mkdtemp(prefix="pynndb-bench-long-")
     try:
         print(f"{options.docs:,} documents, one write every {options.every * 1e3:g} ms for {options.seconds:g} s")
@@ -132,10 +207,12 @@ def main() -> None:
             print("  SKIP Redis: redis-server is not installed")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print("\nmetric      pynndb      Redis     ratio")
-    for name, index in (("lag p50", 0), ("lag p99", 1), ("lag max", 2)):
-        other = f"{theirs[index] * 1e3:8.3f} ms  {ours[index] / theirs[index]:5.2f}x" if theirs else "       -"
-        print(f"{name:8s} {ours[index] * 1e3:8.3f} ms {other}")
+    print("\nmetric                              pynndb        Redis   ratio")
+    for phase, title in ((0, "steady"), (1, "during a sync")):
+        for name, index in (("lag p50", 0), ("lag p99", 1), ("lag max", 2)):
+            mine = ours[phase][index]
+            other = f"{theirs[phase][index] * 1e3:9.3f} ms  {mine / theirs[phase][index]:5.2f}x" if theirs else "  -"
+            print(f"{title + ', ' + name:30s} {mine * 1e3:9.3f} ms {other}")
 
 
 if __name__ == "__main__":
