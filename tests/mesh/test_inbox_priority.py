@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pynndb import Manager
+from pynndb.mesh import replicator
 from pynndb.mesh.replication_inbox import TARGETED, TOPIC, Inbox
 from pynndb.replication import diff, snapshot_intake
 from tests.helpers import person, wait_until
@@ -73,6 +74,8 @@ def test_live_entries_overtake_another_databases_snapshot(
         return chunk(*args)
 
     monkeypatch.setattr(snapshot_intake, "chunk", slow_chunk)
+    # A step takes about one snapshot chunk (1 MiB) after the live frames; these chunks are small, so one a step too.
+    monkeypatch.setattr(replicator, "TARGETED_SLICE_BYTES", 1)
     served = service.counters["requests_served"]
     cmd.call("REPLICATE", {"path": big_copy.path, "uuid": big.replication.uuid}, target=peer)
     wait_until(lambda: service.counters["requests_served"] > served, timeout=10)  # the whole snapshot is sent
