@@ -604,25 +604,36 @@ class RedisServer:
                 self.process.wait(5)
 
 
+def lag_per_pattern(
+    write: Callable[[int], Any], visible: Callable[[Any], bool], samples: int, patterns: list[str], idle: int
+) -> dict[str, Any]:
+    """`measure_lag` for each pattern in turn; `write(n)` writes document n (each pattern writes its own)."""
+    results = {}
+    offset = 0
+    for pattern in patterns:
+
+        def at(i: int, offset: int = offset) -> Any:
+            return write(offset + i)
+
+        lags, lost = measure_lag(at, visible, samples, pattern, idle)
+        results[pattern] = {"lags": lags, "lost": lost}
+        print(f"  lag, {pattern}: p50/p99 {fmt_lag(results[pattern])}", flush=True)
+        offset += documents_needed(samples, [pattern], idle)
+    return results
+
+
 def redis_lag(
     master: RedisServer, replica: RedisServer, samples: int, patterns: list[str], idle: int
 ) -> dict[str, Any]:
     documents = [orjson.dumps(doc) for doc in make_documents(documents_needed(samples, patterns, idle))]
     set_, get = master.client.set, replica.client.get
-    results = {}
-    offset = 0
-    for pattern in patterns:
 
-        def write(i: int, offset: int = offset) -> bytes:
-            key = b"lag:%d" % (offset + i)
-            set_(key, documents[offset + i])
-            return key
+    def write(n: int) -> bytes:
+        key = b"lag:%d" % n
+        set_(key, documents[n])
+        return key
 
-        lags, lost = measure_lag(write, lambda key: get(key) is not None, samples, pattern, idle)
-        results[pattern] = {"lags": lags, "lost": lost}
-        print(f"  lag, {pattern}: p50/p99 {fmt_lag(results[pattern])}", flush=True)
-        offset += documents_needed(samples, [pattern], idle)
-    return results
+    return lag_per_pattern(write, lambda key: get(key) is not None, samples, patterns, idle)
 
 
 def redis_ingest(master: RedisServer, replica: RedisServer, documents: list[dict[str, Any]]) -> dict[str, Any]:
@@ -797,17 +808,9 @@ def run_raw(options: argparse.Namespace, workdir: str) -> dict[str, Any]:
         needed = make_documents(documents_needed(options.samples, options.patterns, options.idle_samples))
         pair = raw_replication.RawPair(workdir, needed)
         try:
-            results["lag1"] = {}
-            offset = 0
-            for pattern in options.patterns:
-
-                def write(i: int, offset: int = offset) -> bytes:
-                    return pair.write(offset + i)
-
-                lags, lost = measure_lag(write, pair.visible, options.samples, pattern, options.idle_samples)
-                results["lag1"][pattern] = {"lags": lags, "lost": lost}
-                print(f"  lag, {pattern}: p50/p99 {fmt_lag(results['lag1'][pattern])}", flush=True)
-                offset += documents_needed(options.samples, [pattern], options.idle_samples)
+            results["lag1"] = lag_per_pattern(
+                pair.write, pair.visible, options.samples, options.patterns, options.idle_samples
+            )
             source_cpu, replica_cpu = pair.cpu()
             print(f"  CPU over every pattern: source {source_cpu:.2f} s, replica {replica_cpu:.2f} s", flush=True)
         finally:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pynndb.mesh.replicator import ReplicationService
 
 Params = dict[str, Any]
-TICKET_WAIT = 10.0  # seconds DIGEST waits for a ticket's digest by default
+DEFAULT_TICKET_WAIT = 10.0  # seconds DIGEST waits for a ticket's digest when not told
 
 
 def journaled(db: Database) -> None:
@@ -138,7 +138,7 @@ class ReplicationCommands:
         uuid = db.replication.uuid
         digests = self.digests
         if params.get("ticket") is not None:
-            sequence, tables = digests.result(uuid, params["ticket"], params.get("wait") or TICKET_WAIT)
+            sequence, tables = digests.result(uuid, params["ticket"], params.get("wait") or DEFAULT_TICKET_WAIT)
         elif params.get("pin"):
             sequence, ticket = digests.pin(db)
             return {"uuid": uuid, "sequence": sequence, "ticket": ticket}

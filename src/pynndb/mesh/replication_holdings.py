@@ -102,8 +102,7 @@ class Holdings:
             except BaseException:
                 if not held:
                     del self._databases[os.path.realpath(path)]
-                    db.remove_listener(self._on_commit)
-                    registry.release(db)
+                    self._let_go(db)
                 raise
             return db
 
@@ -267,5 +266,9 @@ class Holdings:
             self._sources.clear()
             self._replicas.clear()
         for db in databases:
-            db.remove_listener(self._on_commit)
-            registry.release(db)
+            self._let_go(db)
+
+    def _let_go(self, db: Database) -> None:
+        """This node's use of `db` ends (the registry closes it when no one else in the process uses it)."""
+        db.remove_listener(self._on_commit)
+        registry.release(db)

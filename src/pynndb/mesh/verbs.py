@@ -117,13 +117,7 @@ class CommandVerbs:
     ) -> DigestResult:
         """Per table definitions, record count and content digest of database `uuid`, and their sequence. With
         `pin`: the sequence and a ticket at once (the digest is read meanwhile); with `ticket`: that digest."""
-        params: dict[str, Any] = {"uuid": uuid}
-        if pin:
-            params["pin"] = True
-        if ticket is not None:
-            params["ticket"] = ticket
-        if wait is not None:
-            params["wait"] = wait
+        params = {"uuid": uuid, "pin": pin or None, "ticket": ticket, "wait": wait}  # (`_run` drops the Nones)
         return cast(DigestResult, self._run("DIGEST", params, target, timeout))
 
     def dump(self, uuid: str, table: str, target: str | None = None, timeout: float = 30.0) -> DumpResult:
