@@ -252,6 +252,36 @@ def test_a_one_way_replica_journals_plain_puts_as_they_came(open_db, monkeypatch
     assert [body for _seq, _clock, body in relayed] == [body for _seq, _clock, body in sent]
 
 
+def test_a_relayed_run_is_journaled_in_order_and_trimmed(open_db) -> None:
+    """A run of relayed entries goes into the replica's journal in one write: sequences follow on, every clock is
+    past the relayed entry's version and past the one before, and the journal is still trimmed to its retention."""
+    source = open_db("source")
+    people = source.table("people")
+    target = open_db("target", max_entries=40)  # trimmed every 10 entries
+    replica = Replica(target, source.replication.uuid).register()
+    publisher = Publisher(source)
+    serve(publisher, replica, replica.start())
+    before = target.replication.sequence
+    start = source.replication.sequence + 1
+    for number in range(95):
+        people.append(person(number))
+    sent = source.replication.entries(start, 1000)
+    deliver(replica, [Entries(source.replication.uuid, sent, sent[-1][0])])  # one run of 95 entries
+    assert replica.status()["state"] == "live"
+    assert diff(source, target) == {}
+    assert target.replication.sequence == before + len(sent)
+    first, last = target.replication.retained
+    assert last == before + len(sent)
+    assert last - first + 1 <= 40 + 10  # trimmed as it went (at most one trim interval over the retention)
+    kept = target.replication.entries(first, 1000)
+    assert [seq for seq, _clock, _body in kept] == list(range(first, last + 1))
+    clocks = [clock for _seq, clock, _body in kept]
+    assert clocks == sorted(set(clocks))  # strictly increasing
+    versions = {body: clock for _seq, clock, body in sent}
+    assert all(clock > versions[body] for _seq, clock, body in kept)  # (entries carry their version: the clock)
+    assert [body for _seq, _clock, body in kept] == [body for _seq, _clock, body in sent][-len(kept) :]
+
+
 def test_runs_of_puts_and_other_ops_keep_their_order(open_db) -> None:
     """Runs into one table end at an entry into another table or of another op (index, delete, update): every
     change lands in order and the replica's journal describes the same changes."""

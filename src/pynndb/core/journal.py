@@ -146,6 +146,28 @@ class Replication:
             t.hlc = version + 1
         return self._append(t, body)
 
+    def write_verbatim_many(self, t: Transaction, entries: list[tuple[bytes, int]]) -> None:
+        """`write_verbatim` of each (body, version) in order, in one `putmulti` (a replica relaying a run)."""
+        if not t.hlc:
+            self.stamp(t)
+        seq, hlc = t.seq, t.hlc
+        pack = KEY.pack
+        pairs = []
+        for body, version in entries:
+            if version >= hlc:
+                hlc = version + 1
+            pairs.append((pack(seq, hlc), body))
+            seq += 1
+            hlc += 1
+        _consumed, added = t.txn.cursor(self._journal).putmulti(pairs, True, True, True)
+        if added != len(pairs):  # (sequences only grow: a broken invariant must not pass silently)
+            raise DatabaseError(f"{self._db.path}: {len(pairs) - added} journal entries out of sequence")
+        first, t.seq, t.hlc = t.seq, seq, hlc
+        every = self._trim_every
+        passed = (seq - 1) // every * every  # the last multiple of `every` this run wrote, if it wrote one
+        if passed >= first:
+            self._trim(t.txn, passed)
+
     def _append(self, t: Transaction, body: bytes) -> int:
         seq = t.seq
         # Positional (key, value, dupdata, overwrite, append, db): the per-transaction path, kept lean.

@@ -207,7 +207,7 @@ class ApplyTransaction:
 
     def put_verbatim(self, table: str, documents: list[StoredDocument], entries: list[tuple[bytes, int]]) -> None:
         """Apply source entries (body, version) that are nothing but puts of `documents` into `table`, in order:
-        the documents in one run, then each entry journaled as it came (`Replication.write_verbatim`), since this
+        the documents in one run, then each entry journaled as it came (`Replication.write_verbatim_many`), since this
         database's entry for a change it relays unchanged is the same bytes."""
         t = self._t
         journal = t.ops
@@ -217,9 +217,7 @@ class ApplyTransaction:
         finally:
             t.ops = journal
         if journal is not None:
-            append = self._db.replication.write_verbatim
-            for body, version in entries:
-                append(t, body, version)
+            self._db.replication.write_verbatim_many(t, entries)
 
     def put(self, table: str, oid: bytes, fields: dict[str, Any] | None) -> None:
         """Write (fields None: delete) one document; deleting an absent one leaves a tombstone when versioned."""
