@@ -18,7 +18,7 @@ import struct
 import time
 import uuid as uuid_module
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
 
@@ -27,6 +27,7 @@ from pynndb.core.entries import FORMAT_BYTE, HEADER_LENGTH, KEYED_FORMAT_BYTE, K
 from pynndb.errors import DatabaseError, ReplicationNotEnabled
 
 if TYPE_CHECKING:
+    from pynndb.core.config import JournalRetention
     from pynndb.core.database import Database
     from pynndb.core.transaction import Transaction
 
@@ -147,12 +148,7 @@ class Replication:
         return self._append(t, body)
 
     def write_verbatim_many(self, t: Transaction, entries: list[tuple[bytes, int]]) -> None:
-        """`write_verbatim` of each (body, version) in order, in one `putmulti` (a replica relaying a run; one entry
-        takes the plain put, which costs less than a putmulti of one)."""
-        if len(entries) == 1:
-            body, version = entries[0]
-            self.write_verbatim(t, body, version)
-            return
+        """`write_verbatim` of each (body, version) in order, in one `putmulti` (a replica relaying a run)."""
         if not t.hlc:
             self.stamp(t)
         seq, hlc = t.seq, t.hlc
@@ -239,29 +235,7 @@ class Replication:
             yield key[len(prefix) :], Version(clock, origin, bool(deleted), source)
 
     def _trim(self, txn: lmdb.Transaction[bytes], last_seq: int) -> None:
-        retention = self._db.config.journal
-        cursor = txn.cursor(db=self._journal)
-        if not cursor.first():
-            return
-        count = txn.stat(self._journal)["entries"]
-        oldest_allowed = now_clock() - (int(retention.max_age * 1000) << 16)
-        approx_bytes = txn.stat(self._journal)["leaf_pages"] * 4096
-        removed = 0
-        while removed < TRIM_BATCH and count - removed > 1:
-            key = cursor.key()
-            seq, clock = KEY.unpack(key)
-            if seq >= last_seq:
-                break
-            too_many = count - removed > retention.max_entries
-            too_big = approx_bytes > retention.max_bytes
-            if not (too_many or too_big or clock < oldest_allowed):
-                break
-            approx_bytes -= len(cursor.value()) + 16
-            removed += 1
-            # Remember where the journal stood, so the sequence survives even a journal trimmed to nothing.
-            txn.put(meta.SEQ, key, db=self._meta)
-            if not cursor.delete():
-                break
+        trim(txn, self._journal, self._meta, self._db.config.journal, last_seq)
 
     # --- settings -------------------------------------------------------------------------------------------
     def enable(self, enabled: bool = True) -> None:
@@ -378,3 +352,29 @@ class Replication:
             txn.delete(key, db=self._meta)
         else:
             txn.put(key, value, db=self._meta)
+
+
+def trim(txn: lmdb.Transaction[bytes], journal: Any, meta_db: Any, retention: JournalRetention, last_seq: int) -> None:
+    """Remove the oldest entries (before `last_seq`, at most TRIM_BATCH) that the retention does not keep."""
+    cursor = txn.cursor(db=journal)
+    if not cursor.first():
+        return
+    count = txn.stat(journal)["entries"]
+    oldest_allowed = now_clock() - (int(retention.max_age * 1000) << 16)
+    approx_bytes = txn.stat(journal)["leaf_pages"] * 4096
+    removed = 0
+    while removed < TRIM_BATCH and count - removed > 1:
+        key = cursor.key()
+        seq, clock = KEY.unpack(key)
+        if seq >= last_seq:
+            break
+        too_many = count - removed > retention.max_entries
+        too_big = approx_bytes > retention.max_bytes
+        if not (too_many or too_big or clock < oldest_allowed):
+            break
+        approx_bytes -= len(cursor.value()) + 16
+        removed += 1
+        # Remember where the journal stood, so the sequence survives even a journal trimmed to nothing.
+        txn.put(meta.SEQ, key, db=meta_db)
+        if not cursor.delete():
+            break
