@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pynndb import Database, Manager
-from pynndb.core.bulk import StoredPart
+from pynndb.core.bulk import CHUNK_PAIRS, StoredPart
 from pynndb.core.entries import decode_body
 from pynndb.core.journal import VERSION
 from pynndb.core.storage import Storage
@@ -169,12 +169,16 @@ def test_bulk_load_of_a_sources_stored_pairs(manager: Manager, tmp_path: Path, r
         next(iter(replicated.changes(since=before, timeout=0)))
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 700, 50_000, 1 << 20])
+@pytest.mark.parametrize(
+    ("chunk_bytes", "chunk_pairs"),
+    [(1, None), (700, None), (50_000, None), (1 << 20, None), (1 << 20, 1000), (1 << 20, 1024), (50_000, 300)],
+)
 def test_stored_parts_are_every_pair_in_order_cut_where_a_pair_reaches_the_chunk_size(
-    manager: Manager, tmp_path: Path, chunk_bytes: int
+    manager: Manager, tmp_path: Path, chunk_bytes: int, chunk_pairs: int | None
 ) -> None:
     """Keys and values are read by two cursors in step; across READ_AHEAD reads (2500 records, an index with
-    duplicates, tombstones) each part is its sub-database's next pairs, cut after the pair that reaches the size."""
+    duplicates, tombstones) each part is its sub-database's next pairs, cut after the pair that reaches the size or
+    at `chunk_pairs` pairs (CHUNK_PAIRS by default), whichever comes first."""
     source = manager.database("source", str(tmp_path / "source"), config={"replication": True})
     source.replication.set_versioned(True)
     people = source.table("people")
@@ -187,7 +191,8 @@ def test_stored_parts_are_every_pair_in_order_cut_where_a_pair_reaches_the_chunk
             "index": list(txn.txn.cursor(db=people._indexes["by_age"].dbi)),
         }
     with Storage(source).read() as view:
-        parts = list(view.stored_parts("people", chunk_bytes=chunk_bytes))
+        parts = list(view.stored_parts("people", chunk_bytes=chunk_bytes, chunk_pairs=chunk_pairs))
+    most = chunk_pairs or CHUNK_PAIRS
     for kind in ("records", "tombstones", "index"):
         mine = [part for part in parts if part.part == kind]
         pairs = [pair for part in mine for pair in zip(part.keys, part.values, strict=True)]
@@ -195,10 +200,12 @@ def test_stored_parts_are_every_pair_in_order_cut_where_a_pair_reaches_the_chunk
             assert [key for key, _value in pairs] == [doc.oid for doc in added[::5]]
         else:
             assert pairs == expected[kind]
+        assert all(len(part.keys) <= most for part in mine)
         for part in mine[:-1]:
             size = sum(map(len, part.keys)) + sum(map(len, part.values))
             last = len(part.keys[-1]) + len(part.values[-1])
-            assert size >= chunk_bytes and (size - last < chunk_bytes or len(part.keys) == 1)
+            assert size - last < chunk_bytes or len(part.keys) == 1  # not cut later than the size says
+            assert size >= chunk_bytes or len(part.keys) == most  # nor earlier, unless it holds the most pairs
         assert sum(map(len, mine[-1].keys)) + sum(map(len, mine[-1].values)) > 0
 
 

@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_AHEAD = 1024  # pairs read from a cursor at a time
+# A snapshot chunk holds at most this many pairs, whatever their size. A replica's node decodes and applies a chunk in
+# one step of its socket loop, and what a chunk costs goes with its pairs: an index's ~40-byte pairs put 26k in a
+# 1 MiB chunk, ~24 ms of work on the node's loop, and the live entries of every other database on that node waited
+# behind it (benchmarks/long_run.py). Smaller chunks also overlap the source's reads with the replica's writes
+# better: a full sync of 200k documents took no longer with 2048 pairs a chunk than with 8192 (docs/benchmarks.md).
+CHUNK_PAIRS = 2048
 RECORDS, TOMBSTONES, INDEX = "records", "tombstones", "index"  # the parts of a table's stored pairs
 first_byte = first_item = itemgetter(0)
 second_item = itemgetter(1)
@@ -63,10 +69,10 @@ class Pairs(Protocol):
 
 # --- reading ----------------------------------------------------------------------------------------------------
 def _batches(
-    keys_in: Iterator[bytes], values_in: Iterator[bytes], chunk_bytes: int
+    keys_in: Iterator[bytes], values_in: Iterator[bytes], chunk_bytes: int, chunk_pairs: int
 ) -> Iterator[tuple[list[bytes], list[bytes]]]:
-    """Pairs as (keys, values) lists of about `chunk_bytes` (cut after the pair that reaches it), from two iterators
-    that yield the keys and the values of the same pairs in step.
+    """Pairs as (keys, values) lists of about `chunk_bytes` (cut after the pair that reaches it) and at most
+    `chunk_pairs` pairs, from two iterators that yield the keys and the values of the same pairs in step.
 
     Reading the keys and the values of a sub-database with two cursors (`_columns`) builds no tuple per pair: it
     reads 400k pairs in about two thirds of the time of one cursor's (key, value) pairs. They are taken READ_AHEAD
@@ -80,15 +86,18 @@ def _batches(
         if len(more_values) != len(more_keys):
             raise DatabaseError("a sub-database's keys and values were read out of step")
         while more_keys:
+            room = chunk_pairs - len(keys)  # (at least 1: a chunk that is full has been yielded)
             grown = size + sum(map(len, more_keys)) + sum(map(len, more_values))
-            if grown < chunk_bytes:
+            if grown < chunk_bytes and len(more_keys) < room:
                 keys += more_keys
                 values += more_values
                 size = grown
                 break
-            # Running totals after each pair: totals[n] is the size after n more pairs (totals[0] < chunk_bytes).
-            totals = list(accumulate(map(add, map(len, more_keys), map(len, more_values)), initial=size))
-            taken = bisect_left(totals, chunk_bytes)
+            taken = room
+            if grown >= chunk_bytes:
+                # Running totals after each pair: totals[n] is the size after n more pairs (totals[0] < chunk_bytes).
+                totals = list(accumulate(map(add, map(len, more_keys), map(len, more_values)), initial=size))
+                taken = min(bisect_left(totals, chunk_bytes), room)
             keys += more_keys[:taken]
             values += more_values[:taken]
             yield keys, values
@@ -104,23 +113,29 @@ def _columns(txn: lmdb.Transaction[bytes], dbi: Any) -> tuple[Iterator[bytes], I
 
 
 def stored_parts(
-    txn: lmdb.Transaction[bytes], replication: Replication, table: Table, chunk_bytes: int
+    txn: lmdb.Transaction[bytes],
+    replication: Replication,
+    table: Table,
+    chunk_bytes: int,
+    chunk_pairs: int | None = None,
 ) -> Iterator[StoredPart]:
-    """One table's stored pairs in batches of about `chunk_bytes`: records (with versions when the database keeps
-    them), tombstones, then each index's entries; `txn` must be a read transaction opened with buffers=False."""
+    """One table's stored pairs in batches of about `chunk_bytes` and at most `chunk_pairs` pairs: records (with
+    versions when the database keeps them), tombstones, then each index's entries; `txn` must be a read transaction
+    opened with buffers=False (`chunk_pairs` None: CHUNK_PAIRS)."""
+    chunk_pairs = chunk_pairs or CHUNK_PAIRS
     versions_db = replication._versions
     versioned = replication.versioned
     prefix = table.name.encode() + b"\x00"
     get = txn.get
-    for keys, values in _batches(*_columns(txn, table._dbi), chunk_bytes):
+    for keys, values in _batches(*_columns(txn, table._dbi), chunk_bytes, chunk_pairs):
         versions = [get(prefix + key, b"", db=versions_db) for key in keys] if versioned else None
         yield StoredPart(RECORDS, keys, values, versions)
     if versioned:
         pairs, again = tee(_tombstones(txn, versions_db, prefix))  # (tee holds at most READ_AHEAD pairs)
-        for keys, values in _batches(map(first_item, pairs), map(second_item, again), chunk_bytes):
+        for keys, values in _batches(map(first_item, pairs), map(second_item, again), chunk_bytes, chunk_pairs):
             yield StoredPart(TOMBSTONES, keys, values)
     for index in table._index_list:
-        for keys, values in _batches(*_columns(txn, index.dbi), chunk_bytes):
+        for keys, values in _batches(*_columns(txn, index.dbi), chunk_bytes, chunk_pairs):
             yield StoredPart(INDEX, keys, values, None, index.name)
 
 

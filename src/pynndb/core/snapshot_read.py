@@ -80,11 +80,12 @@ class SnapshotRead:
     def _table(self, name: str) -> Table | None:
         return self._tables.get(name)
 
-    def stored_parts(self, table: str, chunk_bytes: int) -> Iterator[StoredPart]:
-        """The stored pairs of `table` (records, tombstones, index entries) in batches of about `chunk_bytes`."""
+    def stored_parts(self, table: str, chunk_bytes: int, chunk_pairs: int | None = None) -> Iterator[StoredPart]:
+        """The stored pairs of `table` (records, tombstones, index entries) in batches of about `chunk_bytes` and at
+        most `chunk_pairs` pairs (None: bulk.CHUNK_PAIRS)."""
         found = self._tables.get(table)
         if found is not None:
-            yield from stored_parts(self._txn, self._db.replication, found, chunk_bytes)
+            yield from stored_parts(self._txn, self._db.replication, found, chunk_bytes, chunk_pairs)
 
     def json_documents(self, table: str) -> Iterator[tuple[bytes, bytes, Version | None]]:
         """(key, the document's JSON bytes, its version or None) of every document of `table`, in key order."""

@@ -41,7 +41,7 @@ SAFETY_POLL = 0.5  # everything is woken by doorbells and messages: this only ca
 REPLICA_TICK = 0.05  # hosted replicas re-send unanswered requests on ticks
 SLICE_FRAMES = 1000  # arrivals taken by one step (a step holds up the node's sockets: long work goes in slices)
 SLICE_BYTES = 4 << 20
-TARGETED_SLICE_BYTES = 1 << 20  # answers a step takes after the live frames: about one snapshot chunk
+TARGETED_SLICE_BYTES = 64 << 10  # answers a step takes after the live frames: one snapshot chunk (bulk.CHUNK_PAIRS)
 SLICE_MESSAGES = 8  # batches of live entries (each up to 1 MiB) a step publishes per served database
 INFO_EVERY = 0.5
 
