@@ -38,7 +38,8 @@ def _template_now() -> bytes:
 
 
 def new_oid() -> bytes:
-    """Return a new 24-hex id as ASCII bytes; ids from one process sort in creation order within a second."""
+    """Return a new 24-hex id as ASCII bytes; ids from one process sort in creation order within a second, except
+    across a wrap of the 24-bit counter (it starts at a random value; once every 16.7M ids)."""
     if int(_clock()) != _second:
         _template_now()  # a new second (rare): a new template
     return _template % (next(_counter) & 0xFFFFFF)
