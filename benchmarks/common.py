@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 CITIES = ["Paris", "London", "Berlin", "Madrid", "Rome"]
@@ -35,3 +38,15 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     """(p50, p99) of the samples."""
     ordered = sorted(samples)
     return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """A timed block in which the cyclic collector does not rescan what exists at its start (the harness's large
+    document lists): a collection of them would be timed as lag."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import os
 import random
 import selectors
@@ -36,7 +35,7 @@ from typing import Any
 
 import orjson
 import raw_replication
-from common import free_port, make_documents, percentiles
+from common import free_port, frozen_heap, make_documents, percentiles
 
 from pynndb import Manager
 from pynndb.core.database import Database
@@ -101,9 +100,7 @@ def measure_lag(
         return True
 
     # The harness holds large document lists; a cyclic GC pass in this process would be timed as lag.
-    gc.collect()
-    gc.freeze()
-    try:
+    with frozen_heap():
         if pattern == "burst":
             # The harness cannot watch while it writes, so a burst's lag is its last write's: from that commit until
             # it is readable on the replica (which applies in order, so the whole burst is then there).
@@ -130,8 +127,6 @@ def measure_lag(
             if pattern == "spaced":
                 time.sleep(random.uniform(*PAUSE))
         return lags, lost
-    finally:
-        gc.unfreeze()
 
 
 class NodeProcess:
