@@ -216,9 +216,7 @@ class ApplyTransaction:
             self.put_documents(table, documents)
         finally:
             t.ops = journal
-        if journal is not None and len(entries) == 1:  # (the plain put costs less than a putmulti of one)
-            self._db.replication.write_verbatim(t, *entries[0])
-        elif journal is not None:
+        if journal is not None:
             self._db.replication.write_verbatim_many(t, entries)
 
     def put(self, table: str, oid: bytes, fields: dict[str, Any] | None) -> None:
