@@ -120,6 +120,10 @@ def test_a_link_cut_mid_snapshot_takes_none_of_it_and_the_replica_converges_afte
         # Taken again from its start: a second snapshot began (the first one's hole, or its silence, was seen).
         assert entry["full_resyncs"] >= 2, entry
         assert snapshots() == {}
+        # Flow control between the two processes: the serving node waited for its window (the proxy is slow) and
+        # the replica's node acknowledged the chunks it took.
+        served = serving.call("STATUS", timeout=5)["replication"]
+        assert served["snapshot_waits"] > 0 and served["snapshot_acks"] > 0, served
 
         # The application's handles, opened before REPLICATE, read the whole of it, indexes included.
         copied = replica["people"]

@@ -80,6 +80,9 @@ class NodeCollector(Collector):
             ("pynndb_replication_published", "published", "Entries messages published by this node's sources."),
             ("pynndb_replication_received", "received", "Replication frames received."),
             ("pynndb_replication_requests_served", "requests_served", "Gap and snapshot requests answered."),
+            ("pynndb_replication_snapshot_acks", "snapshot_acks", "Acknowledgements of snapshot chunks received."),
+            ("pynndb_replication_snapshot_waits", "snapshot_waits", "Times a snapshot answer waited for its window."),
+            ("pynndb_replication_answers_ended", "answers_ended", "Answers ended early (superseded, gone, stalled)."),
         ]:
             yield CounterMetricFamily(name, text, value=counters.get(key, 0))
         yield CounterMetricFamily(

@@ -19,7 +19,7 @@ from pynndb.errors import CommandError
 from pynndb.mesh.commands import NOT_FOUND
 from pynndb.mesh.replication_info import ReplicaInfo, ReplicaSourceInfo, ReplicationInfo, SourceInfo
 from pynndb.mesh.watch import Waker
-from pynndb.replication.messages import Request
+from pynndb.replication.messages import Reply
 from pynndb.replication.replica import Replica
 from pynndb.replication.source import Publisher
 
@@ -44,7 +44,7 @@ class Hosted:
         self.last_progress = 0.0  # the catch-up check asks at once
         self.replica.link_restored()
 
-    def tick(self, known: dict[str, int], clocks: dict[str, int], now: float) -> list[Request]:
+    def tick(self, known: dict[str, int], clocks: dict[str, int], now: float) -> list[Reply]:
         """The replica's periodic part: what its source is known to have reached (`known`: source -> sequence,
         `clocks`: source -> its latest entry's clock), its requests to re-send, and one to catch up when it stayed
         behind without asking for CATCH_UP_AFTER."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from pynndb.replication.messages import Request
+from pynndb.replication.messages import Reply
 from pynndb.replication.replica import Replica
 
 SOURCE_MISSING_AFTER = 3.0  # seconds without a node serving the source before the replica shows as stalled
@@ -23,9 +23,9 @@ GIVE_UP_AFTER = 30.0  # seconds a request waits for its source to be found
 class Routed:
     """The outcome of one ``route``: requests to send (owner node id, request), and sources missing or found."""
 
-    send: list[tuple[str, Request]] = field(default_factory=list)
-    missing: list[Request] = field(default_factory=list)
-    found: list[Request] = field(default_factory=list)
+    send: list[tuple[str, Reply]] = field(default_factory=list)
+    missing: list[Reply] = field(default_factory=list)
+    found: list[Reply] = field(default_factory=list)
 
 
 class RequestOutbox:
@@ -34,9 +34,9 @@ class RequestOutbox:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._lock = threading.Lock()
-        self._waiting: list[tuple[Request, float]] = []
+        self._waiting: list[tuple[Reply, float]] = []
 
-    def add(self, requests: list[Request]) -> None:
+    def add(self, requests: list[Reply]) -> None:
         if requests:
             now = self.clock()
             with self._lock:

@@ -1,45 +1,129 @@
 """Answers to replicas' requests for a source served by this node (gap repair, snapshots), off the node loop.
 
-A snapshot can take long: answers run on a small pool, each streamed frame by frame to the requester's node.
+A snapshot can take long: answers run on a small pool, each streamed frame by frame to the requester's node. A
+request that offers a `window` gets flow control: after sending chunk n the answer waits until the replica has
+acknowledged chunk n - window (`SnapshotAck`, handed over by `acknowledge`), so a snapshot of any size holds at most
+`window` chunks (each at most 1 MiB) in the queues between the two nodes, and the serving thread reads the database
+at the pace the replica writes it instead of racing ahead. An answer ends early, and the replica asks again, when
+it is superseded (the same replica asked again for the same source), when the requester's node goes down, when no
+acknowledgement comes for STALL seconds, or when the node stops.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from pynndb.errors import MeshError
-from pynndb.replication.messages import Request, encode
+from pynndb.replication.messages import Request, SnapshotAck, SnapshotChunk, encode
 from pynndb.replication.source import Publisher
 
 log = logging.getLogger("pynndb.replication")
+WORKERS = 8  # answers under way at once: a flow-controlled snapshot holds its thread while the replica writes it
+STALL = 30.0  # seconds an answer waits for an acknowledgement that moves it on before it gives up
+
+
+@dataclass
+class Answer:
+    """One answer under way: the request's stream and window, the last chunk acknowledged, whether it must end."""
+
+    origin: str
+    stream: int
+    window: int
+    acked: int = 0
+    progress_at: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
 
 
 class SourceServer:
-    """Serves requests with the source's `Publisher`; ``send(origin, frame)`` carries each answer frame."""
+    """Serves requests with the source's `Publisher`; ``send(origin, frame)`` carries each answer frame. `counters`
+    (the service's) gets 'requests_served', 'snapshot_acks', 'snapshot_waits' (times an answer waited for its
+    window) and 'answers_ended' (answers given up: superseded, requester gone, stalled)."""
 
-    def __init__(self, label: str, send: Callable[[str, bytes], None], served: Callable[[], None]) -> None:
+    def __init__(self, label: str, send: Callable[[str, bytes], None], counters: dict[str, int]) -> None:
         self._send = send
-        self._served = served
-        self._pool = ThreadPoolExecutor(2, thread_name_prefix=f"pynndb-{label}-serve")
+        self.counters = counters
+        for name in ("requests_served", "snapshot_acks", "snapshot_waits", "answers_ended"):
+            counters.setdefault(name, 0)
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"pynndb-{label}-serve")
+        self._answers: dict[tuple[str, str], Answer] = {}  # (replica, source) -> its latest answer
+        self._changed = threading.Condition()
+        self._stopping = False
 
     def submit(self, publisher: Publisher, request: Request, origin: str) -> None:
-        """Answer ``request`` (from node ``origin``) on a serving thread."""
+        """Answer ``request`` (from node ``origin``) on a serving thread; an earlier answer to the same replica for
+        the same source ends (the replica takes only the answer to its latest request)."""
+        key = (request.replica, request.source)
+        answer = Answer(origin, request.stream, request.window)
+        with self._changed:
+            previous = self._answers.get(key)
+            if previous is not None:
+                previous.cancelled = True
+            self._answers[key] = answer
+            self._changed.notify_all()
 
-        def answer() -> None:
+        def run() -> None:
             prefix = request.replica.encode()
             try:
                 for message in publisher.serve(request):
+                    if answer.window and isinstance(message, SnapshotChunk) and not self._room(answer, message.number):
+                        self.counters["answers_ended"] += 1
+                        log.info("answer to %s for %s ended before its end", origin, request.source)
+                        return
                     self._send(origin, encode(message, prefix))
-                self._served()
+                self.counters["requests_served"] += 1
             except MeshError as error:
                 # The requester went away (killed, restarted with a new id): it will ask again when back.
                 log.info("answer to %s for %s dropped: %s", origin, request.source, error)
             except Exception:
                 log.exception("serving a replication request failed")
+            finally:
+                with self._changed:
+                    if self._answers.get(key) is answer:
+                        del self._answers[key]
 
-        self._pool.submit(answer)
+        self._pool.submit(run)
+
+    def _room(self, answer: Answer, number: int) -> bool:
+        """Wait until chunk `number` may be sent (the replica acknowledged `number - window`); False if the answer
+        must end instead."""
+        with self._changed:
+            if number - answer.acked > answer.window:
+                self.counters["snapshot_waits"] += 1
+            while number - answer.acked > answer.window:
+                if answer.cancelled or self._stopping:
+                    return False
+                left = answer.progress_at + STALL - time.monotonic()
+                if left <= 0:
+                    log.warning("no acknowledgement from %s for %.0f s: the snapshot answer ends", answer.origin, STALL)
+                    return False
+                self._changed.wait(left)
+            return not (answer.cancelled or self._stopping)
+
+    def acknowledge(self, ack: SnapshotAck) -> None:
+        """A replica took the chunks of snapshot `ack.stream` up to `ack.number` (from any thread)."""
+        with self._changed:
+            self.counters["snapshot_acks"] += 1
+            answer = self._answers.get((ack.replica, ack.source))
+            if answer is not None and answer.stream == ack.stream and ack.number > answer.acked:
+                answer.acked = ack.number
+                answer.progress_at = time.monotonic()
+                self._changed.notify_all()
+
+    def forget(self, origin: str) -> None:
+        """The node ``origin`` went down: answers to it end (its replicas ask again when it is back)."""
+        with self._changed:
+            for answer in self._answers.values():
+                if answer.origin == origin:
+                    answer.cancelled = True
+            self._changed.notify_all()
 
     def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -25,7 +25,7 @@ from pynndb.mesh.replication_info import SERVICE, replica_holder, source_owners,
 from pynndb.mesh.replication_outbox import RequestOutbox, clear_missing_source, stall_for_missing_source
 from pynndb.mesh.replication_serving import SourceServer
 from pynndb.mesh.watch import CommitWake, Waker
-from pynndb.replication.messages import Entries, Message, Request, decode, encode
+from pynndb.replication.messages import Entries, Message, Reply, Request, SnapshotAck, decode, encode
 from pynndb.replication.replica import Replica, check_filter, filters, registrations, unregister
 from pynndb.replication.table_filter import listed, tables_of
 
@@ -44,6 +44,8 @@ SLICE_BYTES = 4 << 20
 TARGETED_SLICE_BYTES = 64 << 10  # answers a step takes after the live frames: one snapshot chunk (bulk.CHUNK_PAIRS)
 SLICE_MESSAGES = 8  # batches of live entries (each up to 1 MiB) a step publishes per served database
 INFO_EVERY = 0.5
+# wakeups: steps run because something woke the thread (not its timer); the serving counters are SourceServer's.
+COUNTERS = ("published", "received", "malformed", "found_by_polling", "wakeups")
 
 
 class ReplicationService:
@@ -58,13 +60,12 @@ class ReplicationService:
         self.holdings = Holdings(self._waker, self._commits)
         self._inbox = Inbox()  # live topic frames first, then answers and requests (see replication_inbox)
         self._outbox = RequestOutbox()  # requests waiting for their source's node to be known
-        self._server = SourceServer(node.label, self._answer, self._served)
         self._deadline = 0.0  # when the next step is due even if nothing wakes it (0: at once)
         self._routine_due = 0.0  # when a step that was woken runs the routine part too (see _step)
         self._info_at = 0.0
         self._woken = False
-        self.counters = {"published": 0, "received": 0, "malformed": 0, "requests_served": 0, "found_by_polling": 0}
-        self.counters["wakeups"] = 0  # steps run because something woke the thread (not its timer)
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self._server = SourceServer(node.label, self._answer, self.counters)  # (answers run on its threads)
         self._source_clocks: dict[str, int] = {}  # source uuid -> clock of its latest entry, from announcements
         self.divergence = DivergenceDetector(self)
         self.commands = ReplicationCommands(self)
@@ -154,7 +155,7 @@ class ReplicationService:
         """Make the service run a step now (from any thread)."""
         self._waker.set()
 
-    def queue_requests(self, requests: list[Request]) -> None:
+    def queue_requests(self, requests: list[Reply]) -> None:
         """Send replicas' requests to their sources' nodes on the service's next step."""
         self._outbox.add(requests)
 
@@ -213,7 +214,8 @@ class ReplicationService:
                 self.node.publish(TOPIC + source.publisher.uuid, encode(message))
                 self.counters["published"] += 1
                 # Replicas on this very node get the entries directly (a node does not receive its own topics).
-                self._deliver_local(message)
+                if self.holdings.follows(message.source):
+                    self._deliver(message, None)
         now = time.monotonic()
         # A step that something woke (entries arrived, a commit rang) does only that work; the routine below runs
         # at its own pace, REPLICA_TICK apart, or at once when requests wait, a link came up or a divergence check
@@ -267,7 +269,7 @@ class ReplicationService:
             log.warning("dropped a malformed replication frame from %s: %s", origin, error)
             return
         message = self._decode(payload, origin, UUID_LENGTH)  # (no copy of a large frame)
-        if isinstance(message, Request):
+        if isinstance(message, (Request, SnapshotAck)):
             self.serve(message, origin)
         elif message is not None:
             self._deliver(message, target)
@@ -284,12 +286,11 @@ class ReplicationService:
             if hosted.replica.hwm != before:
                 hosted.last_progress = time.monotonic()
 
-    def _deliver_local(self, message: Entries) -> None:
-        if self.holdings.follows(message.source):
-            self._deliver(message, None)
-
-    def serve(self, request: Request, origin: str) -> None:
-        """Answer a replica's request for a source served here, on a serving thread (unknown sources: ignored)."""
+    def serve(self, request: Reply, origin: str) -> None:
+        """Answer a replica's request for a source served here, on a serving thread (unknown sources: ignored), or
+        hand an acknowledgement of snapshot chunks to the answer under way."""
+        if isinstance(request, SnapshotAck):
+            return self._server.acknowledge(request)
         source = self.holdings.source(request.source)
         if source is not None:  # else not (or no longer) ours: the replica will ask again and find the right node
             self._server.submit(source.publisher, request, origin)
@@ -300,9 +301,6 @@ class ReplicationService:
             self._waker.set()
         else:
             self.node.send(origin, KIND, frame)
-
-    def _served(self) -> None:
-        self.counters["requests_served"] += 1
 
     def _send_requests(self) -> None:
         routed = self._outbox.route(self.source_owners)
@@ -319,7 +317,7 @@ class ReplicationService:
             except PyNNDBError as error:
                 log.info("request for %s not sent: %s", request.source, error)
 
-    def _on_replica(self, request: Request, change: Callable[[Replica], None]) -> None:
+    def _on_replica(self, request: Reply, change: Callable[[Replica], None]) -> None:
         hosted = self.holdings.hosted((request.replica, request.source))
         if hosted is not None:
             change(hosted.replica)
@@ -337,6 +335,8 @@ class ReplicationService:
         if change == "up":
             self.holdings.link_up()  # the next step (on the loop thread) tells the hosted replicas
             self._waker.set()
+        else:
+            self._server.forget(node_id)  # answers to it end: its replicas ask again when it is back
 
     def stop(self) -> None:
         """Stop the service's steps and release the databases."""

@@ -2,7 +2,16 @@
 
 from pynndb.replication.digest import diff, digest, summary
 from pynndb.replication.local import LocalReplicator
-from pynndb.replication.messages import Entries, Request, SnapshotBegin, SnapshotChunk, SnapshotEnd, decode, encode
+from pynndb.replication.messages import (
+    Entries,
+    Request,
+    SnapshotAck,
+    SnapshotBegin,
+    SnapshotChunk,
+    SnapshotEnd,
+    decode,
+    encode,
+)
 from pynndb.replication.replica import Replica, register, registrations, unregister
 from pynndb.replication.source import Publisher, snapshot
 
@@ -12,6 +21,7 @@ __all__ = [
     "Publisher",
     "Replica",
     "Request",
+    "SnapshotAck",
     "SnapshotBegin",
     "SnapshotChunk",
     "SnapshotEnd",

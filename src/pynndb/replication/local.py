@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pynndb.errors import InvalidReplication
-from pynndb.replication.messages import Entries, Message, Request
+from pynndb.replication.messages import Entries, Message, Reply, Request
 from pynndb.replication.replica import Replica
 from pynndb.replication.source import Publisher
 
@@ -29,15 +30,16 @@ class _Direction:
         self.publisher = Publisher(source)
         mode = "two-way" if two_way else "one-way"
         self.replica = Replica(target, source.replication.uuid, mode, tables=tables).register()
-        self.requests: list[Request] = self.replica.start()
+        self.requests: list[Reply] = self.replica.start()
 
     def step(self) -> int:
         """Deliver what is pending in this direction; return how many entries were applied."""
         before = self.replica.counters["applied"]
         requests, self.requests = self.requests, []
         for request in requests:
-            for message in self.publisher.serve(request):
-                self._deliver(message)
+            if isinstance(request, Request):  # served here at once: no flow control, no acknowledgements
+                for message in self.publisher.serve(replace(request, window=0)):
+                    self._deliver(message)
         for message in self.publisher.poll():
             self._deliver(message)
         self.requests.extend(self.replica.tick())

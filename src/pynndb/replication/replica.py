@@ -19,7 +19,7 @@ from pynndb.core.storage import Storage
 from pynndb.errors import InvalidReplication, MalformedEntry, PyNNDBError
 from pynndb.replication import snapshot_intake
 from pynndb.replication.appliers import APPLIERS, Applier
-from pynndb.replication.messages import Entries, Message, Request, SnapshotBegin, SnapshotChunk, SnapshotEnd
+from pynndb.replication.messages import Entries, Message, Reply, Request, SnapshotBegin, SnapshotChunk, SnapshotEnd
 from pynndb.replication.ordering import APPLY_BATCH, Entry, Ordering
 from pynndb.replication.registration import (  # noqa: F401  (re-exported: the registration API of a replica)
     REGISTRATION,
@@ -37,6 +37,17 @@ if TYPE_CHECKING:
 MODES = ("one-way", "two-way", "aggregate")
 LINK_SILENCE = 0.25  # after a link comes up: how long an unanswered request may stay silent before it is asked again
 MALFORMED = (MalformedEntry, KeyError, IndexError, TypeError, ValueError, AttributeError)
+# applied_documents: put and delete ops applied (metrics); snapshots_retaken: snapshots that came with a hole (a lost
+# chunk), asked for again.
+COUNTERS = (
+    "applied",
+    "duplicates",
+    "partial_resyncs",
+    "full_resyncs",
+    "malformed",
+    "applied_documents",
+    "snapshots_retaken",
+)
 STATES_THAT_ASK = ("stalled", "syncing", "snapshot")  # a request of a replica in these states that got no answer
 log = logging.getLogger("pynndb.replication")
 
@@ -71,9 +82,7 @@ class Replica:
         self.request_timeout = request_timeout
         self.state = "syncing"
         self.reason: str | None = None
-        self.counters = {"applied": 0, "duplicates": 0, "partial_resyncs": 0, "full_resyncs": 0, "malformed": 0}
-        self.counters["applied_documents"] = 0  # put and delete ops applied (metrics)
-        self.counters["snapshots_retaken"] = 0  # snapshots that came with a hole (a lost chunk), asked for again
+        self.counters = dict.fromkeys(COUNTERS, 0)
         self.last_applied_clock = 0
         self.source_clock = 0  # the clock of the source's latest entry, as far as we know (for lag in seconds)
         self.snapshot_progress: tuple[int, int] | None = None  # (documents received, documents in the snapshot)
@@ -142,7 +151,7 @@ class Replica:
         return self.ordering.requested_at
 
     # --- inputs --------------------------------------------------------------------------------------------------
-    def start(self) -> list[Request]:
+    def start(self) -> list[Reply]:
         """What to ask the source for when starting (or restarting) replication."""
         if self.hwm and not self._interrupted:
             self.counters["partial_resyncs"] += 1  # resuming from a stored mark
@@ -153,14 +162,14 @@ class Replica:
         self.hold_at = until
         self._guarded(self._drain, "entry")
 
-    def resync(self) -> list[Request]:
+    def resync(self) -> list[Reply]:
         """Replace this replica's content by a fresh snapshot of its source (asked again until it arrives)."""
         self._interrupted = True  # until the snapshot ends, every retry asks for a snapshot again
         self._snapshot = None
         self.state = "syncing"
         return [self.request(snapshot=True)]
 
-    def receive(self, message: Message) -> list[Request]:
+    def receive(self, message: Message) -> list[Reply]:
         """Take one message from the source; return the requests to send back (gap repair, snapshots)."""
         if getattr(message, "source", None) != self.source:
             return []
@@ -174,7 +183,7 @@ class Replica:
             return self._guarded(lambda: self._snapshot_end(message), "message")
         return []
 
-    def _guarded(self, work: Callable[[], list[Request] | None], what: str) -> list[Request]:
+    def _guarded(self, work: Callable[[], list[Reply] | None], what: str) -> list[Reply]:
         """Run `work`; a malformed input or a storage error stalls the replica (retried by `tick`)."""
         try:
             return work() or []
@@ -190,18 +199,19 @@ class Replica:
         again if no answer comes within LINK_SILENCE, not after the whole request timeout."""
         self.ordering.hurry(self.clock(), self.request_timeout, LINK_SILENCE)
 
-    def tick(self) -> list[Request]:
+    def tick(self) -> list[Reply]:
         """Call now and then: re-sends a request that got no answer, retries after a stall."""
-        ordering = self.ordering
+        ordering, taking = self.ordering, self._snapshot
         if ordering.waiting(self.clock(), self.request_timeout) or ordering.holding:
-            return []  # (what waits past a hold is not missing)
+            # (what waits past a hold is not missing); a snapshot under way may acknowledge again
+            return [] if taking is None else taking.ack_again(self.db.replication.uuid, self.clock())
         if self._snapshot is not None or ordering.pending or ordering.behind or self.state in STATES_THAT_ASK:
             self._snapshot = None
             return [self.request(snapshot=self._interrupted)]
         return []
 
     # --- entries -------------------------------------------------------------------------------------------------
-    def _entries(self, message: Entries) -> list[Request]:
+    def _entries(self, message: Entries) -> list[Reply]:
         ordering = self.ordering
         if not message.entries and ordering.hwm >= message.last:
             ordering.requested_at = None  # the source's answer "nothing new since your mark"
@@ -253,7 +263,7 @@ class Replica:
         self.reason = None
 
     # --- snapshots -----------------------------------------------------------------------------------------------
-    def _snapshot_begin(self, message: SnapshotBegin) -> list[Request]:
+    def _snapshot_begin(self, message: SnapshotBegin) -> list[Reply]:
         if message.stream and message.stream != self.ordering.stream:  # (0: a source that does not say)
             return []  # the answer to a request asked again since: its successor is on its way
         if message.seq <= self.hwm and not self._interrupted:
@@ -270,7 +280,7 @@ class Replica:
         self._interrupted = True
         return []
 
-    def _snapshot_chunk(self, message: SnapshotChunk) -> list[Request]:
+    def _snapshot_chunk(self, message: SnapshotChunk) -> list[Reply]:
         taking = self._snapshot
         if taking is None or not taking.accepts(message):
             return []
@@ -278,14 +288,13 @@ class Replica:
         order = taking.arrived(message)
         if order == "gap":
             return self._retake(f"chunk {taking.chunks + 1} of the snapshot at {taking.seq} never came")
-        if order == "again" or not has_table(self.tables, message.table):
-            return []
-        count = snapshot_intake.chunk(self.storage, self._applier, self.source, taking.begin, message)
-        done, total = self.snapshot_progress or (0, 0)
-        self.snapshot_progress = (done + count, total)
-        return []
+        if order == "next" and has_table(self.tables, message.table):
+            count = snapshot_intake.chunk(self.storage, self._applier, self.source, taking.begin, message)
+            done, total = self.snapshot_progress or (0, 0)
+            self.snapshot_progress = (done + count, total)
+        return taking.ack(self.db.replication.uuid, self.clock())  # (chunks skipped are taken too)
 
-    def _snapshot_end(self, message: SnapshotEnd) -> list[Request]:
+    def _snapshot_end(self, message: SnapshotEnd) -> list[Reply]:
         taking = self._snapshot
         if taking is None or not taking.accepts(message):
             return []  # (an older stream at the same sequence must not complete this one)
@@ -305,9 +314,10 @@ class Replica:
     def request(self, snapshot: bool = False) -> Request:
         """A request for what follows this replica's mark (or a snapshot); it starts the request timeout."""
         stream = self.ordering.ask(self.clock())
-        return Request(self.source, self.db.replication.uuid, self.hwm + 1, snapshot, listed(self.tables), stream)
+        uuid = self.db.replication.uuid
+        return Request(self.source, uuid, self.hwm + 1, snapshot, listed(self.tables), stream, snapshot_intake.WINDOW)
 
-    def _retake(self, why: str) -> list[Request]:
+    def _retake(self, why: str) -> list[Reply]:
         """Part of the snapshot was lost on the way: none of it becomes the content (its marker stays, so a restart
         asks again too); ask for a new one."""
         log.warning("replica of %s in %s: %s; asking for a new snapshot", self.source, self.db.path, why)

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pynndb.replication import fast_snapshot
+from pynndb.replication.message_types import Reply, SnapshotAck
 from pynndb.replication.table_filter import Tables, has_table
+
+# Flow control of a snapshot: the replica asks for at most WINDOW chunks past the last one it acknowledged (each at
+# most 1 MiB: core/bulk.py), so a snapshot of any size holds a few MiB in the queues of both nodes, not whatever part
+# of the database the replica had not written yet. It acknowledges every WINDOW // 4 chunks, and again when no
+# chunk came for ACK_AGAIN seconds.
+WINDOW = 16
+ACK_AGAIN = 0.5
 
 if TYPE_CHECKING:
     from pynndb.core.storage import Storage
@@ -35,6 +43,7 @@ class Taking:
 
     begin: SnapshotBegin
     chunks: int = 0
+    heard_at: float = 0.0  # when the last chunk came (clock), for `ack_again`
 
     @property
     def seq(self) -> int:
@@ -53,6 +62,23 @@ class Taking:
             return "gap"
         self.chunks += 1
         return "next"
+
+    def ack(self, replica: str, now: float) -> list[Reply]:
+        """After a chunk: the acknowledgement of every chunk taken so far, every `window // 4` chunks, when the
+        source keeps a window (said in the begin); nothing otherwise."""
+        self.heard_at = now
+        window = self.begin.window
+        if not window or self.chunks % max(1, window // 4):
+            return []
+        return [SnapshotAck(self.begin.source, replica, self.begin.stream, self.chunks)]
+
+    def ack_again(self, replica: str, now: float) -> list[Reply]:
+        """The acknowledgement of every chunk taken, when no chunk came for ACK_AGAIN seconds: an acknowledgement
+        lost on the way (a link cut) would otherwise leave the source waiting for it until the request timed out."""
+        if not self.begin.window or now - self.heard_at < ACK_AGAIN:
+            return []
+        self.heard_at = now
+        return [SnapshotAck(self.begin.source, replica, self.begin.stream, self.chunks)]
 
     def complete(self, end: SnapshotEnd) -> bool:
         """Whether every chunk the end says was sent came (True when the source does not say)."""

@@ -95,7 +95,7 @@ class Publisher:
     def _snapshot(self, request: Request) -> Iterator[Message]:
         """A snapshot answering `request`: every message carries the request's stream, so a replica that asked
         again meanwhile can tell this (older) answer from the one it waits for."""
-        return snapshot(self.db, self.chunk_bytes, tables=request.tables, stream=request.stream)
+        return snapshot(self.db, self.chunk_bytes, tables=request.tables, stream=request.stream, window=request.window)
 
 
 def snapshot(
@@ -104,12 +104,14 @@ def snapshot(
     stored: bool = True,
     tables: list[str] | None = None,
     stream: int = 0,
+    window: int = 0,
 ) -> Iterator[SnapshotMessage]:
     """A consistent snapshot of `db`: definitions, then each table's content in bounded chunks, then the end.
 
     With `stored` (the default) chunks carry the stored key/value pairs of records, tombstones and index entries
     (see fast_snapshot); otherwise documents as JSON `[key, fields or null, version or null]` (the older form).
-    With `tables`, only those tables (for a filtered replica). Every message carries `stream` (the request's).
+    With `tables`, only those tables (for a filtered replica). Every message carries `stream` (the request's); the
+    begin says `window` (the request's: whoever sends the chunks keeps to it, see mesh/replication_serving.py).
     """
     source = db.replication.uuid
     with Storage(db).read() as view:
@@ -118,7 +120,7 @@ def snapshot(
         present = set(view.table_names())
         names = [name for name in definitions if name in present]
         documents = sum(view.count(name) for name in names)
-        yield SnapshotBegin(source, seq, definitions, documents, view.dictionaries(definitions), stream)
+        yield SnapshotBegin(source, seq, definitions, documents, view.dictionaries(definitions), stream, window)
         number = 0  # chunks are numbered and the end says how many: a replica takes no snapshot with a hole
         for name in names:
             if stored:
