@@ -57,3 +57,11 @@ class Mesh:
             plugin.close()
         for node in self.nodes:
             node.stop()
+
+
+def linked_pair(mesh: Mesh) -> tuple[Controller, Controller, Plugin, str]:
+    """Nodes 'a' and 'b' linked, a plugin connected to 'a', and the id under which 'a' finds 'b'."""
+    nodea, nodeb = mesh.node("a"), mesh.node("b")
+    nodea.connect(nodeb)
+    cmd = mesh.plugin(nodea)
+    return nodea, nodeb, cmd, cmd.call("LOOKUP", {"name": "b"})["peer"]

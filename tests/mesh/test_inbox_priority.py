@@ -15,7 +15,7 @@ from pynndb.mesh import replicator
 from pynndb.mesh.replication_inbox import TARGETED, TOPIC, Inbox
 from pynndb.replication import diff, snapshot_intake
 from tests.helpers import person, wait_until
-from tests.mesh.conftest import Mesh
+from tests.mesh.conftest import Mesh, linked_pair
 
 
 def test_a_step_takes_live_frames_first_then_about_one_chunk() -> None:
@@ -43,10 +43,7 @@ def test_a_step_takes_live_frames_first_then_about_one_chunk() -> None:
 def test_live_entries_overtake_another_databases_snapshot(
     mesh: Mesh, manager: Manager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    nodea, nodeb = mesh.node("a"), mesh.node("b")
-    nodea.connect(nodeb)
-    cmd = mesh.plugin(nodea)
-    peer = cmd.call("LOOKUP", {"name": "b"})["peer"]
+    nodea, nodeb, cmd, peer = linked_pair(mesh)
     # A: replicated and live. B: a source whose journal no longer starts at 1, so its replica takes a snapshot.
     live = manager.database("live", str(tmp_path / "live"), config={"replication": True})
     live_copy = manager.database("live-copy", str(tmp_path / "live-copy"))

@@ -21,7 +21,7 @@ from pynndb.mesh.replication_serving import SourceServer
 from pynndb.replication import Publisher, Replica, Request, diff, snapshot_intake
 from pynndb.replication.messages import SnapshotAck, SnapshotBegin, SnapshotChunk, SnapshotEnd, decode
 from tests.helpers import person, wait_until
-from tests.mesh.conftest import Mesh
+from tests.mesh.conftest import Mesh, linked_pair
 
 REPLICA = "00000000-0000-4000-8000-000000000001"
 DOCUMENTS = 600
@@ -207,10 +207,7 @@ def test_a_replica_of_a_source_that_keeps_no_window_does_not_acknowledge(manager
 def test_a_full_sync_between_nodes_keeps_the_replicas_queue_within_the_window(
     mesh: Mesh, manager: Manager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    nodea, nodeb = mesh.node("a"), mesh.node("b")
-    nodea.connect(nodeb)
-    cmd = mesh.plugin(nodea)
-    peer = cmd.call("LOOKUP", {"name": "b"})["peer"]
+    nodea, nodeb, cmd, peer = linked_pair(mesh)
     big = manager.database("big", str(tmp_path / "big"), config={"replication": True, "journal": {"max_entries": 50}})
     copy = manager.database("copy", str(tmp_path / "copy"))
     people = big.table("people")
