@@ -19,7 +19,7 @@ from pynndb import Database, Manager
 from pynndb.mesh import replication_serving
 from pynndb.mesh.replication_serving import SourceServer
 from pynndb.replication import Publisher, Replica, Request, diff, snapshot_intake
-from pynndb.replication.messages import SnapshotAck, SnapshotBegin, SnapshotChunk, SnapshotEnd, decode
+from pynndb.replication.messages import Entries, SnapshotAck, SnapshotBegin, SnapshotChunk, SnapshotEnd, decode
 from tests.helpers import person, wait_until
 from tests.mesh.conftest import Mesh, linked_pair
 
@@ -40,7 +40,11 @@ class Sent:
 
     def messages(self, stream: int, replica: str = REPLICA) -> list[Any]:
         with self.lock:
-            return [m for to, m in self.frames if to == replica.encode() and m.stream == stream]
+            return [m for to, m in self.frames if to == replica.encode() and getattr(m, "stream", None) == stream]
+
+    def entries(self, replica: str = REPLICA) -> list[Entries]:
+        with self.lock:
+            return [m for to, m in self.frames if to == replica.encode() and isinstance(m, Entries)]
 
     def chunks(self, stream: int) -> list[int]:
         return [m.number for m in self.messages(stream) if isinstance(m, SnapshotChunk)]
@@ -140,6 +144,21 @@ def test_an_answer_ends_when_its_requester_goes_down_or_the_node_stops(source: D
     made.stop()  # waits for its threads: the waiting answer ends at once, not after STALL
     assert time.monotonic() - started < replication_serving.STALL / 2
     assert counters["answers_ended"] == 2
+
+
+def test_a_gap_repair_never_waits_behind_snapshots_waiting_for_their_replicas(source: Database, server: Any) -> None:
+    made, sent, counters = server
+    publisher = Publisher(source, chunk_bytes=2000)
+    waiting = replication_serving.WORKERS + 1  # more than the threads that answer gap repairs
+    for number in range(waiting):
+        replica = f"00000000-0000-4000-8000-{number + 10:012}"
+        made.submit(publisher, Request(source.replication.uuid, replica, 1, True, None, 1, 2), f"node{number}")
+    wait_until(lambda: counters["snapshot_waits"] == waiting, timeout=10)  # every one of them holds its thread
+    made.submit(publisher, Request(source.replication.uuid, REPLICA, 1, False, None, 4, 16), "nodeb")
+    wait_until(lambda: sent.entries(), timeout=10)
+    (entries,) = sent.entries()
+    assert entries.entries[0][0] == 1
+    assert entries.last == source.replication.sequence
 
 
 def test_an_answer_nobody_acknowledges_gives_up(

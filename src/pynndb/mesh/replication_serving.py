@@ -6,7 +6,8 @@ acknowledged chunk n - window (`SnapshotAck`, handed over by `acknowledge`), so 
 `window` chunks (each at most 1 MiB) in the queues between the two nodes, and the serving thread reads the database
 at the pace the replica writes it instead of racing ahead. An answer ends early, and the replica asks again, when
 it is superseded (the same replica asked again for the same source), when the requester's node goes down, when no
-acknowledgement comes for STALL seconds, or when the node stops.
+acknowledgement comes for STALL seconds, or when the node stops. Flow-controlled snapshots run on threads of their
+own (SNAPSHOT_WORKERS), so that gap repairs (WORKERS) never wait behind a long one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from pynndb.replication.messages import Request, SnapshotAck, SnapshotChunk, enc
 from pynndb.replication.source import Publisher
 
 log = logging.getLogger("pynndb.replication")
-WORKERS = 8  # answers under way at once: a flow-controlled snapshot holds its thread while the replica writes it
+WORKERS = 2  # answers of entries (gap repairs) under way at once
+# Flow-controlled snapshots under way at once: each holds its thread while its replica writes it (minutes for a large
+# database), so they have threads of their own and never keep a gap repair waiting behind them.
+SNAPSHOT_WORKERS = 32
 STALL = 30.0  # seconds an answer waits for an acknowledgement that moves it on before it gives up
 
 
@@ -50,6 +54,7 @@ class SourceServer:
         for name in ("requests_served", "snapshot_acks", "snapshot_waits", "answers_ended"):
             counters.setdefault(name, 0)
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"pynndb-{label}-serve")
+        self._snapshots = ThreadPoolExecutor(SNAPSHOT_WORKERS, thread_name_prefix=f"pynndb-{label}-snapshot")
         self._answers: dict[tuple[str, str], Answer] = {}  # (replica, source) -> its latest answer
         self._changed = threading.Condition()
         self._stopping = False
@@ -86,7 +91,8 @@ class SourceServer:
                     if self._answers.get(key) is answer:
                         del self._answers[key]
 
-        self._pool.submit(run)
+        long = request.window and publisher.needs_snapshot(request)  # (else a snapshot after a trim: the rare case)
+        (self._snapshots if long else self._pool).submit(run)
 
     def _room(self, answer: Answer, number: int) -> bool:
         """Wait until chunk `number` may be sent (the replica acknowledged `number - window`); False if the answer
@@ -126,4 +132,5 @@ class SourceServer:
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (self._pool, self._snapshots):
+            pool.shutdown(wait=True, cancel_futures=True)

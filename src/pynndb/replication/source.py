@@ -74,12 +74,20 @@ class Publisher:
                 break  # the journal's end, not a batch's limit: no second read transaction to find nothing
         return messages
 
+    def needs_snapshot(self, request: Request, retained: tuple[int, int] | None = None) -> bool:
+        """Whether `serve` answers `request` with a snapshot: asked for, or the entries it wants are gone (`retained`:
+        the journal's (first, last), read now when not given). A trim while entries are sent turns their answer into
+        a snapshot too."""
+        first, last = self.db.replication.retained if retained is None else retained
+        return request.snapshot or request.start < first or request.start > last + 1
+
     def serve(self, request: Request) -> Iterator[Message]:
         """Answer a replica: the entries from `request.start` up to now, or a snapshot when they are gone."""
-        first, last = self.db.replication.retained
-        if request.snapshot or request.start < first or request.start > last + 1:
+        retained = self.db.replication.retained
+        if self.needs_snapshot(request, retained):
             yield from self._snapshot(request)
             return
+        last = retained[1]
         start = request.start
         if start > last:
             yield Entries(self.uuid, [], last)  # nothing new: says so, so a resuming replica knows it is current
