@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
+import threading
+import time
 
 import pytest
 
@@ -25,9 +28,8 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     made = Clock(1_700_000_000.25)
     monkeypatch.setattr(ids, "_clock", made)
-    for name in ("_template", "_counter", "_random"):  # restored after the test
-        monkeypatch.setattr(ids, name, getattr(ids, name))
-    monkeypatch.setattr(ids, "_second", -1)  # as in a new process (ids made earlier were at the real time)
+    monkeypatch.setattr(ids, "_random", ids._random)  # (restored after the test)
+    monkeypatch.setattr(ids, "_state", (-1, b"", iter(())))  # as in a new process (ids made earlier: real time)
     return made
 
 
@@ -56,7 +58,7 @@ def test_a_clock_that_goes_back_keeps_the_last_second(clock: Clock) -> None:
 @pytest.mark.parametrize("bulk", [False, True])
 def test_a_full_counter_takes_the_next_second_early(clock: Clock, bulk: bool) -> None:
     first = ids.new_oid()
-    ids._counter = itertools.count(ids.LIMIT - 4)  # 5 ids left in this second
+    ids._state = (*ids._state[:2], itertools.count(ids.LIMIT - 4))  # 5 ids left in this second
     made = ids.new_oids(20) if bulk else [ids.new_oid() for _ in range(20)]
     assert [second_of(oid) for oid in made] == [second_of(first)] * 5 + [second_of(first) + 1] * 15
     clock.now += 1  # the clock reaches the second taken early: its counter goes on
@@ -71,3 +73,36 @@ def test_each_second_starts_its_counter_below_half_its_range(clock: Clock) -> No
         clock.now += 1
         starts.append(int(ids.new_oid()[18:], 16))
     assert max(starts) < (ids.LIMIT + 1) // 2 and len(set(starts)) > 150  # random, with room for 8.3M ids
+
+
+def test_threads_making_ids_across_seconds_never_make_the_same_one(clock: Clock) -> None:
+    """Several threads of one process make ids while the second changes under them (thread switches forced as often
+    as the interpreter allows): every id is unique, and each thread's own ids ascend."""
+    made: list[list[bytes]] = [[] for _ in range(4)]
+    started = threading.Barrier(len(made) + 1)
+
+    def work(mine: list[bytes]) -> None:
+        started.wait()
+        for step in range(4000):
+            if step % 3:
+                mine.append(ids.new_oid())
+            else:
+                mine.extend(ids.new_oids(3))
+
+    threads = [threading.Thread(target=work, args=(mine,)) for mine in made]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        started.wait()
+        for _ in range(400):  # the clock moves on while they work
+            clock.now += 1
+            time.sleep(0)
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    every = [oid for mine in made for oid in mine]
+    assert len(set(every)) == len(every), "two ids alike"
+    assert all(mine == sorted(mine) for mine in made)
