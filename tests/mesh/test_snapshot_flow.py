@@ -256,3 +256,28 @@ def test_a_full_sync_between_nodes_keeps_the_replicas_queue_within_the_window(
     assert max(queued) <= snapshot_intake.WINDOW, queued
     assert serving.counters["snapshot_waits"] > 0 and serving.counters["snapshot_acks"] >= len(queued) // 4 - 1
     assert serving.counters["answers_ended"] == 0
+
+
+def test_a_replica_on_the_source_node_itself_takes_a_flow_controlled_snapshot(
+    mesh: Mesh, manager: Manager, tmp_path: Path
+) -> None:
+    """Source and replica on one node: the answer's chunks and the replica's acknowledgements never leave the node."""
+    node = mesh.node("solo")
+    cmd = mesh.plugin(node)
+    big = manager.database("big", str(tmp_path / "big"), config={"replication": True, "journal": {"max_entries": 50}})
+    copy = manager.database("copy", str(tmp_path / "copy"))
+    people = big.table("people")
+    people.ensure("by_name", "{name}", duplicates=True)
+    for first in range(0, 3000, 20):
+        people.append_many([person(number) for number in range(first, first + 20)])
+    cmd.call("REGISTER", {"path": big.path})
+    service = node.replication
+    assert service is not None
+    source = service.holdings.source(big.replication.uuid)
+    assert source is not None
+    source.publisher.chunk_bytes = 8 << 10  # ~40 chunks: more than the window
+    cmd.call("REPLICATE", {"path": copy.path, "uuid": big.replication.uuid})
+    wait_until(lambda: copy.replication.marks().get(big.replication.uuid, 0) == big.replication.sequence, 30)
+    assert diff(big, copy) == {}
+    assert service.counters["snapshot_acks"] >= 40 // (snapshot_intake.WINDOW // 4) - 1
+    assert service.counters["answers_ended"] == 0
