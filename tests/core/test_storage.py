@@ -191,7 +191,8 @@ def test_stored_parts_are_every_pair_in_order_cut_where_a_pair_reaches_the_chunk
             "index": list(txn.txn.cursor(db=people._indexes["by_age"].dbi)),
         }
     with Storage(source).read() as view:
-        parts = list(view.stored_parts("people", chunk_bytes=chunk_bytes, chunk_pairs=chunk_pairs))
+        limit = {} if chunk_pairs is None else {"chunk_pairs": chunk_pairs}  # (None: the default)
+        parts = list(view.stored_parts("people", chunk_bytes=chunk_bytes, **limit))
     most = chunk_pairs or CHUNK_PAIRS
     for kind in ("records", "tombstones", "index"):
         mine = [part for part in parts if part.part == kind]

@@ -117,12 +117,11 @@ def stored_parts(
     replication: Replication,
     table: Table,
     chunk_bytes: int,
-    chunk_pairs: int | None = None,
+    chunk_pairs: int = CHUNK_PAIRS,
 ) -> Iterator[StoredPart]:
     """One table's stored pairs in batches of about `chunk_bytes` and at most `chunk_pairs` pairs: records (with
     versions when the database keeps them), tombstones, then each index's entries; `txn` must be a read transaction
-    opened with buffers=False (`chunk_pairs` None: CHUNK_PAIRS)."""
-    chunk_pairs = chunk_pairs or CHUNK_PAIRS
+    opened with buffers=False."""
     versions_db = replication._versions
     versioned = replication.versioned
     prefix = table.name.encode() + b"\x00"

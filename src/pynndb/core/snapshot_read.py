@@ -14,7 +14,7 @@ import lmdb
 import orjson
 
 from pynndb.core import meta
-from pynndb.core.bulk import StoredPart, stored_parts
+from pynndb.core.bulk import CHUNK_PAIRS, StoredPart, stored_parts
 from pynndb.core.codec import decode_value, raw_json
 from pynndb.core.journal import Version
 
@@ -80,9 +80,9 @@ class SnapshotRead:
     def _table(self, name: str) -> Table | None:
         return self._tables.get(name)
 
-    def stored_parts(self, table: str, chunk_bytes: int, chunk_pairs: int | None = None) -> Iterator[StoredPart]:
+    def stored_parts(self, table: str, chunk_bytes: int, chunk_pairs: int = CHUNK_PAIRS) -> Iterator[StoredPart]:
         """The stored pairs of `table` (records, tombstones, index entries) in batches of about `chunk_bytes` and at
-        most `chunk_pairs` pairs (None: bulk.CHUNK_PAIRS)."""
+        most `chunk_pairs` pairs."""
         found = self._tables.get(table)
         if found is not None:
             yield from stored_parts(self._txn, self._db.replication, found, chunk_bytes, chunk_pairs)

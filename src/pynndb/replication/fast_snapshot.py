@@ -23,7 +23,8 @@ from pynndb.core.bulk import stored_json
 from pynndb.core.codec import Compressor
 from pynndb.core.journal import VERSION
 from pynndb.errors import MalformedEntry
-from pynndb.replication.messages import EMPTY_JSON, SnapshotBegin, SnapshotChunk, StoredPairs
+from pynndb.replication.message_types import EMPTY_JSON
+from pynndb.replication.messages import SnapshotBegin, SnapshotChunk, StoredPairs
 
 if TYPE_CHECKING:
     from pynndb.core.snapshot_read import SnapshotRead

@@ -16,15 +16,8 @@ import orjson
 
 from pynndb.errors import InvalidArgumentType, MalformedEntry
 from pynndb.replication.message_types import (
-    EMPTY_JSON,
-    MAX_KEY,
-    MAX_RECORD_KEY,
     MAX_WINDOW,
-    PARTS,
-    RECORD_KEY_BYTES,
-    STORED_FORMAT,
     VERSION,
-    VERSION_SIZE,
     Entries,
     Message,
     Reply,
@@ -40,15 +33,6 @@ from pynndb.replication.message_types import (
 from pynndb.replication.stored_frames import decode_stored, encode_stored
 
 __all__ = [
-    "EMPTY_JSON",
-    "MAX_KEY",
-    "MAX_RECORD_KEY",
-    "MAX_WINDOW",
-    "PARTS",
-    "RECORD_KEY_BYTES",
-    "STORED_FORMAT",
-    "VERSION",
-    "VERSION_SIZE",
     "Entries",
     "Message",
     "Reply",

@@ -68,9 +68,7 @@ class Taking:
         source keeps a window (said in the begin); nothing otherwise."""
         self.heard_at = now
         window = self.begin.window
-        if not window or self.chunks % max(1, window // 4):
-            return []
-        return [SnapshotAck(self.begin.source, replica, self.begin.stream, self.chunks)]
+        return [] if not window or self.chunks % max(1, window // 4) else self._taken(replica)
 
     def ack_again(self, replica: str, now: float) -> list[Reply]:
         """The acknowledgement of every chunk taken, when no chunk came for ACK_AGAIN seconds: an acknowledgement
@@ -78,6 +76,9 @@ class Taking:
         if not self.begin.window or now - self.heard_at < ACK_AGAIN:
             return []
         self.heard_at = now
+        return self._taken(replica)
+
+    def _taken(self, replica: str) -> list[Reply]:
         return [SnapshotAck(self.begin.source, replica, self.begin.stream, self.chunks)]
 
     def complete(self, end: SnapshotEnd) -> bool:
