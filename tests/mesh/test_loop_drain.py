@@ -1,6 +1,6 @@
-"""How the socket loop reads a socket: the first read of a drain is tried at once (a signalled socket nearly always
-holds a message), a ROUTER's identity part is read as bytes, and a message of the wrong number of parts is read
-whole, counted as malformed and never shifts the parts of the messages after it."""
+"""How the socket loop reads a socket (mesh/drain.py): the first read of a drain is tried at once (a signalled socket
+nearly always holds a message), a ROUTER's identity part is read as bytes, and a message of the wrong number of parts
+is read whole, counted as malformed and never shifts the parts of the messages after it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from pynndb.mesh.loop import SocketLoop, receive
+from pynndb.mesh.loop import SocketLoop
 
 
 @pytest.fixture
@@ -75,15 +75,24 @@ def test_draining_a_socket_that_holds_nothing_reads_nothing(pair: tuple[zmq.Sock
     assert handled == [b"after"]
 
 
-def test_receive_reads_a_dealer_message_and_a_router_message_whole(pair: tuple[zmq.Socket, zmq.Socket]) -> None:
+def test_a_dealer_message_of_the_wrong_shape_is_dropped_whole(pair: tuple[zmq.Socket, zmq.Socket]) -> None:
     router, dealer = pair
-    dealer.send_multipart([b"a", b"b"])
+    dealer.send(b"hello")
     assert router.poll(5000)
-    identity, *rest = receive(router, 0, from_router=True)
-    assert rest == [b"a", b"b"]
-    router.send_multipart([identity, b"reply", b"tail"])
-    assert dealer.poll(5000)
-    assert receive(dealer, 0) == [b"reply", b"tail"]
+    identity = router.recv_multipart()[0]
+    loop = SocketLoop("test-drain", counters())
+    handled: list[tuple[str, bytes]] = []
+    loop.watch_dealer(dealer, "owner", lambda owner, frame: handled.append((owner, frame)))
+    router.send_multipart([identity, b"first"])
+    router.send_multipart([identity, b"two", b"parts"])  # a link or command reply is one part
+    router.send_multipart([identity, b"last"])
+    deadline = time.monotonic() + 5
+    while len(handled) < 2 and time.monotonic() < deadline:
+        dealer.poll(50)
+        loop.readers[dealer](dealer)
+    loop.close()
+    assert handled == [("owner", b"first"), ("owner", b"last")]
+    assert loop.counters["malformed"] == 1 and loop.counters["frames_in"] == 3
 
 
 def test_call_soon_runs_inline_only_on_the_running_loop_thread() -> None:

@@ -105,6 +105,8 @@ def test_a_handler_that_is_not_inline_runs_off_the_loop_and_a_full_queue_answers
     replies = node.ask("slow", {"x": 1})
     assert replies == [] and len(node.workers) == 1  # queued for a worker, not run on the loop
     node.run(node.workers)
+    assert replies == [] and len(node.loop) == 1  # its reply is handed back to the loop thread
+    node.run(node.loop)
     assert replies[0]["ok"] and replies[0]["result"]["params"] == {"x": 1}
     node.accepting = False
     replies = node.ask("slow")
@@ -207,19 +209,16 @@ def test_a_stopping_node_answers_every_request_in_flight() -> None:
     assert len(to_a) == len(to_c) == 1
 
 
-def test_a_plugin_request_is_answered_on_the_command_port_from_the_loop() -> None:
+def test_a_plugin_request_is_answered_on_the_command_port() -> None:
     node = Node()
     frame = wire.encode_control(wire.REQUEST, {"req": "r1", "cmd": "echo", "params": {"x": 1}})
-    node.requests.on_client_request(b"client", frame)
-    assert node.answered == []  # the answer goes out from the loop thread
-    node.run(node.loop)
+    node.requests.on_client_request(b"client", frame)  # (on the loop thread: an inline command is answered at once)
     result = {"params": {"x": 1}, "origin": SELF, "node": "the node"}
     assert node.answered == [(b"client", wire.RESPONSE, {"ok": True, "result": result, "req": "r1"})]
     routed = wire.encode_control(wire.REQUEST, {"req": 7, "cmd": "echo", "target": "a", "timeout": 1})
     node.requests.on_client_request(b"other", routed)
     assert node.sent == [(wire.COMMAND, {"req": 1, "cmd": "echo", "params": None}, A)]
     node.requests.on_reply({"req": 1, "ok": True, "result": {"there": True}})
-    node.run(node.loop)
     assert node.answered[1] == (b"other", wire.RESPONSE, {"ok": True, "result": {"there": True}, "req": 7})
     assert node.requests.counters == {"requests": 2, "commands": 1}
 
@@ -246,8 +245,11 @@ def test_a_command_from_another_node_runs_here_and_its_reply_is_routed_back() ->
     node.requests.on_command(A, {"req": 5, "cmd": "echo", "params": {"y": 2}})
     node.requests.on_command(C, {"req": 6, "cmd": 3})
     node.requests.on_command(C, {"req": 7, "cmd": "nope"})
-    node.run(node.workers)  # an unknown command is answered by a worker, as every command not inline
-    assert node.sent == []  # replies go out from the loop thread
+    # On the loop thread, an inline command's reply and a refusal go out at once; an unknown command is answered
+    # by a worker (as every command not inline), and its reply goes out from the loop thread.
+    assert [body["req"] for _, body, _ in node.sent] == [5, 6]
+    node.run(node.workers)
+    assert len(node.sent) == 2
     node.run(node.loop)
     result = {"params": {"y": 2}, "origin": A, "node": "the node"}
     assert node.sent[0] == (wire.REPLY, {"ok": True, "result": result, "req": 5}, A)
@@ -266,6 +268,7 @@ def test_results_are_counted_per_command_and_outcome() -> None:
     node.ask("fail")
     node.ask("nope")
     node.run(node.workers)
+    node.run(node.loop)  # a command run by a worker is counted on the loop thread, with its reply
     node.ask("echo", None, "a")  # runs elsewhere: counted there
     node.requests.on_command(A, {"req": 1, "cmd": "fail"})
     assert node.requests.results_by_command() == {

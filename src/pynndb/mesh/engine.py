@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -22,14 +22,18 @@ import zmq
 from pynndb.mesh import wire
 from pynndb.mesh.delivery import Delivery
 from pynndb.mesh.directory import Change, Directory
+from pynndb.mesh.drain import NOBLOCK
 from pynndb.mesh.gossip import Gossip
 from pynndb.mesh.handshake import Links
 from pynndb.mesh.linking import Linking
 from pynndb.mesh.links import Channel, make_ports
 from pynndb.mesh.local import Endpoints, NodeConfig, OnReply
-from pynndb.mesh.loop import NOBLOCK, NOBLOCK_MORE, LoopTask, SocketLoop, send
+from pynndb.mesh.loop import NOBLOCK_MORE, LoopTask, SocketLoop, send
 from pynndb.mesh.requests import Requests
 from pynndb.mesh.routing import Routes, SeenCache
+from pynndb.mesh.sending import Sending
+from pynndb.mesh.status import node_status
+from pynndb.mesh.wire import COMMAND, PUBLISH, REPLY, ROUTED_HEADER_SIZE, SEND
 from pynndb.mesh.workers import WorkerPool
 
 BATCH_BYTES = 1 << 20  # a PUBLISH frame closes at about 1 MB...
@@ -47,11 +51,12 @@ COUNTERS = (  # noqa: SIM905  (one line per name would double this module's coun
 ).split()
 
 
-class Engine:
+class Engine(Sending):
     """One node's loop logic and the state it owns (a `NodeLoop`: the Controller's only door to it)."""
 
     def __init__(self, config: NodeConfig, endpoints: Endpoints) -> None:
         self.config = config
+        self.self_id = config.id
         self.endpoints = endpoints
         self.lock = threading.RLock()
         self.directory = Directory(config.id)
@@ -61,6 +66,7 @@ class Engine:
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.message_ids = itertools.count(1)
         self.channel_ids = itertools.count(1)
+        self.wire_ids: dict[str, bytes] = {}  # node id -> its 16 wire bytes, for the targets messages went to
         self.outbox: deque[tuple[str, bytes]] = deque()
         self.heartbeat_due = True
         self.next_tick = 0.0
@@ -180,45 +186,42 @@ class Engine:
     def remove_task(self, task: LoopTask) -> None:
         self.loop.remove_task(task)
 
-    def neighbors(self) -> dict[str, Channel]:
-        return self.links.neighbors()
-
     # --- frames in (loop thread) ---------------------------------------------------------------------------
     def on_routed(self, channel: Channel, kind: int, frame: bytes) -> None:
-        if not self.seen.check_and_add(wire.seen_key(frame)):
+        if not self.seen.check_and_add(frame[2:ROUTED_HEADER_SIZE]):  # (wire.seen_key, inlined: every frame)
             self.counters["duplicates"] += 1
             return
-        header = wire.decode_routed(frame, kind)
-        origin = header.origin
+        origin, target, offset = wire.routed_header(frame, kind)
         came_from = channel.peer
         self.directory.touch(origin)
         if self.gossip.membership.targets:
             self.gossip.act(self.gossip.membership.heard(origin))
-        if kind == wire.PUBLISH:
+        if kind == PUBLISH:
             self.counters["publish_frames_in"] += 1
-            topic = wire.decode_topic_name(frame, header.body_offset)
-            self.delivery.topic(topic, frame, header.body_offset, origin)
+            topic = wire.decode_topic_name(frame, offset)
+            self.delivery.topic(topic, frame, offset, origin)
             self.forward(frame, self.topic_hops(topic), came_from)
+        elif target is not None:
+            if target != self.self_id:
+                self.forward(frame, self.target_hops(target), came_from)
+            elif kind == COMMAND:
+                self.requests.on_command(origin, wire.decode_json_body(frame, offset))
+            elif kind == REPLY:
+                self.requests.on_reply(wire.decode_json_body(frame, offset))
+            elif kind == SEND:
+                message = wire.decode_send_body(frame, offset)
+                self.delivery.message(message.kind, message.payload, origin)
+            else:
+                body = wire.require_dict(wire.decode_json_body(frame, offset), "membership message")
+                self.gossip.on_message(kind, origin, body)
         elif kind in (wire.HEARTBEAT, wire.SUSPECT, wire.DEAD):
-            if self.gossip.on_fact(kind, origin, frame, header.body_offset):
+            if self.gossip.on_fact(kind, origin, frame, offset):
                 self.forward(frame, self.neighbors(), came_from)  # news only: the neighbors heard the rest already
         elif kind == wire.LEAVE:
             with self.lock:
                 changes = self.directory.mark_gone(origin)
             self.notify(changes)
             self.forward(frame, self.neighbors(), came_from)
-        elif header.target != self.config.id:
-            self.forward(frame, self.target_hops(header.target or ""), came_from)
-        elif kind == wire.COMMAND:
-            self.requests.on_command(origin, wire.decode_json_body(frame, header.body_offset))
-        elif kind == wire.REPLY:
-            self.requests.on_reply(wire.decode_json_body(frame, header.body_offset))
-        elif kind == wire.SEND:
-            message = wire.decode_send_body(frame, header.body_offset)
-            self.delivery.message(message.kind, message.payload, origin)
-        else:
-            body = wire.require_dict(wire.decode_json_body(frame, header.body_offset), "membership message")
-            self.gossip.on_message(kind, origin, body)
 
     def notify(self, changes: list[Change]) -> None:
         for node_id, state in changes:
@@ -243,58 +246,6 @@ class Engine:
         except zmq.ZMQError:
             self.counters["dropped"] += 1
 
-    def forward(self, frame: bytes, peers: Collection[str], came_from: str | None, relayed: int = 1) -> None:
-        """Send a frame to the peers that are neighbors (not back where it came from); ``relayed=0``: our own."""
-        neighbors = self.neighbors()
-        counters = self.counters
-        for peer in peers:
-            if peer == came_from:
-                continue
-            channel = neighbors.get(peer)
-            if channel is None:
-                continue
-            if self.send_link(channel, frame):
-                counters["relayed"] += relayed
-                counters["frames_out"] += 1
-            else:
-                counters["dropped"] += 1
-
-    def originate(self, kind: int, body: bytes, target: str | None = None) -> None:
-        """Send a new routed message from this node (loop thread only)."""
-        raw_target = wire.node_id_to_bytes(target) if target is not None else None
-        frame = wire.encode_routed(kind, self.config.id_bytes, next(self.message_ids), body, raw_target)
-        self.seen.check_and_add(wire.seen_key(frame))
-        if kind == wire.PUBLISH:
-            peers: Collection[str] = self.topic_hops(wire.decode_topic_name(frame, wire.ROUTED_HEADER_SIZE))
-        elif target is not None:
-            peers = self.target_hops(target)
-        else:
-            peers = self.neighbors()
-        self.forward(frame, peers, None, relayed=0)
-
-    def refresh_routes(self) -> None:
-        key = (self.directory.version, self.links.version)
-        if key != self.routes.key:
-            self.routes.refresh(key, self.link_graph, self.neighbors())
-
-    def link_graph(self) -> dict[str, set[str]]:
-        with self.lock:
-            return self.directory.graph()
-
-    def subscribers(self, topic: str) -> set[str]:
-        with self.lock:
-            return self.directory.subscribers(topic)
-
-    def topic_hops(self, topic: str) -> set[str]:
-        self.refresh_routes()
-        hops = self.routes.topics.get(topic)  # the hot path: a cached answer, no call
-        return hops if hops is not None else self.routes.topic_hops(topic, self.subscribers, self.neighbors())
-
-    def target_hops(self, target: str) -> set[str]:
-        self.refresh_routes()
-        hops = self.routes.targets.get(target)
-        return hops if hops is not None else self.routes.target_hops(target, self.neighbors())
-
     def flush_outbox(self) -> None:
         """Turn queued publishes into PUBLISH frames: one per topic run, bounded in bytes and count; then yield."""
         if self.outbox:
@@ -308,24 +259,33 @@ class Engine:
 
     # --- timers (loop thread) ------------------------------------------------------------------------------
     def turn(self) -> float:
-        """After each wake-up: send queued publishes, run due timers; the time the loop must wake up next."""
-        self.flush_outbox()
+        """After each wake-up: send queued publishes, run due timers; the time the loop must wake up next. (After
+        every turn: an idle node's fine timer stays at its period until something is in flight, checked only while
+        it is coarse, and goes back to the period at the first fine tick that finds nothing.)"""
+        if self.outbox:
+            self.flush_outbox()
         now = time.monotonic()
-        period = self.config.heartbeat
-        if now >= self.next_fine:
-            self.next_fine = now + period
+        fine_due = now >= self.next_fine
+        if fine_due:
             self.fine_tick(now)
         if self.heartbeat_due:
             self.heartbeat_due = False
             self.gossip.announce()
         if now >= self.next_tick:
-            self.next_tick = now + period
+            self.next_tick = now + self.config.heartbeat
             self.heartbeat(now)
-        if not (self.requests.pending or self.gossip.busy() or self.links.connecting()):
-            self.next_fine = self.next_tick  # idle nodes wake once a period...
-        elif self.next_fine > now + FINE_TIMER:
+        if fine_due:
+            self.next_fine = now + FINE_TIMER if self.busy() else self.next_tick  # idle nodes wake once a period...
+        elif self.next_fine > now + FINE_TIMER and self.busy():
             self.next_fine = now + FINE_TIMER  # ...hellos, requests and probes in flight need finer deadlines
         return now if self.outbox else min(self.next_tick, self.next_fine)  # (a publish from the loop thread)
+
+    def busy(self) -> bool:
+        """Requests, probes, suspicions or handshakes in flight: their deadlines need the fine timer. (Asked in
+        every turn of an idle node: `gossip.busy` written out.)"""
+        return bool(self.requests.pending or self.gossip.membership.pending or self.directory.suspects) or (
+            self.links.connecting()
+        )
 
     def heartbeat(self, now: float) -> None:
         """Once a probe period: settle suspicions, probe, forget long-gone nodes, and drop links gone silent."""
@@ -366,27 +326,3 @@ def command_requests(engine: Engine) -> Requests:
         lock=engine.lock,
         counters=engine.counters,
     )
-
-
-def node_status(engine: Engine) -> dict[str, Any]:
-    """STATUS of a node: health, links, counters, callback and request figures."""
-    with engine.lock:
-        nodes = engine.directory.snapshot()
-    config = engine.config
-    return {
-        "peer": config.id,
-        "label": config.label,
-        "address": config.address,
-        "health": "ok",
-        "secure": config.keys is not None,
-        "links": engine.links.describe(),
-        "nodes": len(nodes),
-        "alive": sum(1 for entry in nodes.values() if entry["alive"]),
-        "counters": dict(engine.counters),
-        "callback_backlog": engine.delivery.pool.backlog(),
-        "callbacks_dropped": engine.delivery.pool.dropped,
-        "callbacks_failed": engine.delivery.pool.failed,
-        "pending_requests": len(engine.requests.pending),
-        "command_results": engine.requests.results_by_command(),
-        "seen_cache": len(engine.seen),
-    }

@@ -59,6 +59,8 @@ class Links:
         self.version = 0
         self._neighbors: dict[str, Channel] = {}
         self._neighbors_version = -1
+        self._connecting: tuple[tuple[int, int], bool] = ((-1, -1), False)
+        self._edits = 0  # links added or removed so far
 
     def __iter__(self) -> Iterator[Channel]:
         """Every link (outbound and inbound, up or not)."""
@@ -72,6 +74,7 @@ class Links:
         return self.channels.get(("out", key))
 
     def add_outbound(self, channel: Channel) -> None:
+        self._edits += 1
         self.channels[channel.key] = channel
         self.channels[("address", channel.address)] = channel
 
@@ -116,6 +119,7 @@ class Links:
     def remove(self, channel: Channel) -> bool:
         """Forget a link; True if it was up. The caller closes its socket."""
         was_up = self.down(channel)
+        self._edits += 1
         self.channels.pop(channel.key, None)
         if self.channels.get(("address", channel.address)) is channel:
             del self.channels[("address", channel.address)]
@@ -146,11 +150,15 @@ class Links:
         return self._neighbors
 
     def connecting(self) -> bool:
-        """True while an outbound link waits for its handshake (HELLOs need a finer timer than the period)."""
-        for key, channel in self.channels.items():  # noqa: SIM110  (run every loop turn: no generator)
-            if key[0] == "out" and not channel.up:
-                return True
-        return False
+        """True while an outbound link waits for its handshake (HELLOs need a finer timer than the period).
+
+        Asked at every turn of an idle node's loop: the answer is kept until a link is added or removed, or comes up
+        or goes down (which changes ``version``)."""
+        state = (self.version, self._edits)
+        if state != self._connecting[0]:
+            waiting = any(key[0] == "out" and not channel.up for key, channel in self.channels.items())
+            self._connecting = (state, waiting)
+        return self._connecting[1]
 
     def hellos_due(self, now: float, period: float) -> list[Channel]:
         """Outbound links not up whose next HELLO is due; their next HELLO is scheduled."""

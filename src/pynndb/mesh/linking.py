@@ -18,6 +18,7 @@ from pynndb.mesh import wire
 from pynndb.mesh.directory import Entry
 from pynndb.mesh.handshake import handshake_body, take_handshake
 from pynndb.mesh.links import Channel, configure
+from pynndb.mesh.wire import ROUTED_TYPES, VERSION
 
 if TYPE_CHECKING:
     from pynndb.mesh.engine import Engine
@@ -117,7 +118,7 @@ class Linking:
         self.engine.send_router(self.engine.front, identity, wire.encode_control(wire.DISCOVERED, body))
 
     def on_link_router(self, identity: bytes, frame: bytes) -> None:
-        channel = self.engine.links.inbound_channel(identity)
+        channel = self.engine.links.inbound.get(identity)
         if channel is not None:
             self.on_link_frame(channel, frame)
             return
@@ -131,8 +132,9 @@ class Linking:
         self.on_hello(self.engine.links.new_inbound(identity), frame)
 
     def on_link_frame(self, channel: Channel, frame: bytes) -> None:
-        kind = wire.message_type(frame)
-        if kind in wire.ROUTED_TYPES:
+        # (wire.message_type, inlined for the usual frame: every frame on a link passes here)
+        kind = frame[1] if len(frame) > 1 and frame[0] == VERSION else wire.message_type(frame)
+        if kind in ROUTED_TYPES:
             if not channel.up:
                 if not channel.outbound:
                     self.reset(channel.identity or b"")

@@ -15,7 +15,8 @@ import zmq
 
 from pynndb.errors import InvalidAddress, MalformedMessage, MeshError
 from pynndb.mesh import wire
-from pynndb.mesh.loop import NOBLOCK, NOBLOCK_MORE, send
+from pynndb.mesh.drain import NOBLOCK
+from pynndb.mesh.loop import NOBLOCK_MORE, send
 from pynndb.mesh.security import make_server
 
 HIGH_WATER_MARK = 100_000

@@ -19,24 +19,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 import zmq
 
-from pynndb.errors import MalformedMessage, MeshError
+from pynndb.errors import MeshError
+from pynndb.mesh.drain import EVENTS, POLLIN, RouterHandler, drain_dealer, drain_router
 from pynndb.mesh.wakepipe import WakePipe
 
 log = logging.getLogger("pynndb.mesh.engine")
 
-# pyzmq's constants are enums: `&` and `|` on them run Python code (~1 us each); the hot paths use plain ints.
-EVENTS, POLLIN, NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
-NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)  # (a plain int, as drain.py's constants)
 # `zmq.Socket.send` is a Python wrapper (for DRAFT sockets' routing_id and group) around the compiled backend's
 # send, which the hot paths call directly: ~0.4 µs a send less. Called as send(socket, data, flags, copy).
 send: Callable[..., Any] = zmq.backend.Socket.send
-DRAIN_LIMIT = 2000  # frames taken from one socket per loop turn, so no socket starves the others
-DECODE_ERRORS = (MalformedMessage, ValueError, KeyError, TypeError, UnicodeDecodeError)
-RouterHandler = Callable[[bytes, bytes], None]  # (identity, frame)
 DealerHandler = Callable[[Any, bytes], None]  # (the socket's owner, frame)
 
 
@@ -88,11 +85,11 @@ class SocketLoop:
     # --- sockets -------------------------------------------------------------------------------------------
     def watch_router(self, socket: zmq.Socket, handle: RouterHandler) -> None:
         """Read a ROUTER in the loop: ``handle(identity, frame)`` per message."""
-        self._watch(socket, lambda s: self._drain(s, 2, lambda frames: handle(frames[0], frames[1])))
+        self._watch(socket, partial(drain_router, self, handle))
 
     def watch_dealer(self, socket: zmq.Socket, owner: Any, handle: DealerHandler) -> None:
         """Read a DEALER in the loop: ``handle(owner, frame)`` per message."""
-        self._watch(socket, lambda s: self._drain(s, 1, lambda frames: handle(owner, frames[0])))
+        self._watch(socket, partial(drain_dealer, self, partial(handle, owner)))
 
     def _watch(self, socket: zmq.Socket, reader: Callable[[zmq.Socket], None]) -> None:
         fd = int(socket.getsockopt(zmq.FD))
@@ -241,32 +238,40 @@ class SocketLoop:
         fd_tasks = self.fd_tasks
         wake_read = self.wake_pipe.read_fd
         readers = self.readers
+        counters = self.counters
+        poll = self.poller.poll
+        monotonic = time.monotonic
         while not self.stopping:
             # In milliseconds; select.poll rounds a fraction up, so the loop never spins on a timer.
             if ready or self.ops or (self.tasks and self.tasks_pending()):
                 timeout = 0.0
             else:
-                timeout = max(0.0, (deadline - time.monotonic()) * 1000)
-            for fd, events in self.poller.poll(timeout):
-                if fd == wake_read:
+                timeout = (deadline - monotonic()) * 1000
+                if timeout < 0.0:
+                    timeout = 0.0  # (a negative timeout would wait for ever)
+            for fd, events in poll(timeout):
+                socket = fd_sockets.get(fd)
+                if socket is not None:
+                    ready.add(socket)
+                elif fd == wake_read:
                     self.consume_wake()
-                else:
-                    socket = fd_sockets.get(fd)
-                    if socket is not None:
-                        ready.add(socket)
-                    elif fd in fd_tasks:
-                        self.collect(fd, events)
-            self.counters["loop_turns"] += 1
-            batch = list(ready)
-            ready.clear()
-            for socket in batch:
-                reader = readers.get(socket)
-                if reader is not None and not socket.closed:
-                    reader(socket)
-            self.run_ops()
+                elif fd in fd_tasks:
+                    self.collect(fd, events)
+            counters["loop_turns"] += 1
+            if ready:
+                batch = list(ready)
+                ready.clear()
+                for socket in batch:
+                    reader = readers.get(socket)
+                    if reader is not None and not socket.closed:
+                        reader(socket)
+            if self.ops:
+                self.run_ops()
             if self.tasks:
                 task_deadline = self.run_tasks()  # before turn(): what the tasks publish is flushed in this turn
-                deadline = min(self.turn(), task_deadline)
+                deadline = self.turn()
+                if task_deadline < deadline:
+                    deadline = task_deadline
             else:
                 deadline = self.turn()
             if self.touched:
@@ -290,53 +295,3 @@ class SocketLoop:
                 operation()
             except Exception:
                 log.exception("loop operation failed")
-
-    def _drain(self, socket: zmq.Socket, parts: int, handle: Callable[[list[bytes]], None]) -> None:
-        """Read what ``socket`` holds (at most DRAIN_LIMIT messages) and hand each message of ``parts`` frames on.
-
-        A socket is drained because it was signalled, and nearly always a message waits (in a 1-hop command round
-        trip, all but ~0.1 % of drains): the first read is tried at once, and a failed one processes the socket's
-        pending signals as ZMQ_EVENTS would. After a message, ZMQ_EVENTS says whether another waits, which costs
-        less than a failed read (raising zmq.Again)."""
-        counters = self.counters
-        from_router = parts == 2  # a ROUTER's message: the sender's identity and the frame
-        for index in range(DRAIN_LIMIT):
-            if socket.closed:
-                return  # a BYE just removed this link
-            if index and not socket.getsockopt(EVENTS) & POLLIN:  # type: ignore[operator]
-                self.touched.discard(socket)
-                return
-            try:
-                frames = receive(socket, NOBLOCK, from_router)
-            except zmq.Again:
-                self.touched.discard(socket)
-                return
-            counters["frames_in"] += 1
-            counters["bytes_in"] += len(frames[-1])
-            if len(frames) != parts:
-                counters["malformed"] += 1
-                continue
-            try:
-                handle(frames)
-            except DECODE_ERRORS:
-                counters["malformed"] += 1
-        self.ready.add(socket)  # more may be waiting: read on in the next turn, after the others
-
-
-def receive(socket: zmq.Socket, flags: int = NOBLOCK, from_router: bool = False) -> list[bytes]:
-    """One whole message (without blocking by default). A `zmq.Frame` says whether more parts follow, where
-    `recv_multipart` asks getsockopt(RCVMORE) after every part (pyzmq builds an enum member for each: ~0.6 µs a
-    part more, ~3.5 µs through the `rcvmore` attribute). ``from_router``: a ROUTER's message, whose first part (the
-    sender's identity) always has another after it, so it is read as bytes at once (a `zmq.Frame` costs ~0.5 µs
-    more); ZeroMQ delivers a message's parts together, so the read of the second part cannot fail."""
-    if from_router:
-        parts = [socket.recv(flags)]
-        frame = socket.recv(flags, copy=False)
-        parts.append(frame.bytes)
-    else:
-        frame = socket.recv(flags, copy=False)
-        parts = [frame.bytes]
-    while frame.more:  # (bounded: the parts of one message, which ZeroMQ delivers whole)
-        frame = socket.recv(flags, copy=False)
-        parts.append(frame.bytes)
-    return parts

@@ -15,12 +15,13 @@ import weakref
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import zmq
 
-from pynndb.errors import CommandTimeout, InvalidArgument, InvalidKeys, MalformedMessage, MeshError, NodeUnreachable
+from pynndb.errors import CommandTimeout, InvalidArgument, InvalidKeys, MeshError, NodeUnreachable
 from pynndb.mesh import commands, security, wire
 from pynndb.mesh.links import configure, split_address
-from pynndb.mesh.loop import receive, send
+from pynndb.mesh.loop import send
 from pynndb.mesh.security import KeyPair
 from pynndb.mesh.verbs import CommandVerbs
 
@@ -135,7 +136,7 @@ class Plugin(CommandVerbs):
             request_id = next(self._request_ids)
             # The node gets a slightly shorter deadline, so a routed timeout comes back as a reply.
             body = {"req": request_id, "cmd": command, "params": params, "target": target, "timeout": timeout * 0.9}
-            send(socket, wire.encode_control(wire.REQUEST, body), 0)
+            send(socket, wire.REQUEST_HEAD + orjson.dumps(body), 0)
             deadline = time.monotonic() + timeout
             # Bounded: each turn either returns or consumes a stale reply, and the deadline ends the loop.
             while True:
@@ -144,29 +145,21 @@ class Plugin(CommandVerbs):
                     raise CommandTimeout(f"{command} got no reply within {timeout}s")
                 # A blocking recv with a timeout: one libzmq call, where poll() then recv() costs two and a Poller.
                 # Set only when it changed: a call answered within a millisecond of its start keeps the last one.
-                rcvtimeo = max(1, math.ceil(remaining * 1000))
+                rcvtimeo = math.ceil(remaining * 1000)
                 if rcvtimeo != self._rcvtimeo:
                     socket.setsockopt(RCVTIMEO, rcvtimeo)
                     self._rcvtimeo = rcvtimeo
                 try:
-                    reply = self._read(socket)
+                    frame = socket.recv(0, copy=False)  # blocking, up to the socket's receive timeout
                 except zmq.Again:
                     raise CommandTimeout(f"{command} got no reply within {timeout}s") from None
+                reply = _response(socket, frame)
                 if reply is not None and reply.get("req") == request_id:
-                    return commands.unwrap(reply)
-
-    @staticmethod
-    def _read(socket: zmq.Socket) -> dict[str, Any] | None:
-        parts = receive(socket, 0)  # blocking for the first part, up to the socket's receive timeout
-        if len(parts) != 1:
-            return None  # a multipart message is not ours: all of it was read and is dropped
-        try:
-            kind, body = wire.decode_control(parts[0])
-        except MalformedMessage:
-            return None
-        if kind != wire.RESPONSE or not isinstance(body, dict):
-            return None
-        return body
+                    if reply.get("ok") is True:
+                        result = reply.get("result")
+                        if type(result) is dict:
+                            return result
+                    return commands.unwrap(reply)  # raises the error (or says the reply is malformed)
 
     def diff(self, uuids: list[str], timeout: float = 30.0, tables: list[str] | None = None) -> dict[str, Any]:
         """Compare two databases wherever they are in the mesh (only `tables`, when given): {} when identical, a
@@ -174,3 +167,19 @@ class Plugin(CommandVerbs):
         from pynndb.mesh.dbdiff import remote_diff
 
         return remote_diff(self.call, uuids, timeout, tables)
+
+
+def _response(socket: zmq.Socket, frame: zmq.Frame) -> dict[str, Any] | None:
+    """The body of a RESPONSE whose first part is ``frame``; None for anything else (read whole and dropped)."""
+    if frame.more:
+        while frame.more:  # (bounded: the parts of one message, which ZeroMQ delivers whole)
+            frame = socket.recv(0, copy=False)
+        return None
+    data = frame.bytes
+    if data[:2] != wire.RESPONSE_HEAD:
+        return None
+    try:
+        body = orjson.loads(data[2:])
+    except orjson.JSONDecodeError:
+        return None
+    return body if type(body) is dict else None

@@ -61,19 +61,18 @@ class Requests:
         self.results: dict[tuple[str, str], int] = {}  # (command, 'ok' or error code) -> count, for metrics
 
     def on_client_request(self, identity: bytes, frame: bytes) -> None:
-        kind, body = wire.decode_control(frame)
-        if kind != wire.REQUEST:
+        if frame[:2] != wire.REQUEST_HEAD:
+            wire.decode_control(frame)  # raises on a bad preamble or body
             raise MalformedMessage("command port only takes REQUEST")
-        body = wire.require_dict(body, "request")
+        body = wire.require_dict(wire.decode_json_body(frame, 2), "request")
         request_id = body.get("req")
         if not isinstance(request_id, (int, str)) or isinstance(request_id, bool):
             raise MalformedMessage("request without a valid 'req'")
         self.counters["requests"] += 1
-        answer, call_soon = self.answer, self.call_soon
+        answer = self.answer
 
-        def respond(reply: Reply) -> None:
-            frame = wire.encode_control(wire.RESPONSE, dict(reply, req=request_id))
-            call_soon(lambda: answer(identity, frame))
+        def respond(reply: Reply) -> None:  # (on the loop thread: see `run_command`)
+            answer(identity, wire.RESPONSE_HEAD + orjson.dumps(dict(reply, req=request_id)))
 
         self.start_request(body.get("cmd"), body.get("params"), body.get("target"), body.get("timeout"), respond)
 
@@ -87,36 +86,59 @@ class Requests:
             return
         if timeout is None:
             timeout = 5.0
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
+        elif not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
             on_reply(commands.error_reply(commands.BAD_PARAMS, "'timeout' must be a positive number"))
             return
-        with self.lock:
-            entry = self.directory.lookup(target) if target is not None else None
-        if target is None or target in (self.self_id, self.label) or entry and entry["id"] == self.self_id:
+        if target is None or target == self.self_id or target == self.label:
             self.run_command(name, params, self.self_id, on_reply)
             return
+        with self.lock:
+            entry = self.directory.lookup(target)
         if entry is None:
             on_reply(commands.error_reply(commands.UNKNOWN_TARGET, f"no node {target!r} in the mesh"))
             return
-        if not self.directory.is_alive(entry["id"]):
-            on_reply(commands.error_reply(commands.NODE_GONE, self.gone_message(entry["id"])))
+        node_id = entry["id"]
+        if node_id == self.self_id:
+            self.run_command(name, params, node_id, on_reply)
+            return
+        if not self.directory.is_alive(node_id):
+            on_reply(commands.error_reply(commands.NODE_GONE, self.gone_message(node_id)))
             return
         if len(self.pending) >= MAX_PENDING:
             on_reply(commands.error_reply(commands.BUSY, "too many requests in flight"))
             return
         request_id = next(self.request_ids)
-        self.pending[request_id] = (on_reply, self.clock() + timeout, entry["id"])
-        self.send(wire.COMMAND, orjson.dumps({"req": request_id, "cmd": name, "params": params}), entry["id"])
+        self.pending[request_id] = (on_reply, self.clock() + timeout, node_id)
+        self.send(wire.COMMAND, orjson.dumps({"req": request_id, "cmd": name, "params": params}), node_id)
 
     def run_command(self, name: str, params: Any, origin: str, on_reply: OnReply) -> None:
-        self.counters["commands"] += 1
+        """Run a command here; ``on_reply`` gets its reply on the loop thread (from a worker, through ``call_soon``)."""
         command = self.endpoints.commands.get(name.upper())
-        context = {"origin": origin, "node": self.endpoints.node}
-        on_reply = self._counted(command.name if command is not None else "unknown", on_reply)
         if command is not None and command.inline:
-            on_reply(commands.run(command, name, params, context))
-        elif not self.submit(lambda: on_reply(commands.run(command, name, params, context))):
-            on_reply(commands.error_reply(commands.BUSY, "command queue full"))
+            on_reply(self.run_inline(command, name, params, origin))
+            return
+        self.counters["commands"] += 1
+        context = {"origin": origin, "node": self.endpoints.node}
+        label = command.name if command is not None else "unknown"
+        call_soon = self.call_soon
+
+        def work() -> None:
+            reply = commands.run(command, name, params, context)
+            call_soon(lambda: self.finish(label, reply, on_reply))
+
+        if not self.submit(work):
+            self.finish(label, commands.error_reply(commands.BUSY, "command queue full"), on_reply)
+
+    def run_inline(self, command: commands.Command, name: str, params: Any, origin: str) -> Reply:
+        """Run a command made to run on the loop (a fast, non-blocking built-in) and count its outcome."""
+        self.counters["commands"] += 1
+        reply = commands.run(command, name, params, {"origin": origin, "node": self.endpoints.node})
+        self.count(command.name, reply)
+        return reply
+
+    def finish(self, name: str, reply: Reply, on_reply: OnReply) -> None:
+        self.count(name, reply)
+        on_reply(reply)
 
     def results_by_command(self) -> dict[str, dict[str, int]]:
         """Commands run here: {command: {'ok' or error code: count}}."""
@@ -125,24 +147,22 @@ class Requests:
             table.setdefault(command, {})[code] = count
         return table
 
-    def _counted(self, name: str, on_reply: OnReply) -> OnReply:
-        def counted(reply: Reply) -> None:
+    def count(self, name: str, reply: Reply) -> None:
+        """Count a command's outcome: 'ok' or its error code."""
+        if reply.get("ok"):
+            key = (name, "ok")
+        else:
             error = reply.get("error")
-            code = "ok" if reply.get("ok") else str(error.get("code", "error") if isinstance(error, dict) else "error")
-            key = (name, code)
-            self.results[key] = self.results.get(key, 0) + 1  # (a lost increment under a race only blurs a figure)
-            on_reply(reply)
-
-        return counted
+            key = (name, str(error.get("code", "error") if isinstance(error, dict) else "error"))
+        self.results[key] = self.results.get(key, 0) + 1
 
     def on_command(self, origin: str, body: Any) -> None:
         body = wire.require_dict(body, "command")
         request_id = wire.require_field(body, "req", int)
-        send, call_soon = self.send, self.call_soon
+        send = self.send
 
-        def reply(result: Reply) -> None:
-            frame = orjson.dumps(dict(result, req=request_id))
-            call_soon(lambda: send(wire.REPLY, frame, origin))
+        def reply(result: Reply) -> None:  # (on the loop thread: see `run_command`)
+            send(wire.REPLY, orjson.dumps(dict(result, req=request_id)), origin)
 
         name = body.get("cmd")
         if not isinstance(name, str):
