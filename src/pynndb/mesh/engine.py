@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import zmq
@@ -105,6 +106,7 @@ class Engine(Sending):
             self.close_sockets()
             raise
         self.loop.watch_router(self.link_router, self.linking.on_link_router)
+        self.requests.answer = partial(self.send_router, self.command_router)
         self.loop.watch_router(self.command_router, self.requests.on_client_request)
         self.loop.watch_router(self.front, self.linking.on_discover)
 
@@ -311,16 +313,13 @@ class Engine(Sending):
 def command_requests(engine: Engine) -> Requests:
     """The engine's loop-free `Requests`, wired to its directory, routed sends, command port and command workers."""
 
-    def answer(identity: bytes, frame: bytes) -> None:
-        engine.send_router(engine.command_router, identity, frame)
-
     return Requests(
         engine.config.id,
         engine.config.label,
         engine.directory,
         engine.endpoints,
         send=engine.originate,
-        answer=answer,
+        answer=lambda identity, frame: None,  # (no command port before bind(), which sets the real one)
         submit=engine.handlers.submit,
         call_soon=engine.loop.call_soon,
         lock=engine.lock,

@@ -203,7 +203,9 @@ class SocketLoop:
                     task.step()
                 except Exception:
                     log.exception("a loop task failed")
-            earliest = min(earliest, task.deadline)
+            deadline = task.deadline
+            if deadline < earliest:
+                earliest = deadline
         return earliest
 
     def collect(self, fd: int, events: int) -> None:
@@ -239,6 +241,8 @@ class SocketLoop:
         wake_read = self.wake_pipe.read_fd
         readers = self.readers
         counters = self.counters
+        touched = self.touched
+        socket_fds = self.socket_fds
         poll = self.poller.poll
         monotonic = time.monotonic
         while not self.stopping:
@@ -274,17 +278,11 @@ class SocketLoop:
                     deadline = task_deadline
             else:
                 deadline = self.turn()
-            if self.touched:
-                self.recheck_touched()
+            while touched:  # a send may have taken the edge signal of arrived input
+                socket = touched.pop()
+                if socket in socket_fds and not socket.closed and socket.getsockopt(EVENTS) & POLLIN:  # type: ignore[operator]
+                    ready.add(socket)
         self.farewell()
-
-    def recheck_touched(self) -> None:
-        """A send may have taken the edge signal of arrived input; look at ZMQ_EVENTS of what was sent on."""
-        touched = self.touched
-        while touched:
-            socket = touched.pop()
-            if socket in self.socket_fds and not socket.closed and socket.getsockopt(EVENTS) & POLLIN:  # type: ignore[operator]
-                self.ready.add(socket)
 
     def run_ops(self) -> None:
         for _ in range(10_000):

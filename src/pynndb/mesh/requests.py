@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -58,13 +59,15 @@ class Requests:
         self.clock, self.wall_clock = clock, wall_clock
         self.pending: dict[int, tuple[OnReply, float, str]] = {}  # reply callback, deadline, target node id
         self.request_ids = itertools.count(1)
-        self.results: dict[tuple[str, str], int] = {}  # (command, 'ok' or error code) -> count, for metrics
+        self.results: defaultdict[tuple[str, str], int] = defaultdict(int)  # (command, 'ok' or error code) -> count
 
     def on_client_request(self, identity: bytes, frame: bytes) -> None:
         if frame[:2] != wire.REQUEST_HEAD:
             wire.decode_control(frame)  # raises on a bad preamble or body
             raise MalformedMessage("command port only takes REQUEST")
-        body = wire.require_dict(wire.decode_json_body(frame, 2), "request")
+        body = wire.decode_json_body(frame, 2)
+        if type(body) is not dict:
+            raise MalformedMessage("request must be a JSON object")
         request_id = body.get("req")
         if not isinstance(request_id, (int, str)) or isinstance(request_id, bool):
             raise MalformedMessage("request without a valid 'req'")
@@ -92,8 +95,10 @@ class Requests:
         if target is None or target == self.self_id or target == self.label:
             self.run_command(name, params, self.self_id, on_reply)
             return
-        with self.lock:
-            entry = self.directory.lookup(target)
+        entry = self.directory.entries.get(target)  # by id (on the loop thread, which alone adds entries)...
+        if entry is None:
+            with self.lock:
+                entry = self.directory.lookup(target)  # ...or by label
         if entry is None:
             on_reply(commands.error_reply(commands.UNKNOWN_TARGET, f"no node {target!r} in the mesh"))
             return
@@ -150,31 +155,43 @@ class Requests:
     def count(self, name: str, reply: Reply) -> None:
         """Count a command's outcome: 'ok' or its error code."""
         if reply.get("ok"):
-            key = (name, "ok")
+            self.results[name, "ok"] += 1
         else:
             error = reply.get("error")
-            key = (name, str(error.get("code", "error") if isinstance(error, dict) else "error"))
-        self.results[key] = self.results.get(key, 0) + 1
+            self.results[name, str(error.get("code", "error") if isinstance(error, dict) else "error")] += 1
 
     def on_command(self, origin: str, body: Any) -> None:
-        body = wire.require_dict(body, "command")
-        request_id = wire.require_field(body, "req", int)
+        if type(body) is not dict:
+            raise MalformedMessage("command must be a JSON object")
+        request_id = body.get("req")
+        if type(request_id) is not int:
+            raise MalformedMessage("field 'req' missing or of the wrong type")
+        name = body.get("cmd")
         send = self.send
+        if not isinstance(name, str):
+            reply = commands.error_reply(commands.BAD_PARAMS, "'cmd' must be a string")
+            send(wire.REPLY, orjson.dumps(dict(reply, req=request_id)), origin)
+            return
+        command = self.endpoints.commands.get(name.upper())
+        if command is not None and command.inline:  # (`run_command` written out: no closure for a reply sent now)
+            reply = self.run_inline(command, name, body.get("params"), origin)
+            reply["req"] = request_id
+            send(wire.REPLY, orjson.dumps(reply), origin)
+            return
 
-        def reply(result: Reply) -> None:  # (on the loop thread: see `run_command`)
+        def reply_later(result: Reply) -> None:  # (on the loop thread: see `run_command`)
             send(wire.REPLY, orjson.dumps(dict(result, req=request_id)), origin)
 
-        name = body.get("cmd")
-        if not isinstance(name, str):
-            reply(commands.error_reply(commands.BAD_PARAMS, "'cmd' must be a string"))
-            return
-        self.run_command(name, body.get("params"), origin, reply)
+        self.run_command(name, body.get("params"), origin, reply_later)
 
     def on_reply(self, body: Any) -> None:
-        body = wire.require_dict(body, "reply")
-        waiting = self.pending.pop(wire.require_field(body, "req", int), None)
+        if type(body) is not dict:
+            raise MalformedMessage("reply must be a JSON object")
+        request_id = body.pop("req", None)
+        if type(request_id) is not int:
+            raise MalformedMessage("field 'req' missing or of the wrong type")
+        waiting = self.pending.pop(request_id, None)
         if waiting is not None:
-            body.pop("req", None)
             waiting[0](body)
 
     def gone_message(self, node_id: str) -> str:
