@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
+from pynndb.errors import MalformedMessage
 from pynndb.mesh.loop import SocketLoop
 
 
@@ -75,24 +76,32 @@ def test_draining_a_socket_that_holds_nothing_reads_nothing(pair: tuple[zmq.Sock
     assert handled == [b"after"]
 
 
-def test_a_dealer_message_of_the_wrong_shape_is_dropped_whole(pair: tuple[zmq.Socket, zmq.Socket]) -> None:
+def test_the_parts_of_a_dealer_message_are_taken_one_by_one(pair: tuple[zmq.Socket, zmq.Socket]) -> None:
+    # A DEALER's messages carry no identity, so nothing shifts: each part of a message the mesh never sends (it
+    # sends one part a message) is checked like any frame, and a part the handler refuses is counted as malformed.
     router, dealer = pair
     dealer.send(b"hello")
     assert router.poll(5000)
     identity = router.recv_multipart()[0]
     loop = SocketLoop("test-drain", counters())
     handled: list[tuple[str, bytes]] = []
-    loop.watch_dealer(dealer, "owner", lambda owner, frame: handled.append((owner, frame)))
+
+    def handle(owner: str, frame: bytes) -> None:
+        if frame == b"bad":
+            raise MalformedMessage("refused")
+        handled.append((owner, frame))
+
+    loop.watch_dealer(dealer, "owner", handle)
     router.send_multipart([identity, b"first"])
-    router.send_multipart([identity, b"two", b"parts"])  # a link or command reply is one part
+    router.send_multipart([identity, b"bad", b"part"])
     router.send_multipart([identity, b"last"])
     deadline = time.monotonic() + 5
-    while len(handled) < 2 and time.monotonic() < deadline:
+    while len(handled) < 3 and time.monotonic() < deadline:
         dealer.poll(50)
         loop.readers[dealer](dealer)
     loop.close()
-    assert handled == [("owner", b"first"), ("owner", b"last")]
-    assert loop.counters["malformed"] == 1 and loop.counters["frames_in"] == 3
+    assert handled == [("owner", b"first"), ("owner", b"part"), ("owner", b"last")]
+    assert loop.counters["malformed"] == 1 and loop.counters["frames_in"] == 4
 
 
 def test_call_soon_runs_inline_only_on_the_running_loop_thread() -> None:

@@ -72,32 +72,31 @@ def drain_router(loop: SocketLoop, handle: RouterHandler, socket: zmq.Socket) ->
 
 
 def drain_dealer(loop: SocketLoop, handle: Callable[[bytes], None], socket: zmq.Socket) -> None:
-    """Read what a DEALER holds, handing each single-part message on (see `drain_router`)."""
+    """Read what a DEALER holds, handing each part on (see `drain_router`).
+
+    Read as bytes, without asking whether more parts follow: a `zmq.Frame` costs ~1.2 µs a message more, and a
+    DEALER's messages carry no identity that parts could shift against. The mesh sends one part a message; the parts
+    of any other message are taken as messages of their own, each checked like any frame (a malformed one counted)."""
     counters = loop.counters
     recv = socket.recv
     try:
-        frame = recv(NOBLOCK, copy=False)
+        data = recv(NOBLOCK)
     except zmq.Again:
         loop.touched.discard(socket)
         return
     for _ in range(DRAIN_LIMIT):
         counters["frames_in"] += 1
-        if frame.more:
-            counters["bytes_in"] += len(_rest(recv, frame))
+        counters["bytes_in"] += len(data)
+        try:
+            handle(data)
+        except DECODE_ERRORS:
             counters["malformed"] += 1
-        else:
-            data = frame.bytes
-            counters["bytes_in"] += len(data)
-            try:
-                handle(data)
-            except DECODE_ERRORS:
-                counters["malformed"] += 1
         if socket.closed:
             return
         more = socket.getsockopt(EVENTS) & POLLIN  # type: ignore[operator]
         if more:
             try:
-                frame = recv(NOBLOCK, copy=False)
+                data = recv(NOBLOCK)
             except zmq.Again:  # (not expected once ZMQ_EVENTS said so; never let the loop thread die of it)
                 more = 0
         if not more:

@@ -150,10 +150,9 @@ class Plugin(CommandVerbs):
                     socket.setsockopt(RCVTIMEO, rcvtimeo)
                     self._rcvtimeo = rcvtimeo
                 try:
-                    frame = socket.recv(0, copy=False)  # blocking, up to the socket's receive timeout
+                    reply = _response(socket.recv(0))  # blocking, up to the socket's receive timeout
                 except zmq.Again:
                     raise CommandTimeout(f"{command} got no reply within {timeout}s") from None
-                reply = _response(socket, frame)
                 if reply is not None and reply.get("req") == request_id:
                     if reply.get("ok") is True:
                         result = reply.get("result")
@@ -169,13 +168,9 @@ class Plugin(CommandVerbs):
         return remote_diff(self.call, uuids, timeout, tables)
 
 
-def _response(socket: zmq.Socket, frame: zmq.Frame) -> dict[str, Any] | None:
-    """The body of a RESPONSE whose first part is ``frame``; None for anything else (read whole and dropped)."""
-    if frame.more:
-        while frame.more:  # (bounded: the parts of one message, which ZeroMQ delivers whole)
-            frame = socket.recv(0, copy=False)
-        return None
-    data = frame.bytes
+def _response(data: bytes) -> dict[str, Any] | None:
+    """The body of a RESPONSE; None for anything else. (A node answers in one part; a reply is read as bytes,
+    without asking whether more parts follow: any other part is taken as a message of its own, and dropped.)"""
     if data[:2] != wire.RESPONSE_HEAD:
         return None
     try:
