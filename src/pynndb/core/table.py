@@ -74,7 +74,7 @@ class Table(TableWrites, TableReads):
             self._live()
         if doc.__class__ is dict:
             oid = new_oid()
-            self._insert(t, ((oid, doc),))
+            self._insert_one(t, oid, doc)
             result = _new_doc(Doc)
             result._data = doc
             result._oid = oid

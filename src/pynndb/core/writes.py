@@ -154,6 +154,34 @@ class TableWrites(TableSchema):
                 written = islice(map(itemgetter(0), records), len(sizes))
                 self._journal_inserts(t, written, sizes, list(map(itemgetter(1), keys_written)) if keyed else None)
 
+    def _insert_one(self, t: Transaction, oid: bytes, new: dict[str, Any]) -> None:
+        """One new record: `_insert` for the most frequent call of all (an append of one document), without the
+        set-up a run of records shares (bulk journaling, recorded index keys): the same checks in the same order."""
+        try:
+            raw = _dumps(new)
+        except orjson.JSONEncodeError:
+            raw = encode_document(new)  # raises InvalidDocument with the reason
+        if raw.find(b"null") >= 0:
+            raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
+        additions: list[tuple[Index, list[bytes]]] = []  # every key is computed before anything is written
+        for index in self._index_list:
+            additions.append((index, index.keys(new)))
+        put = t.txn.put
+        compressor = self._compressor
+        if not put(oid, raw if compressor is None else compressor.compress(raw), True, False, False, self._dbi):
+            raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
+        for index, keys in additions:
+            overwrite = index.duplicates  # a unique index refuses to overwrite: the put is the uniqueness check
+            for key in keys:
+                if not put(key, oid, True, overwrite, False, index.dbi):
+                    self._undo_insert(t.txn, oid, additions, index, key)
+        ops = t.ops
+        if ops is not None and not self._db.replication.versioned:
+            ops.append(PUT_FORMAT % (self._name_json, oid, len(raw)))
+            t.documents += raw
+        elif ops is not None or t.origin is not None:
+            self._journal_write(t, oid, raw)
+
     def _journal_inserts(
         self, t: Transaction, oids: Iterable[bytes], sizes: list[int], keys: list[list[bytes]] | None
     ) -> None:
