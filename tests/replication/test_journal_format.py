@@ -140,6 +140,15 @@ def test_the_shortcut_for_one_put_reads_what_read_entry_reads(open_db) -> None:
         ({"o": UUID, "v": 1, "ops": [["put", "p", "k", 6]]}, [b'{"a":1}']),
         ({"o": UUID, "v": 1, "ops": [["put", "p", "k", 8]]}, [b'{"a":1} ']),
         ({"o": UUID, "v": 1, "ops": [["put", "p", "k", 3]]}, [b"[1]"]),
+        # shapes the shortcut unpacks without checking each level first: refused by what fails or by the classes
+        ({"o": UUID, "v": 1, "ops": {"abcd": 1}}, [b'{"a":1}']),
+        ({"o": UUID, "v": 1, "ops": ["putx"]}, [b'{"a":1}']),
+        ({"o": UUID, "v": 1, "ops": "x"}, [b'{"a":1}']),
+        ({"o": UUID, "v": 1, "ops": 5}, [b'{"a":1}']),
+        ({"o": UUID, "v": 1, "ops": [["put", "p", "k"]]}, [b'{"a":1}']),
+        ({"o": UUID, "v": 1, "ops": [{"put": 1, "p": 2, "k": 3, "x": 4}]}, [b'{"a":1}']),
+        ([UUID, 1, [["put", "p", "k", 7]]], [b'{"a":1}']),
+        ("header", [b'{"a":1}']),
     ],
 )
 def test_the_shortcut_leaves_every_other_entry_to_read_entry(header: dict, documents: list[bytes]) -> None:

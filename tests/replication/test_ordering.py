@@ -21,6 +21,17 @@ def test_entries_in_order_are_applied_at_once() -> None:
     assert ordering.current and not ordering.should_ask()
 
 
+def test_a_run_that_starts_and_ends_right_but_skips_inside_is_taken_entry_by_entry() -> None:
+    # Merged messages may repeat or skip inside a list that starts at the mark and ends where a gapless run would:
+    # the live stream's shortcut (first and last, then every sequence at once) must not take it whole.
+    ordering = Ordering()
+    assert seqs(ordering.take(entries(1, 3, 3), last=3)) == [1]
+    assert ordering.pending == {3: (30, b"body 3")}
+    ordering = Ordering(hwm=4)
+    assert seqs(ordering.take(entries(5, 5, 7), last=7)) == [5]
+    assert 7 in ordering.pending  # (the repeated 5 is held too, and dropped once the mark passes it)
+
+
 def test_a_gap_holds_what_follows_and_asks_for_the_rest() -> None:
     ordering = Ordering()
     assert seqs(ordering.take(entries(1, 2, 5, 6), last=6)) == [1, 2]

@@ -10,6 +10,7 @@ messages themselves are defined in `message_types` and re-exported here.
 from __future__ import annotations
 
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -31,6 +32,8 @@ from pynndb.replication.message_types import (
     typed_field,
 )
 from pynndb.replication.stored_frames import decode_stored, encode_stored
+
+_sequence = itemgetter(0)  # an entry's sequence
 
 __all__ = [
     "Entries",
@@ -166,7 +169,6 @@ def _window(header: dict[str, Any]) -> int:
 def _decode_entries(header: dict[str, Any], source: str, frame: bytes, offset: int) -> Entries:
     described = typed_field(header, "entries", list)
     entries = []
-    previous = None
     for item in described:
         # (exact classes, no generator: this runs for every entry a replica receives)
         if item.__class__ is not list or len(item) != 3:
@@ -176,15 +178,12 @@ def _decode_entries(header: dict[str, Any], source: str, frame: bytes, offset: i
             raise MalformedEntry("each entry must be [seq, clock, length]")
         if seq < 0 or clock < 0 or length < 0:
             raise MalformedEntry("each entry must be [seq, clock, length]")
-        if previous is not None and seq != previous + 1:
-            raise MalformedEntry("entries in a frame must be consecutive")
-        previous = seq
-        body = frame[offset : offset + length]
-        if len(body) != length:
-            raise MalformedEntry("entry body truncated")
-        entries.append((seq, clock, body))
+        entries.append((seq, clock, frame[offset : offset + length]))
         offset += length
+    # Checked once for the whole frame (in C): a body cut short makes the lengths add up past the frame's end.
     if offset != len(frame):
-        raise MalformedEntry("trailing bytes after the last entry")
+        raise MalformedEntry("the entries' lengths do not add up to the frame (a body truncated or bytes after it)")
+    if entries and list(map(_sequence, entries)) != list(range(entries[0][0], entries[0][0] + len(entries))):
+        raise MalformedEntry("entries in a frame must be consecutive")
     last = header.get("last", 0)
     return Entries(source, entries, last if isinstance(last, int) else 0)
