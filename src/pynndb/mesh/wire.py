@@ -11,7 +11,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
@@ -78,22 +78,6 @@ def node_id_to_bytes(node_id: str) -> bytes:
         raise MalformedMessage(f"not a node id: {node_id!r}") from error
 
 
-def node_id_from_bytes(raw: bytes) -> str:
-    """Unpack 16 wire bytes into a 32-hex node id."""
-    return raw.hex()
-
-
-class RoutedHeader(NamedTuple):
-    """The routing part of a routed message: who sent it first, its id, and (for targeted types) the target.
-    (A named tuple: built for every routed frame, it costs less than half of a frozen dataclass.)"""
-
-    kind: int
-    origin: str
-    message_id: int
-    target: str | None
-    body_offset: int
-
-
 @dataclass(frozen=True, slots=True)
 class TopicBatch:
     """A PUBLISH message: several payloads on one topic."""
@@ -120,11 +104,6 @@ def message_type(frame: bytes) -> int:
     return int(kind)
 
 
-def seen_key(frame: bytes) -> bytes:
-    """The seen-cache key of a routed frame (raw origin + message id), without decoding anything else."""
-    return frame[2:ROUTED_HEADER_SIZE]
-
-
 def encode_control(kind: int, body: Any = None) -> bytes:
     """Encode an unrouted message: preamble plus an optional JSON body."""
     head = _PREAMBLE.pack(VERSION, kind)
@@ -149,7 +128,8 @@ def decode_control(frame: bytes) -> tuple[int, Any]:
 
 def routed_header(frame: bytes, kind: int) -> tuple[str, str | None, int]:
     """The origin, target (None for untargeted types) and body offset of a routed frame whose type byte is
-    ``kind`` (`decode_routed` without the message id: what a node's hot path reads of every routed frame)."""
+    ``kind``: what a node reads of every routed frame (its message id only serves as part of the seen-cache key,
+    bytes 2..25, which the node takes as they are)."""
     if kind in TARGETED_TYPES:
         if len(frame) < TARGETED_HEADER_SIZE:
             raise MalformedMessage("truncated target")
@@ -168,25 +148,6 @@ def encode_routed(kind: int, origin: bytes, message_id: int, body: bytes = b"", 
             raise InvalidArgument("targeted message needs a 16-byte target")
         return TARGETED_HEAD.pack(VERSION, kind, origin, message_id, target) + body
     return _ROUTED.pack(VERSION, kind, origin, message_id) + body
-
-
-def decode_routed(frame: bytes, kind: int | None = None) -> RoutedHeader:
-    """Decode and check the header of a routed message; ``kind``: what `message_type` already returned for it."""
-    if kind is None:
-        kind = message_type(frame)
-    if kind not in ROUTED_TYPES:
-        raise MalformedMessage(f"type {kind:#x} is not routed")
-    if len(frame) < _ROUTED.size:
-        raise MalformedMessage("truncated routed header")
-    _, _, origin, message_id = _ROUTED.unpack_from(frame)
-    offset = _ROUTED.size
-    target = None
-    if kind in TARGETED_TYPES:
-        if len(frame) < offset + _TARGET.size:
-            raise MalformedMessage("truncated target")
-        target = node_id_from_bytes(frame[offset : offset + _TARGET.size])
-        offset += _TARGET.size
-    return RoutedHeader(kind, node_id_from_bytes(origin), message_id, target, offset)
 
 
 def encode_topic_body(topic: str, payloads: Sequence[bytes]) -> bytes:
