@@ -55,6 +55,25 @@ def test_a_link_that_goes_down_leaves_the_neighbors_and_says_hello_again() -> No
     assert links.hellos_due(5.0, 1.0) == [channel]
 
 
+def test_connecting_is_asked_every_idle_turn_and_follows_every_change_of_the_links() -> None:
+    # The answer is kept between changes (an idle node asks at every loop turn); adding or removing a link that
+    # never came up changes it without changing `version`, and must not leave a stale answer behind.
+    links = Links()
+    assert not links.connecting()
+    first = outbound()
+    links.add_outbound(first)
+    assert links.connecting()
+    links.remove(first)  # never up: `version` does not move
+    assert not links.connecting()
+    second = outbound("tcp://127.0.0.1:7001")
+    links.add_outbound(second)
+    assert links.connecting()
+    links.welcomed(second, entry(A, "a"), 0.0)
+    assert not links.connecting()
+    links.down(second)
+    assert links.connecting()
+
+
 def test_silent_links_are_found_and_removed_links_are_forgotten() -> None:
     links = Links()
     out = outbound()
