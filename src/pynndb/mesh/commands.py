@@ -74,10 +74,8 @@ def run(command: Command | None, name: str, params: Any, context: dict[str, Any]
     except Exception as error:
         log.exception("command %s failed", name)
         return error_reply(INTERNAL, f"{type(error).__name__}: {error}")
-    if type(result) is dict:
-        return {"ok": True, "result": result}  # (ok_reply, written out: every command ends here)
     if result is None:
-        return ok_reply({})
+        result = {}
     if not isinstance(result, dict):
         return error_reply(INTERNAL, f"handler for {name} returned {type(result).__name__}, not a dict")
     return ok_reply(result)

@@ -28,15 +28,9 @@ RouterHandler = Callable[[bytes, bytes], None]  # (identity, frame)
 
 
 def drain_router(loop: SocketLoop, handle: RouterHandler, socket: zmq.Socket) -> None:
-    """Read what a ROUTER holds (at most DRAIN_LIMIT messages), handing each (identity, frame) on.
-
-    A socket is drained because it was signalled, and nearly always a message waits (in a 1-hop command round
-    trip, all but ~0.1 % of drains): the first read is tried at once, and a failed one processes the socket's
-    pending signals as ZMQ_EVENTS would. After a message, ZMQ_EVENTS says whether another waits, which costs
-    less than a failed read (raising zmq.Again). The identity part is read as bytes (it always has a part after
-    it); the second part as a `zmq.Frame`, which says whether more follow (a message of another shape is read
-    whole and counted as malformed). Every message a node takes in passes here, so it is written out flat: a
-    node's round trip is mostly the interpreter running this layer and the next (see docs/benchmarks.md)."""
+    """Read what a ROUTER holds (at most DRAIN_LIMIT messages), handing each (identity, frame) on. The identity part
+    is read as bytes (it always has a part after it), the second as a `zmq.Frame`, which says whether more follow:
+    a message of another shape is read whole and counted as malformed, never shifting the messages after it."""
     counters = loop.counters
     recv = socket.recv
     try:

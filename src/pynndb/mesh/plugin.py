@@ -154,11 +154,7 @@ class Plugin(CommandVerbs):
                 except zmq.Again:
                     raise CommandTimeout(f"{command} got no reply within {timeout}s") from None
                 if reply is not None and reply.get("req") == request_id:
-                    if reply.get("ok") is True:
-                        result = reply.get("result")
-                        if type(result) is dict:
-                            return result
-                    return commands.unwrap(reply)  # raises the error (or says the reply is malformed)
+                    return commands.unwrap(reply)
 
     def diff(self, uuids: list[str], timeout: float = 30.0, tables: list[str] | None = None) -> dict[str, Any]:
         """Compare two databases wherever they are in the mesh (only `tables`, when given): {} when identical, a

@@ -65,9 +65,7 @@ class Requests:
         if frame[:2] != wire.REQUEST_HEAD:
             wire.decode_control(frame)  # raises on a bad preamble or body
             raise MalformedMessage("command port only takes REQUEST")
-        body = wire.decode_json_body(frame, 2)
-        if type(body) is not dict:
-            raise MalformedMessage("request must be a JSON object")
+        body = wire.require_dict(wire.decode_json_body(frame, 2), "request")
         request_id = body.get("req")
         if not isinstance(request_id, (int, str)) or isinstance(request_id, bool):
             raise MalformedMessage("request without a valid 'req'")
@@ -161,37 +159,24 @@ class Requests:
             self.results[name, str(error.get("code", "error") if isinstance(error, dict) else "error")] += 1
 
     def on_command(self, origin: str, body: Any) -> None:
-        if type(body) is not dict:
-            raise MalformedMessage("command must be a JSON object")
-        request_id = body.get("req")
-        if type(request_id) is not int:
-            raise MalformedMessage("field 'req' missing or of the wrong type")
-        name = body.get("cmd")
+        body = wire.require_dict(body, "command")
+        request_id = wire.require_field(body, "req", int)
         send = self.send
-        if not isinstance(name, str):
-            reply = commands.error_reply(commands.BAD_PARAMS, "'cmd' must be a string")
-            send(wire.REPLY, orjson.dumps(dict(reply, req=request_id)), origin)
-            return
-        command = self.endpoints.commands.get(name.upper())
-        if command is not None and command.inline:  # (`run_command` written out: no closure for a reply sent now)
-            reply = self.run_inline(command, name, body.get("params"), origin)
-            reply["req"] = request_id
-            send(wire.REPLY, orjson.dumps(reply), origin)
-            return
 
-        def reply_later(result: Reply) -> None:  # (on the loop thread: see `run_command`)
+        def reply(result: Reply) -> None:  # (on the loop thread: see `run_command`)
             send(wire.REPLY, orjson.dumps(dict(result, req=request_id)), origin)
 
-        self.run_command(name, body.get("params"), origin, reply_later)
+        name = body.get("cmd")
+        if not isinstance(name, str):
+            reply(commands.error_reply(commands.BAD_PARAMS, "'cmd' must be a string"))
+            return
+        self.run_command(name, body.get("params"), origin, reply)
 
     def on_reply(self, body: Any) -> None:
-        if type(body) is not dict:
-            raise MalformedMessage("reply must be a JSON object")
-        request_id = body.pop("req", None)
-        if type(request_id) is not int:
-            raise MalformedMessage("field 'req' missing or of the wrong type")
-        waiting = self.pending.pop(request_id, None)
+        body = wire.require_dict(body, "reply")
+        waiting = self.pending.pop(wire.require_field(body, "req", int), None)
         if waiting is not None:
+            body.pop("req", None)
             waiting[0](body)
 
     def gone_message(self, node_id: str) -> str:
