@@ -50,3 +50,11 @@ def frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+def build_line() -> str:
+    """Which form of the mesh's hot path this run's nodes execute (they inherit this process's environment)."""
+    import pynndb.mesh  # noqa: F401  (choosing the form happens on import)
+    from pynndb import _native
+
+    return f"pynndb mesh build: {_native.MODE} (PYNNDB_PURE=1 runs the Python sources)"

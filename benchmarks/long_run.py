@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from common import frozen_heap, make_documents, percentiles
+from common import build_line, frozen_heap, make_documents, percentiles
 
 from pynndb import Manager
 from pynndb.core.database import Database
@@ -202,6 +202,7 @@ def main() -> None:
     writes = make_documents(int(options.seconds / options.every) + 10 + 5000, offset=options.docs)
     workdir = tempfile.mkdtemp(prefix="pynndb-bench-long-")
     try:
+        print(build_line())
         print(f"{options.docs:,} documents, one write every {options.every * 1e3:g} ms for {options.seconds:g} s")
         ours = pynndb_run(os.path.join(workdir, "pynndb"), documents, writes, options)
         theirs = redis_run(workdir, documents, writes, options) if shutil.which("redis-server") else None

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from functools import partial
 
 import zmq
-from common import free_port, percentiles
+from common import build_line, free_port, percentiles
 
 from pynndb.mesh.controller import Controller
 from pynndb.mesh.plugin import Plugin
@@ -355,6 +355,7 @@ def main() -> None:
         return
     rounds, trips, runs, messages = (3, 500, 2, 20_000) if options.quick else (7, 2000, 5, 200_000)
     started = time.monotonic()
+    print(build_line())
 
     rows = separate_process_round_trips(rounds, trips)
     print_round_trips(

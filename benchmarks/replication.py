@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 import raw_replication
-from common import free_port, frozen_heap, make_documents, percentiles
+from common import build_line, free_port, frozen_heap, make_documents, percentiles
 
 from pynndb import Manager
 from pynndb.core.database import Database
@@ -1026,6 +1026,7 @@ def main() -> None:
     if options.py_spy and py_spy_executable() is None:
         parser.error("--py-spy needs py-spy on PATH (pip install py-spy)")
     started = time.monotonic()
+    print(build_line(), flush=True)
     workdir = tempfile.mkdtemp(prefix="pynndb-bench-replication-")
     try:
         if options.py_spy:

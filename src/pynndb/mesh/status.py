@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pynndb import _native
+
 if TYPE_CHECKING:
     from pynndb.mesh.engine import Engine
 
@@ -19,6 +21,7 @@ def node_status(engine: Engine) -> dict[str, Any]:
         "address": config.address,
         "health": "ok",
         "secure": config.keys is not None,
+        "build": _native.MODE,  # the mesh's hot path compiled or its Python sources (see pynndb._native)
         "links": engine.links.describe(),
         "nodes": len(nodes),
         "alive": sum(1 for entry in nodes.values() if entry["alive"]),

@@ -1,0 +1,95 @@
+"""Which form of the compiled modules runs: what the build compiled (mypyc, see setup.py), or their Python sources.
+
+A compiled module sits beside its source and Python imports it first. `choose` runs before any of them is imported
+(from `pynndb.mesh`'s ``__init__``) and makes the sources win instead when
+
+- ``PYNNDB_PURE`` is set (non-empty) in the environment: to compare, or to rule the compiled form out; or
+- a compiled module is older than its source: a checkout edited (or switched to another commit) and not rebuilt
+  since. Running code older than the source would be wrong, so the sources run and a warning says so
+  (``./scripts/setup`` rebuilds).
+
+All or nothing: compiled modules call each other natively, so either every one of them runs compiled or none does.
+``MODE`` says which was chosen; a node's STATUS reports it and the benchmarks print it.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from importlib.abc import MetaPathFinder
+from importlib.machinery import ModuleSpec
+from types import ModuleType
+
+# A wheel's files are written one after another when it is installed: a source a little newer than its compiled
+# module is not an edit.
+STALE_SLACK = 2.0
+MODE = "pure (not built)"
+
+
+def compiled_modules(directory: str, package: str) -> dict[str, tuple[str, str]]:
+    """{module name: (compiled file, source file)} for the extension modules in ``directory`` with a source beside."""
+    found: dict[str, tuple[str, str]] = {}
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return found
+    for name in names:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            if name.endswith(suffix):
+                stem = name[: -len(suffix)]
+                source = os.path.join(directory, stem + ".py")
+                if os.path.exists(source):
+                    found[f"{package}.{stem}"] = (os.path.join(directory, name), source)
+                break
+    return found
+
+
+def stale(modules: Mapping[str, tuple[str, str]]) -> list[str]:
+    """The modules whose source was changed after they were compiled."""
+    return sorted(
+        name
+        for name, (compiled, source) in modules.items()
+        if os.path.getmtime(source) > os.path.getmtime(compiled) + STALE_SLACK
+    )
+
+
+class SourceFinder(MetaPathFinder):
+    """Finds the given modules' Python sources ahead of their compiled form."""
+
+    def __init__(self, sources: Mapping[str, str]) -> None:
+        self.sources = dict(sources)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        source = self.sources.get(fullname)
+        return None if source is None else importlib.util.spec_from_file_location(fullname, source)
+
+
+def choose(directory: str, package: str, environ: Mapping[str, str] = os.environ) -> str:
+    """Decide which form of ``package``'s compiled modules runs (see the module's docstring); the mode chosen."""
+    global MODE
+    modules = compiled_modules(directory, package)
+    if not modules:
+        MODE = "pure (not built)"
+        return MODE
+    if environ.get("PYNNDB_PURE"):
+        MODE = "pure (PYNNDB_PURE)"
+    else:
+        outdated = stale(modules)
+        if not outdated:
+            MODE = "compiled"
+            return MODE
+        MODE = f"pure (compiled modules older than their sources: {', '.join(outdated)})"
+        warnings.warn(
+            f"pynndb: {MODE}; running the Python sources. Rebuild with ./scripts/setup (or pip install -e .).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if not any(isinstance(finder, SourceFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, SourceFinder({name: source for name, (_, source) in modules.items()}))
+    return MODE
