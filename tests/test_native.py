@@ -28,10 +28,14 @@ def listed() -> list[str]:
     raise AssertionError("setup.py lists no COMPILED modules")
 
 
+def environment(**env: str) -> dict[str, str]:
+    """This process's environment without PYNNDB_PURE (the check's second pass sets it), plus ``env``."""
+    return {**{key: value for key, value in os.environ.items() if key != "PYNNDB_PURE"}, **env}
+
+
 def run(code: str, **env: str) -> str:
-    environ = {key: value for key, value in os.environ.items() if key != "PYNNDB_PURE"}
     done = subprocess.run(
-        [sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", code], env=environment(**env), capture_output=True, text=True, timeout=60, check=True
     )
     return done.stdout.strip()
 
@@ -87,7 +91,12 @@ def test_outdated_compiled_modules_give_way_to_their_sources(tmp_path: Path) -> 
         "print(_native.choose(sys.argv[1] + '/pkg', 'pkg'))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code, str(tmp_path)],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode != 0 and "older than their sources: pkg.edited" in done.stderr  # warned, loudly
     code = (
@@ -97,6 +106,7 @@ def test_outdated_compiled_modules_give_way_to_their_sources(tmp_path: Path) -> 
     )
     done = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", code, str(tmp_path)],
+        env=environment(),
         capture_output=True,
         text=True,
         timeout=60,
