@@ -8,6 +8,10 @@ Each round measures every path back to back (in a rotating order), so machine no
 table shows the median over rounds of each round's p50 / p99. ``--in-process`` adds the old variant where nodes
 are threads of this process (sharing one GIL), labelled as such. Topic throughput runs in-process.
 
+After the rounds, the CPU a call of every process on the raw and the 1-hop path (Python threads and ZeroMQ's I/O
+threads apart, from Linux's per-thread schedstat): steadier than the round trips on a shared machine, it says what
+each side does rather than when it got the CPU.
+
 Run: ``python benchmarks/mesh.py [--quick] [--in-process] [--no-throughput]``.
 """
 
@@ -46,6 +50,41 @@ def time_round_trips(call: Callable[[], object], count: int, warmup: int = 200) 
         call()
         samples.append(clock() - start)
     return percentiles(samples)
+
+
+def thread_cpu(pid: int) -> dict[str, tuple[str, int]]:
+    """CPU time so far (ns) of each thread of process ``pid``: {thread id: (name, ns)} (Linux /proc; {} elsewhere)."""
+    found: dict[str, tuple[str, int]] = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as comm, open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
+                found[tid] = (comm.read().strip(), int(stat.read().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue  # (a thread that ended meanwhile)
+    return found
+
+
+def cpu_per_call(call: Callable[[], object], count: int, processes: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """Run ``call`` ``count`` times; each process's CPU a call in seconds: (Python threads, ZeroMQ I/O threads)."""
+    before = {name: thread_cpu(pid) for name, pid in processes.items()}
+    for _ in range(count):
+        call()
+    after = {name: thread_cpu(pid) for name, pid in processes.items()}
+    spent: dict[str, tuple[float, float]] = {}
+    for name in processes:
+        python = io = 0
+        for tid, (thread, nanoseconds) in after[name].items():
+            used = nanoseconds - before[name].get(tid, (thread, 0))[1]
+            if thread.startswith("ZMQbg"):
+                io += used
+            else:
+                python += used
+        spent[name] = (python / count / 1e9, io / count / 1e9)
+    return spent
 
 
 # --- raw pyzmq baseline ------------------------------------------------------------------------------------
@@ -145,8 +184,11 @@ def wait_converged(plugin: Plugin, length: int, timeout: float = 15.0) -> None:
     raise RuntimeError("the benchmark mesh did not converge")
 
 
-def separate_process_round_trips(rounds: int, trips: int) -> list[tuple[str, float, float, float]]:
-    """Raw and mesh round trips, every path measured once per round (rotating order); medians of rounds."""
+def separate_process_round_trips(
+    rounds: int, trips: int
+) -> tuple[list[tuple[str, float, float, float]], dict[str, dict[str, tuple[float, float]]]]:
+    """Raw and mesh round trips, every path measured once per round (rotating order); medians of rounds. Then the
+    CPU a call of each process on the raw and the 1-hop path (``trips`` calls each, after the rounds)."""
     processes = Processes()
     raw: RawClient | None = None
     plugin: Plugin | None = None
@@ -172,9 +214,16 @@ def separate_process_round_trips(rounds: int, trips: int) -> list[tuple[str, flo
             raw_p50 = measured[paths[0][0]][0]
             for label, (p50, p99) in measured.items():
                 results[label].append((p50, p99, p50 / raw_p50))
-        return [
+        rows = [
             (label, *(statistics.median(column) for column in zip(*results[label], strict=True))) for label, _ in paths
         ]
+        me = os.getpid()
+        nodes = {f"bench{index}": child.pid for index, child in enumerate(processes.children[1:3])}
+        cpu = {
+            "raw": cpu_per_call(raw.call, trips, {"client": me, "echo": processes.children[0].pid}),
+            "1 hop": cpu_per_call(paths[2][1], trips, {"client": me, **nodes}),
+        }
+        return rows, cpu
     finally:
         if plugin is not None:
             plugin.close()
@@ -336,6 +385,18 @@ def median_of(runs: int, measure: Callable[[], tuple[float, ...]]) -> tuple[floa
     return tuple(statistics.median(column) for column in zip(*results, strict=True))
 
 
+def print_cpu(trips: int, cpu: dict[str, dict[str, tuple[float, float]]]) -> None:
+    """CPU a call by process: steadier than the round trips on a shared machine (what each side does, not when)."""
+    if not any(any(python or io for python, io in path.values()) for path in cpu.values()):
+        print("\nCPU a call: not measured (needs Linux's /proc/<pid>/task/*/schedstat)")
+        return
+    print(f"\nCPU a call ({trips} calls, after the rounds; bench0 is the Plugin's node, bench1 the target)")
+    print(f"{'path':8} {'process':8} {'Python threads us':>18} {'ZeroMQ I/O us':>14}")
+    for path, spent in cpu.items():
+        for process, (python, io) in spent.items():
+            print(f"{path:8} {process:8} {python * 1e6:18.1f} {io * 1e6:14.1f}")
+
+
 def print_round_trips(title: str, rows: list[tuple[str, float, float, float]]) -> None:
     print(f"\n{title}")
     print(f"{'path':44} {'p50 us':>9} {'p99 us':>9} {'p50 / raw':>10}")
@@ -357,11 +418,12 @@ def main() -> None:
     started = time.monotonic()
     print(build_line())
 
-    rows = separate_process_round_trips(rounds, trips)
+    rows, cpu = separate_process_round_trips(rounds, trips)
     print_round_trips(
         f"Command round trip, nodes in separate processes (median of {rounds} interleaved rounds x {trips} calls)",
         rows,
     )
+    print_cpu(trips, cpu)
     if options.in_process:
         rows = in_process_round_trips(rounds, trips)
         print_round_trips(
