@@ -60,7 +60,9 @@ class ReplicationService:
         self.holdings = Holdings(self._waker, self._commits)
         self._inbox = Inbox()  # live topic frames first, then answers and requests (see replication_inbox)
         self._outbox = RequestOutbox()  # requests waiting for their source's node to be known
-        self._deadline = 0.0  # when the next step is due even if nothing wakes it (0: at once)
+        # When the next step is due even if nothing wakes it (0: at once). A plain attribute, not a property: the node's
+        # loop reads it in every turn (loop.LoopTask's `deadline`).
+        self.deadline = 0.0
         self._routine_due = 0.0  # when a step that was woken runs the routine part too (see _step)
         self._info_at = 0.0
         self._woken = False
@@ -167,10 +169,6 @@ class ReplicationService:
     def pending(self) -> bool:
         return self._waker.pending
 
-    @property
-    def deadline(self) -> float:
-        return self._deadline
-
     def fileno(self) -> int:
         return self._waker.fileno()
 
@@ -192,7 +190,7 @@ class ReplicationService:
         finally:
             self._commits.end()
             # Always: a step that keeps failing must wait for its interval, not run again in every loop turn.
-            self._deadline = time.monotonic() + step_interval(self.holdings, bool(self._outbox), self.poll_interval)
+            self.deadline = time.monotonic() + step_interval(self.holdings, bool(self._outbox), self.poll_interval)
 
     def _step(self) -> None:
         self.holdings.settle_watches()
