@@ -199,10 +199,11 @@ def separate_process_round_trips(
         wait_converged(plugin, CHAIN)
         ids = {label: plugin.call("LOOKUP", {"name": label})["peer"] for label in ("bench1", f"bench{CHAIN - 1}")}
         call = plugin.call
+        one_hop = partial(call, "PING", target=ids["bench1"])
         paths: list[tuple[str, Callable[[], object]]] = [
             ("raw pyzmq DEALER/ROUTER round trip", raw.call),
             ("PING via Plugin, 0 hops (local node)", lambda: call("PING")),
-            ("PING via Plugin, 1 hop", partial(call, "PING", target=ids["bench1"])),
+            ("PING via Plugin, 1 hop", one_hop),
             ("PING via Plugin, 3 hops", partial(call, "PING", target=ids[f"bench{CHAIN - 1}"])),
         ]
         results: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _ in paths}
@@ -221,7 +222,7 @@ def separate_process_round_trips(
         nodes = {f"bench{index}": child.pid for index, child in enumerate(processes.children[1:3])}
         cpu = {
             "raw": cpu_per_call(raw.call, trips, {"client": me, "echo": processes.children[0].pid}),
-            "1 hop": cpu_per_call(paths[2][1], trips, {"client": me, **nodes}),
+            "1 hop": cpu_per_call(one_hop, trips, {"client": me, **nodes}),
         }
         return rows, cpu
     finally:

@@ -54,15 +54,16 @@ def test_a_build_compiles_every_listed_module_or_none() -> None:
 
 def test_compiled_form_runs_unless_told_otherwise() -> None:
     mode = run("import pynndb.mesh.engine as m; from pynndb import _native; print(_native.MODE, m.__file__)")
-    if not _native.compiled_modules(str(MESH), "pynndb.mesh"):
+    built = _native.compiled_modules(str(MESH), "pynndb.mesh")
+    if not built:
         assert mode.startswith("pure (not built) ") and mode.endswith("engine.py")
         return
-    if _native.stale(_native.compiled_modules(str(MESH), "pynndb.mesh")):
+    if _native.stale(built):
         pytest.fail("compiled modules older than their sources: run ./scripts/setup before the tests")
     assert mode.startswith("compiled ") and mode.endswith(SUFFIX), mode
 
 
-def test_pure_runs_every_source_and_status_says_so() -> None:
+def test_pure_runs_every_source_and_mode_says_so() -> None:
     code = (
         "import importlib, sys; from pynndb import _native; "
         f"files = [importlib.import_module(name).__file__ for name in {listed()!r}]; "
