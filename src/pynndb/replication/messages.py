@@ -9,6 +9,7 @@ messages themselves are defined in `message_types` and re-exported here.
 
 from __future__ import annotations
 
+import dataclasses
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -73,15 +74,15 @@ def encode(message: Message, prefix: bytes = b"") -> bytes:
         payload = message.raw if message.raw is not None else orjson.dumps(message.documents)
         return b"".join((prefix, orjson.dumps(header), b"\n", payload))
     if isinstance(message, Request):
-        body: dict[str, Any] = {"type": "request", **message.__dict__}
+        body: dict[str, Any] = {"type": "request", **_fields(message)}
         if message.tables is None:
             del body["tables"]  # the frame of an unfiltered replica is the same as before filters existed
     elif isinstance(message, SnapshotBegin):
-        body = {"type": "begin", **message.__dict__}
+        body = {"type": "begin", **_fields(message)}
     elif isinstance(message, SnapshotAck):
-        body = {"type": "ack", **message.__dict__}
+        body = {"type": "ack", **_fields(message)}
     elif isinstance(message, SnapshotEnd):
-        body = {"type": "end", **message.__dict__}
+        body = {"type": "end", **_fields(message)}
         if message.chunks is None:
             del body["chunks"]  # optional: absent means not said, as before chunks were counted
     else:
@@ -93,12 +94,12 @@ def encode(message: Message, prefix: bytes = b"") -> bytes:
     return prefix + orjson.dumps({"v": VERSION, **body}) + b"\n"
 
 
-def decode(frame: bytes, start: int = 0) -> Message:
-    """Decode the message at `frame[start:]` (after a targeted frame's replica id: not copied out of a large frame
-    first), or raise MalformedEntry."""
-    if not isinstance(frame, (bytes, bytearray, memoryview)):
+def decode(received: object, start: int = 0) -> Message:
+    """Decode the message at `received[start:]` (after a targeted frame's replica id: not copied out of a large frame
+    first), or raise MalformedEntry. (`object`: what arrived is checked here, not by a compiled caller's types.)"""
+    if not isinstance(received, (bytes, bytearray, memoryview)):
         raise MalformedEntry("a frame must be bytes")
-    frame = bytes(frame)
+    frame = bytes(received)
     newline = frame.find(b"\n", start)
     if newline < 0:
         raise MalformedEntry("frame has no header line")
@@ -157,6 +158,11 @@ def decode(frame: bytes, start: int = 0) -> Message:
     if kind == "ack":
         return SnapshotAck(source, typed_field(header, "replica", str), stream, count_field(header, "number"))
     raise MalformedEntry(f"unknown message type {kind!r}")
+
+
+def _fields(message: Any) -> dict[str, Any]:
+    """A message's fields by name (compiled dataclasses have no ``__dict__``)."""
+    return {item.name: getattr(message, item.name) for item in dataclasses.fields(message)}
 
 
 def _window(header: dict[str, Any]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from pynndb.errors import InvalidArgument
-from pynndb.mesh.command_specs.base import command, describe, specs_of
+from pynndb.mesh.command_specs.base import Spec, command, describe, specs_of
 
 GROUP = "mesh"
 
@@ -82,4 +82,4 @@ class Disconnect:
             raise InvalidArgument("give exactly one of 'address' or 'peer'")
 
 
-SPECS = specs_of(Ping, Lookup, Nodes, Status, Help, Connect, Disconnect)
+SPECS: dict[str, Spec] = specs_of(Ping, Lookup, Nodes, Status, Help, Connect, Disconnect)

@@ -9,7 +9,7 @@ import uuid as uuid_module
 from typing import Any, Literal, TypedDict
 
 from pynndb.errors import InvalidReplication
-from pynndb.mesh.command_specs.base import command, describe, specs_of
+from pynndb.mesh.command_specs.base import Spec, command, describe, specs_of
 from pynndb.replication.table_filter import tables_of
 
 GROUP = "replication"
@@ -189,4 +189,6 @@ class Databases:
     """The databases this node serves and replicates, with their figures."""
 
 
-SPECS = specs_of(Register, Unregister, Replicate, Unreplicate, Stop, Start, Digest, Dump, Verify, Resync, Databases)
+SPECS: dict[str, Spec] = specs_of(
+    Register, Unregister, Replicate, Unreplicate, Stop, Start, Digest, Dump, Verify, Resync, Databases
+)
