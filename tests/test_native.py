@@ -14,7 +14,6 @@ import pytest
 from pynndb import _native
 
 ROOT = Path(__file__).resolve().parent.parent
-MESH = ROOT / "src" / "pynndb" / "mesh"
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 
@@ -26,6 +25,11 @@ def listed() -> list[str]:
             paths = ast.literal_eval(node.value)
             return sorted(path.removesuffix(".py").replace("/", ".") for path in paths)
     raise AssertionError("setup.py lists no COMPILED modules")
+
+
+def built() -> dict[str, tuple[str, str]]:
+    """The compiled modules of this checkout's build, every package's."""
+    return {name: files for place in _native.installed() for name, files in _native.compiled_modules(*place).items()}
 
 
 def environment(**env: str) -> dict[str, str]:
@@ -48,19 +52,24 @@ def test_every_listed_module_exists_and_is_in_the_package() -> None:
 
 
 def test_a_build_compiles_every_listed_module_or_none() -> None:
-    built = sorted(_native.compiled_modules(str(MESH), "pynndb.mesh"))
-    assert built in ([], listed())  # (an optional extension that failed would leave a mix)
+    assert sorted(built()) in ([], listed())  # (an optional extension that failed would leave a mix)
 
 
 def test_compiled_form_runs_unless_told_otherwise() -> None:
-    mode = run("import pynndb.mesh.engine as m; from pynndb import _native; print(_native.MODE, m.__file__)")
-    built = _native.compiled_modules(str(MESH), "pynndb.mesh")
-    if not built:
-        assert mode.startswith("pure (not built) ") and mode.endswith("engine.py")
+    code = (
+        "import pynndb.mesh.engine as m, pynndb.replication.replica as r; from pynndb import _native; "
+        "print(_native.MODE, m.__file__, r.__file__)"
+    )
+    mode = run(code)
+    compiled = built()
+    if not compiled:
+        assert mode.startswith("pure (not built) ") and mode.endswith(
+            "engine.py " + str(ROOT / "src/pynndb/replication/replica.py")
+        )
         return
-    if _native.stale(built):
+    if _native.stale(compiled):
         pytest.fail("compiled modules older than their sources: run ./scripts/setup before the tests")
-    assert mode.startswith("compiled ") and mode.endswith(SUFFIX), mode
+    assert mode.startswith("compiled ") and mode.count(SUFFIX) == 2, mode
 
 
 def test_pure_runs_every_source_and_mode_says_so() -> None:
@@ -89,7 +98,7 @@ def test_outdated_compiled_modules_give_way_to_their_sources(tmp_path: Path) -> 
     code = (
         "import sys, warnings; warnings.simplefilter('error'); sys.path.insert(0, sys.argv[1]); "
         "from pynndb import _native; "
-        "print(_native.choose(sys.argv[1] + '/pkg', 'pkg'))"
+        "print(_native.choose([(sys.argv[1] + '/pkg', 'pkg')]))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)],
@@ -102,7 +111,7 @@ def test_outdated_compiled_modules_give_way_to_their_sources(tmp_path: Path) -> 
     assert done.returncode != 0 and "older than their sources: pkg.edited" in done.stderr  # warned, loudly
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); from pynndb import _native; "
-        "print(_native.choose(sys.argv[1] + '/pkg', 'pkg')); import pkg.edited, pkg.fresh; "
+        "print(_native.choose([(sys.argv[1] + '/pkg', 'pkg')])); import pkg.edited, pkg.fresh; "
         "print(pkg.edited.FORM, pkg.fresh.FORM)"
     )
     done = subprocess.run(
@@ -116,3 +125,36 @@ def test_outdated_compiled_modules_give_way_to_their_sources(tmp_path: Path) -> 
     lines = done.stdout.splitlines()
     assert lines[0].startswith("pure (compiled modules older than their sources: pkg.edited)")
     assert lines[1] == "source source"  # both from source: all or nothing (the fake extensions would not load)
+
+
+def test_a_build_missing_its_shared_library_runs_the_sources(tmp_path: Path) -> None:
+    """mypyc puts every compiled module's code in one shared library that each module's extension loads: a build
+    that failed part-way can leave the extensions without it, and importing them would fail."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "alpha.py").write_text("FORM = 'source'\n")
+    os.utime(package / "alpha.py", (1_000_000, 1_000_000))
+    (package / ("alpha" + SUFFIX)).write_bytes(b"\0import 0123456789abcdef0123__mypyc\0")
+    modules = _native.compiled_modules(str(package), "pkg")
+    assert _native.stale(modules) == [] and _native.missing_library(modules) == "0123456789abcdef0123__mypyc"
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from pynndb import _native; "
+        "print(_native.choose([(sys.argv[1] + '/pkg', 'pkg')])); import pkg.alpha; print(pkg.alpha.FORM)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], env=environment(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "pure (the compiled modules' library 0123456789abcdef0123__mypyc is missing: a build that failed part-way)",
+        "source",
+    ]
+    assert "RuntimeWarning" in done.stderr and "./scripts/setup" in done.stderr
+    # The library present (here: any module of that name on the path), the compiled form would run.
+    (tmp_path / "0123456789abcdef0123__mypyc.py").write_text("")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert _native.missing_library(modules) is None
+    finally:
+        sys.path.remove(str(tmp_path))

@@ -1,12 +1,14 @@
 """Which form of the compiled modules runs: what the build compiled (mypyc, see setup.py), or their Python sources.
 
 A compiled module sits beside its source and Python imports it first. `choose` runs before any of them is imported
-(from `pynndb.mesh`'s ``__init__``) and makes the sources win instead when
+(from ``pynndb/__init__.py``) and makes the sources win instead when
 
 - ``PYNNDB_PURE`` is set (non-empty) in the environment: to compare, or to rule the compiled form out; or
 - a compiled module is older than its source: a checkout edited (or switched to another commit) and not rebuilt
   since. Running code older than the source would be wrong, so the sources run and a warning says so
-  (``./scripts/setup`` rebuilds).
+  (``./scripts/setup`` rebuilds); or
+- the library the compiled modules load their code from is missing (a build that failed part-way: mypyc puts the
+  code of every compiled module in one shared library, and each module's own extension only loads it).
 
 All or nothing: compiled modules call each other natively, so either every one of them runs compiled or none does.
 ``MODE`` says which was chosen; a node's STATUS reports it and the benchmarks print it.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import os
+import re
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,6 +31,16 @@ from types import ModuleType
 # module is not an edit.
 STALE_SLACK = 2.0
 MODE = "pure (not built)"
+# The subpackages whose modules setup.py may compile.
+PACKAGES = ("mesh", "replication")
+# How a compiled module names the shared library it loads (mypyc: 20 hex digits of a hash, then "__mypyc").
+LIBRARY = re.compile(rb"[0-9a-f]{20}__mypyc")
+
+
+def installed() -> list[tuple[str, str]]:
+    """(directory, package name) of each subpackage of this installation that may hold compiled modules."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    return [(os.path.join(root, name), f"pynndb.{name}") for name in PACKAGES]
 
 
 def compiled_modules(directory: str, package: str) -> dict[str, tuple[str, str]]:
@@ -57,6 +70,18 @@ def stale(modules: Mapping[str, tuple[str, str]]) -> list[str]:
     )
 
 
+def missing_library(modules: Mapping[str, tuple[str, str]]) -> str | None:
+    """The shared library the compiled modules name when it cannot be found (None: found, or none named)."""
+    for compiled, _source in modules.values():
+        with open(compiled, "rb") as file:
+            named = LIBRARY.search(file.read())
+        if named is None:
+            return None
+        library = named.group().decode()
+        return None if importlib.util.find_spec(library) is not None else library
+    return None
+
+
 class SourceFinder(MetaPathFinder):
     """Finds the given modules' Python sources ahead of their compiled form."""
 
@@ -70,10 +95,13 @@ class SourceFinder(MetaPathFinder):
         return None if source is None else importlib.util.spec_from_file_location(fullname, source)
 
 
-def choose(directory: str, package: str, environ: Mapping[str, str] = os.environ) -> str:
-    """Decide which form of ``package``'s compiled modules runs (see the module's docstring); the mode chosen."""
+def choose(places: Sequence[tuple[str, str]] | None = None, environ: Mapping[str, str] = os.environ) -> str:
+    """Decide which form of the compiled modules in ``places`` ((directory, package) pairs; default: this
+    installation's) runs (see the module's docstring); the mode chosen."""
     global MODE
-    modules = compiled_modules(directory, package)
+    modules: dict[str, tuple[str, str]] = {}
+    for directory, package in installed() if places is None else places:
+        modules.update(compiled_modules(directory, package))
     if not modules:
         MODE = "pure (not built)"
         return MODE
@@ -81,15 +109,24 @@ def choose(directory: str, package: str, environ: Mapping[str, str] = os.environ
         MODE = "pure (PYNNDB_PURE)"
     else:
         outdated = stale(modules)
-        if not outdated:
+        library = None if outdated else missing_library(modules)
+        if not outdated and library is None:
             MODE = "compiled"
             return MODE
-        MODE = f"pure (compiled modules older than their sources: {', '.join(outdated)})"
+        if outdated:
+            MODE = f"pure (compiled modules older than their sources: {', '.join(outdated)})"
+        else:
+            MODE = f"pure (the compiled modules' library {library} is missing: a build that failed part-way)"
         warnings.warn(
             f"pynndb: {MODE}; running the Python sources. Rebuild with ./scripts/setup (or pip install -e .).",
             RuntimeWarning,
             stacklevel=2,
         )
-    if not any(isinstance(finder, SourceFinder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, SourceFinder({name: source for name, (_, source) in modules.items()}))
+    sources = {name: source for name, (_, source) in modules.items()}
+    for finder in sys.meta_path:
+        if isinstance(finder, SourceFinder):
+            finder.sources.update(sources)
+            break
+    else:
+        sys.meta_path.insert(0, SourceFinder(sources))
     return MODE
