@@ -1,9 +1,12 @@
-"""Build hook: compile the mesh's hot path with mypyc (the rest of the project is in pyproject.toml).
+"""Build hook: compile the hot path of the mesh and of replication with mypyc (the rest is in pyproject.toml).
 
-A routed command's round trip is mostly the interpreter running a node's loop (docs/benchmarks.md, rounds 15-16):
-compiled, the same modules take a 1-hop round trip from ~3.6x raw ZeroMQ to under 3x. The modules stay plain,
-type-checked Python and are installed beside their compiled form; `pynndb._native` runs the Python ones instead
-when asked to (``PYNNDB_PURE=1``) or when a compiled module is older than its source (an edited checkout).
+A routed command's round trip is mostly the interpreter running a node's loop, and a replica's entry mostly the
+interpreter running the replication code around its storage calls (docs/benchmarks.md, rounds 14-17): compiled, the
+same modules take a 1-hop round trip from ~3.6x raw ZeroMQ to under 3x, and a replica's apply does the same work
+with less of the CPU its node shares with the source's. The modules stay plain, type-checked Python and are
+installed beside their compiled form; `pynndb._native` runs the Python ones instead when asked to
+(``PYNNDB_PURE=1``), when a compiled module is older than its source (an edited checkout), or when the build left
+the compiled modules without their shared library.
 
 ``PYNNDB_PURE=1`` at install time builds nothing. Without a C compiler the build warns and installs the pure-Python
 package (the extensions are optional), which behaves the same, only slower.
@@ -16,10 +19,15 @@ import sys
 
 from setuptools import Extension, setup
 
-# The modules every routed frame, command and loop turn of a node passes through: mypy-clean, single inheritance, no
-# monkeypatching of their classes at run time (what mypyc needs). A compiled function checks its arguments' declared
-# types when called, so the public API (`Plugin`, `Controller`) stays Python: a wrong value a user passes reaches the
-# node's own validation and its error codes, as it always has.
+# The modules every routed frame, command, loop turn and replication entry of a node passes through: mypy-clean,
+# single inheritance, no monkeypatching of their classes at run time (what mypyc needs). A compiled function checks
+# its arguments' declared types when called, so the public API (`Plugin`, `Controller`, `Database`) stays Python: a
+# wrong value a user passes reaches the project's own validation and its errors, as it always has; and what arrives
+# from the wire is declared `object` where it is first checked (`messages.decode`). Left out on purpose: the
+# replication service's step driver and its holdings (`replicator`, `replication_holdings`: a few calls a step, and
+# the tests observe their steps by wrapping methods, which a compiled class does not allow), and a snapshot's intake
+# (`snapshot_intake`: a few calls a chunk; tests slow its chunks down); `replication/local.py` (in-process, and an
+# attribute named `_thread` becomes a C keyword in mypyc's output).
 COMPILED = [
     "pynndb/mesh/commands.py",
     "pynndb/mesh/delivery.py",
@@ -36,6 +44,19 @@ COMPILED = [
     "pynndb/mesh/routing.py",
     "pynndb/mesh/sending.py",
     "pynndb/mesh/wire.py",
+    "pynndb/mesh/replication_inbox.py",
+    "pynndb/mesh/replication_outbox.py",
+    "pynndb/mesh/replication_serving.py",
+    "pynndb/replication/appliers.py",
+    "pynndb/replication/digest.py",
+    "pynndb/replication/fast_snapshot.py",
+    "pynndb/replication/message_types.py",
+    "pynndb/replication/messages.py",
+    "pynndb/replication/ordering.py",
+    "pynndb/replication/replica.py",
+    "pynndb/replication/source.py",
+    "pynndb/replication/stored_frames.py",
+    "pynndb/replication/table_filter.py",
 ]
 
 
