@@ -1,7 +1,10 @@
 """Replication benchmark (no network): journaling overhead on appends, apply throughput on a replica, snapshot rate.
 
 Documents like the storage benchmark's (about 120 bytes of JSON) with one duplicates index on name. Each figure is
-the median of several runs; ratios compare with plain appends measured in the same run.
+the median of several runs; ratios compare with plain appends measured in the same run. The "burst" row is what a
+replica node does with a burst of one-document commits: wire messages of BURST_MESSAGE entries decoded and given to
+`Replica.receive`, one transaction a message (its CPU is most of a burst's lag, docs/benchmarks.md, Round 14); run it
+again with ``PYNNDB_PURE=1`` to compare the compiled build with the Python sources.
 Run: ``python benchmarks/replication_local.py [--quick] [--snapshot-docs N] [--runs N]``.
 """
 
@@ -19,10 +22,12 @@ from typing import Any
 
 from common import make_documents
 
-from pynndb import Database, Manager
+from pynndb import Database, Manager, _native
 from pynndb.replication import LocalReplicator, Replica, decode, encode, snapshot
+from pynndb.replication.source import Publisher
 
 TARGET_RATIO = 0.7
+BURST_MESSAGE = 17  # entries a message in a burst of 100 one-document commits through node processes (~6 messages)
 
 
 def timed(work: Callable[[], Any]) -> float:
@@ -126,6 +131,34 @@ def bench_apply(results: Results, count: int, per_txn: int, runs: int) -> None:
         results.rows[-1] = (*results.rows[-1][:3], ratio_note(rate, baseline))
 
 
+def bench_burst_apply(results: Results, count: int, runs: int) -> None:
+    """One-document entries (a commit each) reaching a replica as wire messages of BURST_MESSAGE entries."""
+    docs = make_documents(count)
+    plain_samples, apply_samples = [], []
+    for _run in range(runs):
+        with databases("plain", replication=(False,)) as (plain,):
+            plain_samples.append(timed(lambda plain=plain: append_in_transactions(plain, docs, BURST_MESSAGE)))
+        with databases("source", "target", replication=(True, False)) as (source, target):
+            replica = Replica(target, source.replication.uuid)
+            for message in snapshot(source):  # the table and its index, no documents: the replica is then live
+                replica.receive(message)
+            publisher = Publisher(source, batch_entries=BURST_MESSAGE)
+            append_each(source, docs)
+            frames = [encode(message) for message in publisher.poll(max_messages=count)]
+
+            def apply(replica: Replica = replica, frames: list[bytes] = frames) -> None:
+                for frame in frames:
+                    replica.receive(decode(frame))
+
+            apply_samples.append(timed(apply))
+            assert replica.hwm == source.replication.sequence and len(target["people"]) == count
+    baseline = results.add(f"plain append, {BURST_MESSAGE} docs per txn", count, plain_samples)
+    rate = results.add(
+        f"apply on replica (Replica.receive), 1-doc entries, {BURST_MESSAGE} a message", count, apply_samples
+    )
+    results.rows[-1] = (*results.rows[-1][:3], ratio_note(rate, baseline))
+
+
 def bench_snapshot(results: Results, count: int, runs: int) -> None:
     """A snapshot of `count` documents: generation alone, generation + apply, generation + encode + decode."""
     with databases("source", replication=(True,)) as (source,):
@@ -172,8 +205,9 @@ def main() -> None:
     results = Results()
     bench_journal_overhead(results, bulk, each, runs)
     bench_apply(results, apply_count, 100, runs)
+    bench_burst_apply(results, each, runs)
     bench_snapshot(results, snapshot_docs, snapshot_runs)
-    print(f"pynndb replication, local (medians of {runs} runs; snapshot: {snapshot_runs})")
+    print(f"pynndb replication, local (medians of {runs} runs; snapshot: {snapshot_runs}); build: {_native.MODE}")
     results.print()
     print(f"total time {time.perf_counter() - started:.0f}s")
 
