@@ -71,15 +71,17 @@ def stale(modules: Mapping[str, tuple[str, str]]) -> list[str]:
 
 
 def missing_library(modules: Mapping[str, tuple[str, str]]) -> str | None:
-    """The shared library the compiled modules name when it cannot be found (None: found, or none named)."""
-    for compiled, _source in modules.values():
-        with open(compiled, "rb") as file:
-            named = LIBRARY.search(file.read())
-        if named is None:
-            return None
-        library = named.group().decode()
-        return None if importlib.util.find_spec(library) is not None else library
-    return None
+    """The shared library the compiled modules name when it cannot be found (None: found, or none named). One
+    module tells: a build names one library for all of them."""
+    if not modules:
+        return None
+    compiled, _source = next(iter(modules.values()))
+    with open(compiled, "rb") as file:
+        named = LIBRARY.search(file.read())
+    if named is None:
+        return None
+    library = named.group().decode()
+    return None if importlib.util.find_spec(library) is not None else library
 
 
 class SourceFinder(MetaPathFinder):
