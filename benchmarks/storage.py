@@ -108,7 +108,7 @@ class Raw:
             metasync=durable,
             writemap=cfg.writemap,
             map_async=cfg.writemap and not durable,
-            readahead=False,
+            readahead=cfg.readahead,
         )
         self.data = self.env.open_db(b"t/people")
         self.index = self.env.open_db(b"i/people/by_name", dupsort=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pynndb import Manager
+from pynndb.errors import ConfigError
 
 WRITER = textwrap.dedent(
     """
@@ -34,6 +35,7 @@ SETTINGS = [
     {"writemap": True},
     {"writemap": True, "durable": True},
     {"writemap": False, "durable": True},
+    {"writemap": True, "readahead": False},
 ]
 
 
@@ -61,5 +63,23 @@ def test_durable_commits_are_synced_with_either_map(tmp_path: Path, writemap: bo
         assert flags["sync"] and flags["metasync"] and not flags["map_async"] and flags["writemap"] == writemap
         fast = manager.database("fast", str(tmp_path / "fast"), config={"writemap": writemap})
         assert not fast._env.flags()["sync"] and fast._env.flags()["map_async"] == writemap
+    finally:
+        manager.close()
+
+
+def test_readahead_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+    """LMDB's read-ahead (on unless MDB_NORDAHEAD): on by default, off with config={'readahead': False}; any other
+    value is refused before a file is made."""
+    manager = Manager()
+    try:
+        default = manager.database("default", str(tmp_path / "default"))
+        assert default._env.flags()["readahead"] is True
+        off = manager.database("off", str(tmp_path / "off"), config={"readahead": False})
+        assert off._env.flags()["readahead"] is False
+        off.table("t").append({"n": 1})
+        assert off.table("t").records() == 1
+        with pytest.raises(ConfigError, match="readahead"):
+            manager.database("bad", str(tmp_path / "bad"), config={"readahead": 1})
+        assert not (tmp_path / "bad").exists()
     finally:
         manager.close()

@@ -176,9 +176,9 @@ def test_bulk_load_of_a_sources_stored_pairs(manager: Manager, tmp_path: Path, r
 def test_stored_parts_are_every_pair_in_order_cut_where_a_pair_reaches_the_chunk_size(
     manager: Manager, tmp_path: Path, chunk_bytes: int, chunk_pairs: int | None
 ) -> None:
-    """Keys and values are read by two cursors in step; across READ_AHEAD reads (2500 records, an index with
-    duplicates, tombstones) each part is its sub-database's next pairs, cut after the pair that reaches the size or
-    at `chunk_pairs` pairs (CHUNK_PAIRS by default), whichever comes first."""
+    """Keys and values are read by two cursors in step; across reads of what a chunk has room for (2500 records, an
+    index with duplicates, tombstones) each part is its sub-database's next pairs, cut after the pair that reaches the
+    size or at `chunk_pairs` pairs (CHUNK_PAIRS by default), whichever comes first."""
     source = manager.database("source", str(tmp_path / "source"), config={"replication": True})
     source.replication.set_versioned(True)
     people = source.table("people")

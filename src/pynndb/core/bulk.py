@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from pynndb.core.transaction import Transaction
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-READ_AHEAD = 1024  # pairs read from a cursor at a time
 # A snapshot chunk holds at most this many pairs, whatever their size. A replica's node decodes and applies a chunk in
 # one step of its socket loop, and what a chunk costs goes with its pairs: an index's ~40-byte pairs put 26k in a
 # 1 MiB chunk, ~24 ms of work on the node's loop, and the live entries of every other database on that node waited
@@ -75,29 +74,39 @@ def _batches(
     `chunk_pairs` pairs, from two iterators that yield the keys and the values of the same pairs in step.
 
     Reading the keys and the values of a sub-database with two cursors (`_columns`) builds no tuple per pair: it
-    reads 400k pairs in about two thirds of the time of one cursor's (key, value) pairs. They are taken READ_AHEAD
-    at a time and sized with C-level iterators (no Python code runs per pair).
+    reads 400k pairs in about two thirds of the time of one cursor's (key, value) pairs. Each read takes what the
+    chunk has room for, so a chunk of small pairs (the usual case: 2048 pairs well under `chunk_bytes`) is the two
+    lists as read, not copied again; they are sized with C-level iterators (no Python code runs per pair).
     """
     keys: list[bytes] = []
     values: list[bytes] = []
     size = 0
-    while more_keys := list(islice(keys_in, READ_AHEAD)):
+    while more_keys := list(islice(keys_in, chunk_pairs - len(keys))):
         more_values = list(islice(values_in, len(more_keys)))
         if len(more_values) != len(more_keys):
             raise DatabaseError("a sub-database's keys and values were read out of step")
-        while more_keys:
-            room = chunk_pairs - len(keys)  # (at least 1: a chunk that is full has been yielded)
-            grown = size + sum(map(len, more_keys)) + sum(map(len, more_values))
-            if grown < chunk_bytes and len(more_keys) < room:
+        grown = size + sum(map(len, more_keys)) + sum(map(len, more_values))
+        if grown < chunk_bytes:
+            if keys:
                 keys += more_keys
                 values += more_values
-                size = grown
+            else:
+                keys, values = more_keys, more_values
+            size = grown
+            if len(keys) == chunk_pairs:
+                yield keys, values
+                keys, values, size = [], [], 0
+            continue
+        # Over the byte bound: cut after the pair that reaches it; what is left starts the next chunk. Running
+        # totals after each pair: totals[n] is the size after n more pairs (totals[0] < chunk_bytes).
+        while more_keys:
+            totals = list(accumulate(map(add, map(len, more_keys), map(len, more_values)), initial=size))
+            if totals[-1] < chunk_bytes:
+                keys += more_keys
+                values += more_values
+                size = totals[-1]
                 break
-            taken = room
-            if grown >= chunk_bytes:
-                # Running totals after each pair: totals[n] is the size after n more pairs (totals[0] < chunk_bytes).
-                totals = list(accumulate(map(add, map(len, more_keys), map(len, more_values)), initial=size))
-                taken = min(bisect_left(totals, chunk_bytes), room)
+            taken = max(1, bisect_left(totals, chunk_bytes))
             keys += more_keys[:taken]
             values += more_values[:taken]
             yield keys, values
@@ -130,7 +139,7 @@ def stored_parts(
         versions = [get(prefix + key, b"", db=versions_db) for key in keys] if versioned else None
         yield StoredPart(RECORDS, keys, values, versions)
     if versioned:
-        pairs, again = tee(_tombstones(txn, versions_db, prefix))  # (tee holds at most READ_AHEAD pairs)
+        pairs, again = tee(_tombstones(txn, versions_db, prefix))  # (tee holds at most one chunk of pairs)
         for keys, values in _batches(map(first_item, pairs), map(second_item, again), chunk_bytes, chunk_pairs):
             yield StoredPart(TOMBSTONES, keys, values)
     for index in table._index_list:

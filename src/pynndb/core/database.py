@@ -61,7 +61,7 @@ class Database(Catalog):
                 metasync=cfg.durable,
                 writemap=cfg.writemap,
                 map_async=cfg.writemap and not cfg.durable,
-                readahead=False,
+                readahead=cfg.readahead,
                 readonly=cfg.readonly,
             )
         except lmdb.Error as error:

@@ -3,8 +3,9 @@ values and versions back to back, sliced straight out of the frame when read (se
 
 from __future__ import annotations
 
+import functools
 import struct
-from itertools import accumulate, chain, pairwise
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -75,12 +76,32 @@ def _size(header: dict[str, Any], name: str, limit: int) -> int | None:
     return value
 
 
+CACHED_COUNT = 4096  # Structs of at most this many items are kept (a few at a time, each ~16 bytes an item)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_struct(size: int, count: int) -> struct.Struct:
+    return struct.Struct("<" + f"{size}s" * count)
+
+
+def _fixed(size: int, count: int) -> struct.Struct:
+    """The Struct of `count` items of `size` bytes: chunks mostly have the same count (a source's CHUNK_PAIRS), and
+    compiling a format of thousands of items costs about as much as unpacking with it. Not struct's own cache, which
+    would keep every such long format alive; a large count (any a sender chose) is compiled each time."""
+    return _cached_struct(size, count) if count <= CACHED_COUNT else struct.Struct("<" + f"{size}s" * count)
+
+
 def _split(frame: bytes, start: int, count: int, size: int | None, lengths: tuple[int, ...]) -> tuple[bytes, ...]:
     """`count` items back to back in `frame` from `start`: all `size` bytes long, or of the given lengths."""
     if size is not None:
-        # A Struct of its own: struct's module cache would keep every such (long) format alive.
-        return struct.Struct("<" + f"{size}s" * count).unpack_from(frame, start)
-    return tuple([frame[begin:end] for begin, end in pairwise(accumulate(lengths, initial=start))])
+        return _fixed(size, count).unpack_from(frame, start)
+    items: list[bytes] = []
+    begin = start
+    for length in lengths:  # (a plain loop: compiled, it runs on machine integers)
+        end = begin + length
+        items.append(frame[begin:end])
+        begin = end
+    return tuple(items)
 
 
 def decode_stored(header: dict[str, Any], source: str, frame: bytes, base: int) -> SnapshotChunk:
