@@ -2,6 +2,9 @@
 
 `python benchmarks/v1_engine.py V1_PATH RECORDS PER_CALL GETS` runs every storage row v1 can run, with v1 at its
 defaults (``binlog=False``), and prints the rates as JSON. It needs v1's dependencies (lmdb, ujson, bson).
+`python benchmarks/v1_engine.py --blocks V1_PATH COUNT SIZE` is append_cpu.py's worker: the per-call 3-index
+workload in blocks of SIZE appends, one block each time a line arrives on stdin, answering with the block's CPU and
+wall seconds as JSON (so that v1 takes turns with pynndb and raw instead of running after them).
 Also the home of the per-call 3-index workload (v1's own benchmark documents), which storage.py shares.
 """
 
@@ -94,7 +97,41 @@ def run(v1_path: str, docs: list[dict[str, Any]], per_call: int, gets: int) -> d
     return rates
 
 
+def blocks(v1_path: str, count: int, size: int) -> None:
+    """The per-call 3-index row in blocks, on request (see the module's docstring): documents `count` on (the
+    caller's own take the first `count`, so that `sid`, a unique index, never repeats between the two), at most
+    until stdin closes."""
+    sys.path.insert(0, v1_path)
+    from pynndb import Database  # noqa: PLC0415  (v1's package, from v1_path)
+
+    directory = tempfile.mkdtemp(prefix="bench-v1-blocks-")
+    try:
+        db = Database(f"{directory}/sessions", binlog=False)
+        table = db.table("sessions")
+        for name, func, duplicates in SESSION_INDEXES:
+            table.index(name, func, duplicates=duplicates)
+        documents = session_documents(2 * count)[count:]
+        gc.collect()
+        gc.freeze()  # as the caller does: the document list is not garbage
+        print(json.dumps({"ready": True}), flush=True)
+        for number, _line in enumerate(sys.stdin):
+            block = [dict(doc) for doc in documents[number * size : (number + 1) * size]]
+            if not block:
+                break
+            cpu, wall = time.process_time(), time.perf_counter()
+            for doc in block:
+                table.append(doc)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            print(json.dumps({"cpu": cpu / len(block), "wall": wall / len(block)}), flush=True)
+        db.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def main() -> None:
+    if sys.argv[1] == "--blocks":
+        blocks(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
     v1_path, records, per_call, gets = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     sys.path.insert(0, __file__.rsplit("/", 1)[0])
     from common import make_documents  # noqa: PLC0415
