@@ -35,7 +35,7 @@ SETTINGS = [
     {"writemap": True},
     {"writemap": True, "durable": True},
     {"writemap": False, "durable": True},
-    {"writemap": True, "readahead": False},
+    {"writemap": True, "readahead": True},
 ]
 
 
@@ -67,17 +67,17 @@ def test_durable_commits_are_synced_with_either_map(tmp_path: Path, writemap: bo
         manager.close()
 
 
-def test_readahead_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
-    """LMDB's read-ahead (on unless MDB_NORDAHEAD): on by default, off with config={'readahead': False}; any other
+def test_readahead_is_off_by_default_and_can_be_turned_on(tmp_path: Path) -> None:
+    """LMDB's read-ahead (on unless MDB_NORDAHEAD): off by default, on with config={'readahead': True}; any other
     value is refused before a file is made."""
     manager = Manager()
     try:
         default = manager.database("default", str(tmp_path / "default"))
-        assert default._env.flags()["readahead"] is True
-        off = manager.database("off", str(tmp_path / "off"), config={"readahead": False})
-        assert off._env.flags()["readahead"] is False
-        off.table("t").append({"n": 1})
-        assert off.table("t").records() == 1
+        assert default._env.flags()["readahead"] is False
+        on = manager.database("on", str(tmp_path / "on"), config={"readahead": True})
+        assert on._env.flags()["readahead"] is True
+        on.table("t").append({"n": 1})
+        assert on.table("t").records() == 1
         with pytest.raises(ConfigError, match="readahead"):
             manager.database("bad", str(tmp_path / "bad"), config={"readahead": 1})
         assert not (tmp_path / "bad").exists()
