@@ -106,7 +106,7 @@ def _batches(
                 values += more_values
                 size = totals[-1]
                 break
-            taken = max(1, bisect_left(totals, chunk_bytes))
+            taken = max(1, bisect_left(totals, chunk_bytes))  # (max: a chunk_bytes below 1 still takes one pair)
             keys += more_keys[:taken]
             values += more_values[:taken]
             yield keys, values

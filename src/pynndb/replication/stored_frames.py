@@ -79,16 +79,18 @@ def _size(header: dict[str, Any], name: str, limit: int) -> int | None:
 CACHED_COUNT = 4096  # Structs of at most this many items are kept (a few at a time, each ~16 bytes an item)
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_struct(size: int, count: int) -> struct.Struct:
+def _struct_of(size: int, count: int) -> struct.Struct:
     return struct.Struct("<" + f"{size}s" * count)
+
+
+_cached_struct = functools.lru_cache(maxsize=8)(_struct_of)
 
 
 def _fixed(size: int, count: int) -> struct.Struct:
     """The Struct of `count` items of `size` bytes: chunks mostly have the same count (a source's CHUNK_PAIRS), and
     compiling a format of thousands of items costs about as much as unpacking with it. Not struct's own cache, which
     would keep every such long format alive; a large count (any a sender chose) is compiled each time."""
-    return _cached_struct(size, count) if count <= CACHED_COUNT else struct.Struct("<" + f"{size}s" * count)
+    return _cached_struct(size, count) if count <= CACHED_COUNT else _struct_of(size, count)
 
 
 def _split(frame: bytes, start: int, count: int, size: int | None, lengths: tuple[int, ...]) -> tuple[bytes, ...]:
