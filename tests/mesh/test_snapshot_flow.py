@@ -117,6 +117,55 @@ def test_a_request_without_a_window_is_answered_at_once(source: Database, server
     assert counters["snapshot_waits"] == 0 and counters["requests_served"] == 1
 
 
+class HandedSent(Sent):
+    """A node's loop that has not run yet: each frame's marker stays unset until the test sets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.markers: list[threading.Event] = []
+
+    def __call__(self, origin: str, frame: bytes) -> threading.Event:  # type: ignore[override]
+        super().__call__(origin, frame)
+        marker = threading.Event()
+        with self.lock:
+            self.markers.append(marker)
+        return marker
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.frames)
+
+
+def test_an_answer_sends_its_next_frame_once_the_loop_took_the_previous_one(
+    source: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop needs the GIL to send a frame (and every other message of its node): the serving thread waits
+    for the loop's marker of frame n before it sends frame n + 1, and only for HAND_OFF if the loop never runs."""
+    monkeypatch.setattr(replication_serving, "HAND_OFF", 0.3)
+    counters: dict[str, int] = {}
+    sent = HandedSent()
+    made = SourceServer("t", sent, counters)
+    try:
+        made.submit(Publisher(source, chunk_bytes=2000), snapshot_request(source, 3, 0), "nodeb")
+        wait_until(lambda: sent.count() == 1, timeout=10)
+        time.sleep(0.2)  # (a wrong server would have sent its next frames by now: there is no event to wait for)
+        assert sent.count() == 1, "the second frame waits for the loop to take the first"
+        for number in range(1, 4):
+            sent.markers[number - 1].set()  # the loop ran: the next frame goes, and only it
+            wait_until(lambda number=number: sent.count() == number + 1, timeout=10)
+            assert sent.count() == number + 1
+        # A loop that never runs again (a stopping node) holds each frame up for HAND_OFF at most.
+        started = time.monotonic()
+        wait_until(lambda: sent.count() >= 6, timeout=10)
+        assert time.monotonic() - started >= 2 * replication_serving.HAND_OFF * 0.9
+        made.stop()  # a stopping node: the answer ends at its next frame instead of waiting for each
+        assert counters["answers_ended"] == 1 and not sent.ended(3)
+    finally:
+        for marker in list(sent.markers):
+            marker.set()
+        made.stop()
+
+
 def test_a_newer_request_of_the_same_replica_ends_the_answer_under_way(source: Database, server: Any) -> None:
     made, sent, counters = server
     publisher = Publisher(source, chunk_bytes=2000)

@@ -288,6 +288,18 @@ class Controller:
             raise MeshError(f"unknown target {target!r}")
         engine.send(entry["peer"], kind, bytes(payload))
 
+    def turn_marker(self) -> threading.Event:
+        """An Event set once the node's loop has run what was posted to it before (``send`` from this thread
+        included): a thread that streams many frames waits on the previous one before its next send, so the loop,
+        which carries every other message of the node, gets the GIL at least once a frame (set at once when the node
+        is not running)."""
+        engine = self._engine
+        if engine is None:
+            marker = threading.Event()
+            marker.set()
+            return marker
+        return engine.turn_marker()
+
     def on_message(self, kind: str, callback: Callable[[bytes, str], None], inline: bool = False) -> None:
         """Receive targeted messages of ``kind`` as ``callback(payload, origin)`` on the callback thread (or, with
         ``inline=True``, on the socket loop: the callback must only queue work)."""

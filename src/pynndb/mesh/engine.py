@@ -146,6 +146,11 @@ class Engine(Sending):
             body = wire.encode_send_body(kind, payload)
             self.post(lambda: self.originate(wire.SEND, body, target=target))
 
+    def turn_marker(self) -> threading.Event:
+        marker = threading.Event()
+        self.post(marker.set)
+        return marker
+
     def request(self, command: str, params: Any, target: str | None, timeout: float, on_reply: OnReply) -> None:
         self.post(lambda: self.requests.start_request(command, params, target, timeout, on_reply))
 

@@ -6,6 +6,7 @@ controller drives the engine only through `NodeLoop`. Nothing else crosses betwe
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -88,6 +89,10 @@ class NodeLoop(Protocol):
 
     def send(self, target: str, kind: str, payload: bytes) -> None:
         """Route a payload to one node by id (this node's own id delivers locally)."""
+
+    def turn_marker(self) -> threading.Event:
+        """An Event the loop sets when it runs what was posted to it so far (what this thread sent is then queued on
+        the sockets)."""
 
     def request(self, command: str, params: Any, target: str | None, timeout: float, on_reply: OnReply) -> None:
         """Run a command here or on ``target``; ``on_reply`` gets exactly one reply."""

@@ -8,6 +8,14 @@ at the pace the replica writes it instead of racing ahead. An answer ends early,
 it is superseded (the same replica asked again for the same source), when the requester's node goes down, when no
 acknowledgement comes for STALL seconds, or when the node stops. Flow-controlled snapshots run on threads of their
 own (SNAPSHOT_WORKERS), so that gap repairs (WORKERS) never wait behind a long one.
+
+An answer's thread hands each frame to the node's loop (``send``), which carries every other message of the node
+and needs the GIL for it. Reading and framing a chunk holds the GIL all along but for py-lmdb's cursor steps, too
+brief for a waiting thread to take it: the loop waited for it up to the interpreter's switch interval (5 ms) or until
+the answer's window was full, and a live entry of another database with it (writes made during a full sync of 200k
+documents took up to 10-15 ms, benchmarks/long_run.py). So ``send`` returns a marker the loop sets when it has run
+the frame's hand-off, and the thread waits for the previous frame's marker before it sends the next: it reads
+chunk n + 1 while the loop sends chunk n, and the loop gets the GIL at least once a chunk.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ WORKERS = 2  # answers of entries (gap repairs) under way at once
 # database), so they have threads of their own and never keep a gap repair waiting behind them.
 SNAPSHOT_WORKERS = 32
 STALL = 30.0  # seconds an answer waits for an acknowledgement that moves it on before it gives up
+HAND_OFF = 1.0  # seconds an answer waits for the loop to take its previous frame (a stopping node may never)
 
 
 @dataclass
@@ -44,11 +53,14 @@ class Answer:
 
 
 class SourceServer:
-    """Serves requests with the source's `Publisher`; ``send(origin, frame)`` carries each answer frame. `counters`
+    """Serves requests with the source's `Publisher`; ``send(origin, frame)`` carries each answer frame and returns
+    the loop's marker for it, or None (see the module's docstring). `counters`
     (the service's) gets 'requests_served', 'snapshot_acks', 'snapshot_waits' (times an answer waited for its
     window) and 'answers_ended' (answers given up: superseded, requester gone, stalled)."""
 
-    def __init__(self, label: str, send: Callable[[str, bytes], None], counters: dict[str, int]) -> None:
+    def __init__(
+        self, label: str, send: Callable[[str, bytes], threading.Event | None], counters: dict[str, int]
+    ) -> None:
         self._send = send
         self.counters = counters
         for name in ("requests_served", "snapshot_acks", "snapshot_waits", "answers_ended"):
@@ -73,13 +85,17 @@ class SourceServer:
 
         def run() -> None:
             prefix = request.replica.encode()
+            handed: threading.Event | None = None  # the loop's marker for the previous frame
             try:
                 for message in publisher.serve(request):
                     if answer.window and isinstance(message, SnapshotChunk) and not self._room(answer, message.number):
-                        self.counters["answers_ended"] += 1
-                        log.info("answer to %s for %s ended before its end", origin, request.source)
-                        return
-                    self._send(origin, encode(message, prefix))
+                        return self._ended(origin, request)
+                    frame = encode(message, prefix)
+                    if handed is not None:
+                        handed.wait(HAND_OFF)
+                    if answer.cancelled or self._stopping:  # (a window's answer also learns it in _room)
+                        return self._ended(origin, request)
+                    handed = self._send(origin, frame)
                 self.counters["requests_served"] += 1
             except MeshError as error:
                 # The requester went away (killed, restarted with a new id): it will ask again when back.
@@ -93,6 +109,10 @@ class SourceServer:
 
         long = request.window and publisher.needs_snapshot(request)  # (else a snapshot after a trim: the rare case)
         (self._snapshots if long else self._pool).submit(run)
+
+    def _ended(self, origin: str, request: Request) -> None:
+        self.counters["answers_ended"] += 1
+        log.info("answer to %s for %s ended before its end", origin, request.source)
 
     def _room(self, answer: Answer, number: int) -> bool:
         """Wait until chunk `number` may be sent (the replica acknowledged `number - window`); False if the answer

@@ -293,12 +293,14 @@ class ReplicationService:
         if source is not None:  # else not (or no longer) ours: the replica will ask again and find the right node
             self._server.submit(source.publisher, request, origin)
 
-    def _answer(self, origin: str, frame: bytes) -> None:
+    def _answer(self, origin: str, frame: bytes) -> threading.Event:
+        """Hand an answer frame to the loop (serving threads): the loop's marker for it (replication_serving)."""
         if origin == self.node.id:
             self._inbox.targeted(frame, origin)
             self._waker.set()
         else:
             self.node.send(origin, KIND, frame)
+        return self.node.turn_marker()
 
     def _send_requests(self) -> None:
         routed = self._outbox.route(self.source_owners)
