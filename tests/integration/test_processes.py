@@ -195,3 +195,34 @@ def test_a_writer_picks_up_an_index_another_process_added(tmp_path: Path) -> Non
         assert "other" in db.tables()
     finally:
         manager.close()
+
+
+def test_a_writer_sees_a_schema_change_that_follows_its_own_empty_commit(tmp_path: Path) -> None:
+    """An append skips the schema check when its transaction's LMDB id follows the last append's commit (nothing
+    committed between). A commit without changes takes no id: after one, another process's change takes the id
+    the writer's next transaction would otherwise have followed with, and the writer must still see it."""
+    path = str(tmp_path / "schema")
+    manager = Manager()
+    try:
+        db = manager.database("schema", path)
+        people = db.table("people")
+        people.append({"name": "first", "age": 1})  # the fast path: the next id would follow this commit
+        with db.write_transaction():
+            pass  # an empty commit: LMDB gives it no id
+        script = (
+            "import sys; from pynndb import Manager; m = Manager(); db = m.database('x', sys.argv[1]); "
+            "db.table('people').ensure('by_age', '{age}'); m.close()"
+        )
+        subprocess.run([sys.executable, "-c", script, path], check=True, timeout=60)
+        people.append({"name": "second", "age": 2})
+        assert [doc["name"] for doc in people.find("by_age")] == ["first", "second"]
+        script = (  # a plain write of another process (no schema change) between two appends of this one
+            "import sys; from pynndb import Manager; m = Manager(); db = m.database('x', sys.argv[1]); "
+            "db.table('people').append({'name': 'other', 'age': 3}); db.table('people').ensure('by_name', '{name}');"
+            " m.close()"
+        )
+        subprocess.run([sys.executable, "-c", script, path], check=True, timeout=60)
+        people.append({"name": "third", "age": 4})
+        assert [doc["name"] for doc in people.find("by_name")] == ["first", "other", "second", "third"]
+    finally:
+        manager.close()

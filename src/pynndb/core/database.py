@@ -43,6 +43,11 @@ class Database(Catalog):
         self._listeners: list[Callable[[], None]] = []
         self._writer: Transaction | None = None  # the write transaction open in this process, if any
         self._writer_owner = 0  # the thread that opened it
+        # The id of a write transaction this object committed with changes (`Table.append`): LMDB numbers each commit
+        # that changes something one past the last, so a write transaction numbered one past it follows it with no
+        # commit of any process between, and needs no schema check (an empty commit takes no number, and changes
+        # nothing). 0: none yet.
+        self._known_after = 0
         self._bell = Bell(self.path)  # rung after each journaled commit (see core/doorbell.py)
         self._closed = False
         if os.path.exists(self.path) and not os.path.isdir(self.path):
@@ -111,7 +116,7 @@ class Database(Catalog):
             txn = self._env.begin(None, None, write)
         if not write:
             return Transaction(self, txn, False, False, applying)
-        if txn.get(SCHEMA, None, self._meta) != self._schema_token:
+        if txn.id() != self._known_after + 1 and txn.get(SCHEMA, None, self._meta) != self._schema_token:
             # Another process changed the schema. Handles must be opened in a transaction that commits (LMDB closes
             # those opened in one that aborts), so reload in a transaction of its own, then begin again.
             txn.abort()

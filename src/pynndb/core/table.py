@@ -53,20 +53,23 @@ class Table(TableWrites, TableReads):
         if self._db._writer is not None:  # maybe this thread's open transaction: _run joins it
             return self._db._run(None, True, self._append, doc)
         # The most frequent call of all: its own transaction without going through _run (same semantics).
-        t = self._db._begin(True)
+        db = self._db
+        t = db._begin(True)
         try:
             result = self._append(t, doc)
         except lmdb.MapFullError:
             t.abort()
-            self._db._grow_map()
-            return self._db._run(None, True, self._append, doc)
+            db._grow_map()
+            return db._run(None, True, self._append, doc)
         except BaseException:
             t.abort()
             raise
+        written = t.txn.id()  # (a record was put: this commit changes something, and takes this number)
         try:
             t.commit()
         except lmdb.MapFullError:
-            return self._db._run(None, True, self._append, doc)
+            return db._run(None, True, self._append, doc)
+        db._known_after = written
         return result
 
     def _append(self, t: Transaction, doc: Doc | dict[str, Any]) -> Doc:
