@@ -6,8 +6,16 @@ import re
 
 import pytest
 
-from pynndb import Doc, Table
-from pynndb.errors import DocumentDoesNotExist, DuplicateKey, InvalidDocument, InvalidKey, PyNNDBError
+from pynndb import Database, Doc, Table
+from pynndb.errors import (
+    DatabaseClosed,
+    DocumentDoesNotExist,
+    DuplicateKey,
+    InvalidDocument,
+    InvalidKey,
+    PyNNDBError,
+    ReadOnlyDatabase,
+)
 from tests.helpers import person
 
 
@@ -204,3 +212,41 @@ def test_a_document_whose_index_key_cannot_be_stored_changes_nothing(table: Tabl
     with pytest.raises(PyNNDBError):
         table.append({"email": {"a": "dict"}})
     assert snapshot(table) == before
+
+
+def test_an_index_function_that_changes_the_schema_is_seen_by_the_append_that_ran_it(db: Database) -> None:
+    """A journal-less append computes the document's index keys before its transaction begins; a schema change made
+    meanwhile (here by the key function itself) sends it down the general path, which computes them again."""
+    people = db.table("people")
+
+    def tagged(doc: dict[str, object]) -> object:
+        if "by_name" not in people.indexes():
+            people.ensure("by_name", "{name}")
+        return doc.get("tag")
+
+    people.ensure("by_tag", tagged, duplicates=True)
+    added = people.append({"name": "Ann", "tag": "x"})
+    assert [doc.key for doc in people.find("by_name")] == [added.key]
+    assert [doc.key for doc in people.find("by_tag")] == [added.key]
+
+
+def test_a_journal_less_append_follows_the_journal_setting(db: Database) -> None:
+    """Appends to a database without a journal skip what a journal needs; turning the journal on (or making the
+    database a read-only replica) in this process takes effect at the next append."""
+    people = db.table("people")
+    people.append({"name": "before"})
+    db.replication.enable()
+    assert db.replication.sequence == 0
+    people.append({"name": "after"})
+    assert db.replication.sequence == 1
+    db.replication.enable(False)
+    db.replication.set_read_only(True)
+    with pytest.raises(ReadOnlyDatabase):
+        people.append({"name": "refused"})
+    db.replication.set_read_only(False)
+    people.append({"name": "again"})
+    assert [doc["name"] for doc in people.find()] == ["before", "after", "again"]
+    assert db.replication.sequence == 1
+    db.close()
+    with pytest.raises(DatabaseClosed):
+        people.append({"name": "closed"})

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pynndb import Manager
+from pynndb.errors import ReadOnlyDatabase
 from tests.integration import process_workers
 
 WORKERS = str(Path(process_workers.__file__))
@@ -224,5 +225,35 @@ def test_a_writer_sees_a_schema_change_that_follows_its_own_empty_commit(tmp_pat
         subprocess.run([sys.executable, "-c", script, path], check=True, timeout=60)
         people.append({"name": "third", "age": 4})
         assert [doc["name"] for doc in people.find("by_name")] == ["first", "other", "second", "third"]
+    finally:
+        manager.close()
+
+
+def test_a_journal_less_writer_follows_another_process_turning_the_journal_on(tmp_path: Path) -> None:
+    """This process appends to a database without a journal (the path that skips journal bookkeeping); another
+    process turns replication on, then makes the database a read-only replica. The next append here is journaled,
+    then refused, each time without reopening."""
+    path = str(tmp_path / "plain")
+    manager = Manager()
+    try:
+        db = manager.database("plain", path)
+        people = db.table("people")
+        people.append({"name": "before"})
+        script = (
+            "import sys; from pynndb import Manager; m = Manager(); "
+            "m.database('x', sys.argv[1], config={'replication': True}); m.close()"
+        )
+        subprocess.run([sys.executable, "-c", script, path], check=True, timeout=60)
+        people.append({"name": "journaled"})
+        assert db.replication.enabled and db.replication.sequence == 1
+        script = (
+            "import sys; from pynndb import Manager; m = Manager(); "
+            "m.database('x', sys.argv[1]).replication.set_read_only(True); m.close()"
+        )
+        subprocess.run([sys.executable, "-c", script, path], check=True, timeout=60)
+        with pytest.raises(ReadOnlyDatabase):
+            people.append({"name": "refused"})
+        assert [doc["name"] for doc in people.find()] == ["before", "journaled"]
+        assert db.replication.sequence == 1
     finally:
         manager.close()

@@ -50,6 +50,7 @@ class Database(Catalog):
         self._known_after = 0
         self._bell = Bell(self.path)  # rung after each journaled commit (see core/doorbell.py)
         self._closed = False
+        self._plain_writes = False  # set by Replication._settings_changed: see Table._append_plain
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise DatabaseError(f"{self.path} is a file, not a database directory")
         cfg = self.config
@@ -83,9 +84,11 @@ class Database(Catalog):
             if not cfg.readonly:
                 self._meta = self._env.open_db(b"__meta__", txn=txn)
             self.replication = Replication(self, txn)
-            if cfg.replication is not None and not cfg.readonly:
+            if cfg.replication is not None and not cfg.readonly and cfg.replication != self.replication.enabled:
                 txn.put(meta.REPLICATION, b"1" if cfg.replication else b"0", db=self._meta)
+                self._touch_schema(txn)  # (so that other processes with it open see the change at their next write)
                 self.replication.enabled = cfg.replication
+                self.replication._settings_changed()
             txn.commit()
         except lmdb.Error as error:
             txn.abort()
@@ -251,6 +254,7 @@ class Database(Catalog):
         if self._closed:
             return
         self._closed = True
+        self._plain_writes = False
         for table in self._tables.values():
             table._detach()
         from pynndb.core import registry

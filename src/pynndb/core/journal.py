@@ -246,6 +246,7 @@ class Replication:
             txn.put(meta.REPLICATION, b"1" if enabled else b"0", db=self._meta)
             self._db._touch_schema(txn)
         self.enabled = enabled
+        self._settings_changed()
 
     def set_read_only(self, read_only: bool) -> None:
         """Make the database a read-only replica (application writes refused) or writable again (persisted)."""
@@ -253,6 +254,7 @@ class Replication:
             txn.put(meta.READ_ONLY, b"1" if read_only else b"0", db=self._meta)
             self._db._touch_schema(txn)
         self.read_only = read_only
+        self._settings_changed()
 
     def set_versioned(self, versioned: bool = True) -> None:
         """Keep a version per document for local writes too (needed once the database is in a two-way pair)."""
@@ -261,10 +263,16 @@ class Replication:
             self._db._touch_schema(txn)
         self.versioned = versioned
 
+    def _settings_changed(self) -> None:
+        """Keep `Database._plain_writes` (appends without a `Transaction`: no journal, writable, open) in step."""
+        db = self._db
+        db._plain_writes = not (self.enabled or self.read_only or db.config.readonly or db._closed)
+
     def _refresh(self, txn: lmdb.Transaction[bytes]) -> None:
         self.enabled = txn.get(meta.REPLICATION, db=self._meta) == b"1"
         self.read_only = txn.get(meta.READ_ONLY, db=self._meta) == b"1"
         self.versioned = txn.get(meta.VERSIONED, db=self._meta) == b"1"
+        self._settings_changed()
 
     # --- reading --------------------------------------------------------------------------------------------
     def _require(self) -> None:

@@ -18,6 +18,7 @@ from pynndb.core import columns, ops
 from pynndb.core.changes import Change, follow
 from pynndb.core.doc import Doc, _new_doc, make_doc
 from pynndb.core.ids import new_oid, new_oids, normalise_key
+from pynndb.core.meta import SCHEMA
 from pynndb.core.reads import TableReads
 from pynndb.core.table_schema import Index, check_name
 from pynndb.core.transaction import Transaction
@@ -50,10 +51,12 @@ class Table(TableWrites, TableReads):
             if txn.__class__ is Transaction and txn.db is self._db and txn.active and txn.write:
                 return self._append(txn, doc)  # the bulk path: a caller's transaction, checked inline
             return self._db._run(txn, True, self._append, doc)
-        if self._db._writer is not None:  # maybe this thread's open transaction: _run joins it
-            return self._db._run(None, True, self._append, doc)
-        # The most frequent call of all: its own transaction without going through _run (same semantics).
         db = self._db
+        if db._writer is not None:  # maybe this thread's open transaction: _run joins it
+            return db._run(None, True, self._append, doc)
+        if db._plain_writes and doc.__class__ is dict and self._dbi is not None:
+            return self._append_plain(db, doc)
+        # The most frequent call of all: its own transaction without going through _run (same semantics).
         t = db._begin(True)
         try:
             result = self._append(t, doc)
@@ -70,6 +73,50 @@ class Table(TableWrites, TableReads):
         except lmdb.MapFullError:
             return db._run(None, True, self._append, doc)
         db._known_after = written
+        return result
+
+    def _append_plain(self, db: Database, new: dict[str, Any]) -> Doc:
+        """`append` of a dict in a database without a journal (`Database._plain_writes`): a bare LMDB transaction,
+        none of what `Transaction` tracks for a journal, and the document's bytes and index keys computed before it
+        begins (so no code of the application runs while this process holds LMDB's writer lock). Takes the general
+        path whenever the schema may have moved since the keys were computed."""
+        token = db._schema_token  # (first: a schema change in this process replaces the index list, then the token)
+        indexes = self._index_list
+        raw = self._encode_one(new)
+        additions = [(index, index.keys(new)) for index in indexes]
+        try:
+            txn = db._env.begin(None, None, True)  # (positional: py-lmdb parses them faster)
+        except lmdb.MapResizedError:
+            return db._run(None, True, self._append, new)  # (_begin adopts the new map size)
+        written = txn.id()
+        # See Database._begin for the `_known_after` skip; the identity tests see a schema change made in this process
+        # since the keys were computed (committed, or still open in another thread).
+        if (
+            self._index_list is not indexes
+            or db._schema_token is not token
+            or (written != db._known_after + 1 and txn.get(SCHEMA, None, db._meta) != token)
+        ):
+            txn.abort()
+            return db._run(None, True, self._append, new)
+        oid = new_oid()
+        try:
+            self._put_one(txn, oid, raw, additions)
+        except lmdb.MapFullError:
+            txn.abort()
+            db._grow_map()
+            return db._run(None, True, self._append, new)
+        except BaseException:
+            txn.abort()
+            raise
+        try:
+            txn.commit()
+        except lmdb.MapFullError:
+            db._grow_map()
+            return db._run(None, True, self._append, new)
+        db._known_after = written
+        result = _new_doc(Doc)
+        result._data = new
+        result._oid = oid
         return result
 
     def _append(self, t: Transaction, doc: Doc | dict[str, Any]) -> Doc:

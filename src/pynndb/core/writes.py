@@ -154,19 +154,22 @@ class TableWrites(TableSchema):
                 written = islice(map(itemgetter(0), records), len(sizes))
                 self._journal_inserts(t, written, sizes, list(map(itemgetter(1), keys_written)) if keyed else None)
 
-    def _insert_one(self, t: Transaction, oid: bytes, new: dict[str, Any]) -> None:
-        """One new record: `_insert` for the most frequent call of all (an append of one document), without the
-        set-up a run of records shares (bulk journaling, recorded index keys): the same checks in the same order."""
+    @staticmethod
+    def _encode_one(new: dict[str, Any]) -> bytes:
+        """A new record's stored JSON (before compression), refusing what JSON cannot hold."""
         try:
             raw = _dumps(new)
         except orjson.JSONEncodeError:
             raw = encode_document(new)  # raises InvalidDocument with the reason
         if raw.find(b"null") >= 0:
             raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
-        additions: list[tuple[Index, list[bytes]]] = []  # every key is computed before anything is written
-        for index in self._index_list:
-            additions.append((index, index.keys(new)))
-        put = t.txn.put
+        return raw
+
+    def _put_one(
+        self, txn: lmdb.Transaction[bytes], oid: bytes, raw: bytes, additions: list[tuple[Index, list[bytes]]]
+    ) -> None:
+        """Write one new record and its index keys (all computed beforehand); a clash writes nothing of it."""
+        put = txn.put
         compressor = self._compressor
         if not put(oid, raw if compressor is None else compressor.compress(raw), True, False, False, self._dbi):
             raise DuplicateKey(f"table {self.name!r} already has a record with key {oid.decode()}")
@@ -174,7 +177,13 @@ class TableWrites(TableSchema):
             overwrite = index.duplicates  # a unique index refuses to overwrite: the put is the uniqueness check
             for key in keys:
                 if not put(key, oid, True, overwrite, False, index.dbi):
-                    self._undo_insert(t.txn, oid, additions, index, key)
+                    self._undo_insert(txn, oid, additions, index, key)
+
+    def _insert_one(self, t: Transaction, oid: bytes, new: dict[str, Any]) -> None:
+        """One new record: `_insert` for the most frequent call of all (an append of one document), without the
+        set-up a run of records shares (bulk journaling, recorded index keys): the same checks in the same order."""
+        raw = self._encode_one(new)
+        self._put_one(t.txn, oid, raw, [(index, index.keys(new)) for index in self._index_list])
         ops = t.ops
         if ops is not None and not self._db.replication.versioned:
             ops.append(PUT_FORMAT % (self._name_json, oid, len(raw)))
