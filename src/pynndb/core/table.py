@@ -49,7 +49,16 @@ class Table(TableWrites, TableReads):
         """Add a new record; it gets a new time-ordered key unless the Doc carries one (which must be unused)."""
         if txn is not None:
             if txn.__class__ is Transaction and txn.db is self._db and txn.active and txn.write:
-                return self._append(txn, doc)  # the bulk path: a caller's transaction, checked inline
+                # The bulk path: a caller's transaction, checked inline; a dict, where nothing is journaled, without
+                # the layers of _append and _insert_one (what they would do, in the same order).
+                if doc.__class__ is dict and txn.ops is None and txn.origin is None and self._dbi is not None:
+                    oid = new_oid()
+                    self._put_new(txn.txn, oid, doc)
+                    result = _new_doc(Doc)
+                    result._data = doc
+                    result._oid = oid
+                    return result
+                return self._append(txn, doc)
             return self._db._run(txn, True, self._append, doc)
         db = self._db
         if db._writer is not None:  # maybe this thread's open transaction: _run joins it
@@ -77,13 +86,14 @@ class Table(TableWrites, TableReads):
 
     def _append_plain(self, db: Database, new: dict[str, Any]) -> Doc:
         """`append` of a dict in a database without a journal (`Database._plain_writes`): a bare LMDB transaction,
-        none of what `Transaction` tracks for a journal, and the document's bytes and index keys computed before it
-        begins (so no code of the application runs while this process holds LMDB's writer lock). Takes the general
-        path whenever the schema may have moved since the keys were computed."""
+        none of what `Transaction` tracks for a journal, and the document's index keys computed before it begins (so
+        no code of the application, such as an index function, runs while this process holds LMDB's writer lock).
+        Takes the general path whenever the schema may have moved since the keys were computed."""
         token = db._schema_token  # (first: a schema change in this process replaces the index list, then the token)
         indexes = self._index_list
-        raw = self._encode_one(new)
-        additions = [(index, index.keys(new)) for index in indexes]
+        additions = []
+        for index in indexes:
+            additions.append((index, index.keys(new)))
         try:
             txn = db._env.begin(None, None, True)  # (positional: py-lmdb parses them faster)
         except lmdb.MapResizedError:
@@ -100,7 +110,7 @@ class Table(TableWrites, TableReads):
             return db._run(None, True, self._append, new)
         oid = new_oid()
         try:
-            self._put_one(txn, oid, raw, additions)
+            self._put_new(txn, oid, new, additions)
         except lmdb.MapFullError:
             txn.abort()
             db._grow_map()

@@ -154,21 +154,26 @@ class TableWrites(TableSchema):
                 written = islice(map(itemgetter(0), records), len(sizes))
                 self._journal_inserts(t, written, sizes, list(map(itemgetter(1), keys_written)) if keyed else None)
 
-    @staticmethod
-    def _encode_one(new: dict[str, Any]) -> bytes:
-        """A new record's stored JSON (before compression), refusing what JSON cannot hold."""
+    def _put_new(
+        self,
+        txn: lmdb.Transaction[bytes],
+        oid: bytes,
+        new: dict[str, Any],
+        additions: list[tuple[Index, list[bytes]]] | None = None,
+    ) -> bytes:
+        """Write one new record and its index keys; return its JSON (before compression). The JSON and every key
+        (unless `additions` brings them, computed by the caller) are made before anything is written, and a clash
+        takes back what was written of the record: an error writes nothing."""
         try:
             raw = _dumps(new)
         except orjson.JSONEncodeError:
             raw = encode_document(new)  # raises InvalidDocument with the reason
         if raw.find(b"null") >= 0:
             raw = encode_document(new)  # checks for NaN/infinity, which orjson writes as null
-        return raw
-
-    def _put_one(
-        self, txn: lmdb.Transaction[bytes], oid: bytes, raw: bytes, additions: list[tuple[Index, list[bytes]]]
-    ) -> None:
-        """Write one new record and its index keys (all computed beforehand); a clash writes nothing of it."""
+        if additions is None:
+            additions = []
+            for index in self._index_list:
+                additions.append((index, index.keys(new)))
         put = txn.put
         compressor = self._compressor
         if not put(oid, raw if compressor is None else compressor.compress(raw), True, False, False, self._dbi):
@@ -178,12 +183,12 @@ class TableWrites(TableSchema):
             for key in keys:
                 if not put(key, oid, True, overwrite, False, index.dbi):
                     self._undo_insert(txn, oid, additions, index, key)
+        return raw
 
     def _insert_one(self, t: Transaction, oid: bytes, new: dict[str, Any]) -> None:
         """One new record: `_insert` for the most frequent call of all (an append of one document), without the
         set-up a run of records shares (bulk journaling, recorded index keys): the same checks in the same order."""
-        raw = self._encode_one(new)
-        self._put_one(t.txn, oid, raw, [(index, index.keys(new)) for index in self._index_list])
+        raw = self._put_new(t.txn, oid, new)
         ops = t.ops
         if ops is not None and not self._db.replication.versioned:
             ops.append(PUT_FORMAT % (self._name_json, oid, len(raw)))
