@@ -250,3 +250,16 @@ def test_a_journal_less_append_follows_the_journal_setting(db: Database) -> None
     db.close()
     with pytest.raises(DatabaseClosed):
         people.append({"name": "closed"})
+
+
+def test_a_commit_listener_hears_appends_to_a_database_without_a_journal(db: Database) -> None:
+    people = db.table("people")
+    heard: list[int] = []
+    people.append({"name": "unheard"})
+    db.add_listener(lambda: heard.append(people.records()))
+    people.append({"name": "one"})
+    people.append({"name": "two"})
+    assert heard == [2, 3]
+    db.remove_listener(db._listeners[0])
+    people.append({"name": "three"})
+    assert heard == [2, 3]

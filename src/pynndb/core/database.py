@@ -206,10 +206,12 @@ class Database(Catalog):
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call `callback()` after every write transaction this process commits on this database."""
         self._listeners.append(callback)
+        self.replication._settings_changed()
 
     def remove_listener(self, callback: Callable[[], None]) -> None:
         if callback in self._listeners:
             self._listeners.remove(callback)
+        self.replication._settings_changed()
 
     # --- change feed ----------------------------------------------------------------------------------------
     def changes(

@@ -264,9 +264,10 @@ class Replication:
         self.versioned = versioned
 
     def _settings_changed(self) -> None:
-        """Keep `Database._plain_writes` (appends without a `Transaction`: no journal, writable, open) in step."""
+        """Keep `Database._plain_writes` in step: appends without a `Transaction` (Table._append_plain) while the
+        database keeps no journal, is writable and open, and no commit listener waits for this process's writes."""
         db = self._db
-        db._plain_writes = not (self.enabled or self.read_only or db.config.readonly or db._closed)
+        db._plain_writes = not (self.enabled or self.read_only or db.config.readonly or db._closed or db._listeners)
 
     def _refresh(self, txn: lmdb.Transaction[bytes]) -> None:
         self.enabled = txn.get(meta.REPLICATION, db=self._meta) == b"1"
