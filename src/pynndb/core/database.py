@@ -50,7 +50,7 @@ class Database(Catalog):
         self._known_after = 0
         self._bell = Bell(self.path)  # rung after each journaled commit (see core/doorbell.py)
         self._closed = False
-        self._plain_writes = False  # set by Replication._settings_changed: see Table._append_plain
+        self._plain_writes = False  # see _settings_changed
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise DatabaseError(f"{self.path} is a file, not a database directory")
         cfg = self.config
@@ -88,7 +88,7 @@ class Database(Catalog):
                 txn.put(meta.REPLICATION, b"1" if cfg.replication else b"0", db=self._meta)
                 self._touch_schema(txn)  # (so that other processes with it open see the change at their next write)
                 self.replication.enabled = cfg.replication
-                self.replication._settings_changed()
+                self._settings_changed(self.replication)
             txn.commit()
         except lmdb.Error as error:
             txn.abort()
@@ -206,12 +206,19 @@ class Database(Catalog):
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call `callback()` after every write transaction this process commits on this database."""
         self._listeners.append(callback)
-        self.replication._settings_changed()
+        self._settings_changed(self.replication)
 
     def remove_listener(self, callback: Callable[[], None]) -> None:
         if callback in self._listeners:
             self._listeners.remove(callback)
-        self.replication._settings_changed()
+        self._settings_changed(self.replication)
+
+    def _settings_changed(self, replication: Replication) -> None:
+        """Keep `_plain_writes` in step: appends without a `Transaction` (Table._append_plain) while this database
+        keeps no journal, is writable and open, and no commit listener waits for this process's writes."""
+        self._plain_writes = not (
+            replication.enabled or replication.read_only or self.config.readonly or self._closed or self._listeners
+        )
 
     # --- change feed ----------------------------------------------------------------------------------------
     def changes(

@@ -242,38 +242,29 @@ class Replication:
     # --- settings -------------------------------------------------------------------------------------------
     def enable(self, enabled: bool = True) -> None:
         """Turn the journal on (persisted) or off."""
-        with self._db._env.begin(write=True) as txn:
-            txn.put(meta.REPLICATION, b"1" if enabled else b"0", db=self._meta)
-            self._db._touch_schema(txn)
-        self.enabled = enabled
-        self._settings_changed()
+        self._persist(meta.REPLICATION, "enabled", enabled)
 
     def set_read_only(self, read_only: bool) -> None:
         """Make the database a read-only replica (application writes refused) or writable again (persisted)."""
-        with self._db._env.begin(write=True) as txn:
-            txn.put(meta.READ_ONLY, b"1" if read_only else b"0", db=self._meta)
-            self._db._touch_schema(txn)
-        self.read_only = read_only
-        self._settings_changed()
+        self._persist(meta.READ_ONLY, "read_only", read_only)
 
     def set_versioned(self, versioned: bool = True) -> None:
         """Keep a version per document for local writes too (needed once the database is in a two-way pair)."""
-        with self._db._env.begin(write=True) as txn:
-            txn.put(meta.VERSIONED, b"1" if versioned else b"0", db=self._meta)
-            self._db._touch_schema(txn)
-        self.versioned = versioned
+        self._persist(meta.VERSIONED, "versioned", versioned)
 
-    def _settings_changed(self) -> None:
-        """Keep `Database._plain_writes` in step: appends without a `Transaction` (Table._append_plain) while the
-        database keeps no journal, is writable and open, and no commit listener waits for this process's writes."""
-        db = self._db
-        db._plain_writes = not (self.enabled or self.read_only or db.config.readonly or db._closed or db._listeners)
+    def _persist(self, key: bytes, setting: str, value: bool) -> None:
+        """Store a setting as a schema change (other processes see it at their next write), then take it here."""
+        with self._db._env.begin(write=True) as txn:
+            txn.put(key, b"1" if value else b"0", db=self._meta)
+            self._db._touch_schema(txn)
+        setattr(self, setting, value)
+        self._db._settings_changed(self)
 
     def _refresh(self, txn: lmdb.Transaction[bytes]) -> None:
         self.enabled = txn.get(meta.REPLICATION, db=self._meta) == b"1"
         self.read_only = txn.get(meta.READ_ONLY, db=self._meta) == b"1"
         self.versioned = txn.get(meta.VERSIONED, db=self._meta) == b"1"
-        self._settings_changed()
+        self._db._settings_changed(self)
 
     # --- reading --------------------------------------------------------------------------------------------
     def _require(self) -> None:
