@@ -1,7 +1,8 @@
 """The private write path of a table, which every public write of `Table` goes through.
 
-`_write` puts or deletes one record and keeps every index and the journal in step; `_insert` (new records) and
-`_insert_stored` (a replica's stored bytes) are its hot paths, with no index diffing.
+`_write` puts or deletes one record and keeps every index and the journal in step; `_insert` (new records),
+`_put_new` (one new record: `Table.append`'s paths) and `_insert_stored` (a replica's stored bytes) are its hot paths,
+with no index diffing.
 """
 
 from __future__ import annotations
