@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import Counter
 
 import pytest
@@ -18,11 +19,27 @@ def link(a: Controller, b: Controller) -> None:
     a.connect(b)
 
 
-def subscribe_counting(nodes: list[Controller], topic: str) -> dict[str, Counter[bytes]]:
-    received: dict[str, Counter[bytes]] = {node.id: Counter() for node in nodes}
-    for node in nodes:
-        node.subscribe(topic, lambda t, payload, origin, seen=received[node.id]: seen.update([payload]))
-    return received
+class Counts:
+    """What each node received on a topic. The callbacks run on the nodes' threads, so the test reads copies taken
+    under the same lock (a Counter compared while another thread adds to it can raise)."""
+
+    def __init__(self, nodes: list[Controller], topic: str) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, Counter[bytes]] = {node.id: Counter() for node in nodes}
+        for node in nodes:
+            node.subscribe(topic, lambda t, payload, origin, node_id=node.id: self._add(node_id, payload))
+
+    def _add(self, node_id: str, payload: bytes) -> None:
+        with self._lock:
+            self._seen[node_id][payload] += 1
+
+    def __getitem__(self, node_id: str) -> Counter[bytes]:
+        with self._lock:
+            return Counter(self._seen[node_id])
+
+
+def subscribe_counting(nodes: list[Controller], topic: str) -> Counts:
+    return Counts(nodes, topic)
 
 
 def everyone_knows_topic(nodes: list[Controller], topic: str) -> bool:
