@@ -71,8 +71,7 @@ class Table(TableWrites, TableReads):
             result = self._append(t, doc)
         except lmdb.MapFullError:
             t.abort()
-            db._grow_map()
-            return db._run(None, True, self._append, doc)
+            return self._append_again(db, doc, grow=True)
         except BaseException:
             t.abort()
             raise
@@ -80,9 +79,16 @@ class Table(TableWrites, TableReads):
         try:
             t.commit()
         except lmdb.MapFullError:
-            return db._run(None, True, self._append, doc)
+            return self._append_again(db, doc)  # (Transaction.commit grew the map)
         db._known_after = written
         return result
+
+    def _append_again(self, db: Database, doc: Doc | dict[str, Any], grow: bool = False) -> Doc:
+        """The append the general way (`_run`: a `Transaction` of its own, begun again while the map grows), where
+        one of `append`'s own paths gave up; `grow`: it gave up on a full map, which has not grown yet."""
+        if grow:
+            db._grow_map()
+        return db._run(None, True, self._append, doc)
 
     def _append_plain(self, db: Database, new: dict[str, Any]) -> Doc:
         """`append` of a dict in a database without a journal (`Database._plain_writes`): a bare LMDB transaction,
@@ -97,7 +103,7 @@ class Table(TableWrites, TableReads):
         try:
             txn = db._env.begin(None, None, True)  # (positional: py-lmdb parses them faster)
         except lmdb.MapResizedError:
-            return db._run(None, True, self._append, new)  # (_begin adopts the new map size)
+            return self._append_again(db, new)  # (_begin adopts the new map size)
         written = txn.id()
         # See Database._begin for the `_known_after` skip; the identity tests see a schema change made in this process
         # since the keys were computed (committed, or still open in another thread).
@@ -107,22 +113,20 @@ class Table(TableWrites, TableReads):
             or (written != db._known_after + 1 and txn.get(SCHEMA, None, db._meta) != token)
         ):
             txn.abort()
-            return db._run(None, True, self._append, new)
+            return self._append_again(db, new)
         oid = new_oid()
         try:
             self._put_new(txn, oid, new, additions)
         except lmdb.MapFullError:
             txn.abort()
-            db._grow_map()
-            return db._run(None, True, self._append, new)
+            return self._append_again(db, new, grow=True)
         except BaseException:
             txn.abort()
             raise
         try:
             txn.commit()
         except lmdb.MapFullError:
-            db._grow_map()
-            return db._run(None, True, self._append, new)
+            return self._append_again(db, new, grow=True)
         db._known_after = written
         result = _new_doc(Doc)
         result._data = new
