@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pynndb import Manager
+from pynndb.core.entries import single_put
 from pynndb.errors import ReadOnlyDatabase
 from tests.integration import process_workers
 
@@ -104,6 +105,35 @@ def test_two_processes_appending_concurrently_lose_nothing(workers: list[Worker]
         for name in ("a", "b"):
             serials = [doc["serial"] for doc in events.seek("by_writer", {"writer": name})]
             assert sorted(serials) == [f"{name}-{n:06d}" for n in range(1500)]
+
+
+@pytest.mark.timeout(90)
+def test_two_processes_appending_to_a_journaled_database_keep_one_gapless_journal(
+    workers: list[Worker], path: str
+) -> None:
+    """Each process's append journals its entry without reading the journal's end while nothing else wrote since
+    its own last one (Replication.write_insert); two processes appending at once interleave all the time. Every
+    append is one entry, sequences are gapless, clocks grow, and each record is in exactly one entry."""
+    manager = Manager()
+    manager.database("events", path, config={"replication": True})
+    manager.close()
+    create(path)
+    writers = [start(workers, "append", path, name, "1500") for name in ("a", "b")]
+    for writer in writers:
+        assert writer.read() == {"event": "ready"}
+    for writer in writers:
+        assert writer.read() == {"event": "done", "count": 1500}
+        writer.finish()
+    with Manager() as manager:
+        db = manager.database("events", path)
+        entries = db.replication.entries(1, 1_000_000)
+        assert [seq for seq, _clock, _body in entries] == list(range(1, db.replication.sequence + 1))
+        clocks = [clock for _seq, clock, _body in entries]
+        assert clocks == sorted(set(clocks))
+        puts = [single_put(body) for _seq, _clock, body in entries]
+        keys = [put[3] for put in puts if put is not None and put[2] == "events"]
+        assert len(keys) == len(set(keys)) == 3000
+        assert sorted(keys) == sorted(doc.key for doc in db.table("events").find())
 
 
 @pytest.mark.timeout(90)

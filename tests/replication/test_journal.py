@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from pynndb import Manager
-from pynndb.core.entries import decode_body
+from pynndb.core.entries import decode_body, single_put
 from pynndb.errors import DuplicateKey
+from pynndb.replication import Publisher, Replica, diff
 from tests.helpers import person
-from tests.replication.conftest import ops_of
+from tests.replication.conftest import ops_of, serve
 
 SUBPROCESS_TIMEOUT = 30
 
@@ -52,6 +53,74 @@ def test_one_entry_per_committed_write_transaction_with_gapless_sequence(open_db
     assert clocks == sorted(set(clocks)), "the clock must grow strictly with the sequence"
     puts_per_entry = [sum(op[0] == "put" for op in ops) for ops in ops_of(db, start + 1)]
     assert puts_per_entry == [1, 1, 1, 1, 1, 10, 5]
+
+
+def test_an_append_writes_the_entry_a_transaction_writes(open_db) -> None:
+    """An append of its own (a bare LMDB transaction, the entry made straight from the document's bytes) journals
+    the same bytes as the same append inside a `Transaction`, but for the key and the clock."""
+    db = open_db("db")
+    people = db.table("people")
+    people.ensure("by_name", "{name}", duplicates=True)
+    alone = people.append(person(1))
+    with db.write_transaction() as txn:
+        inside = people.append(person(1), txn=txn)
+    (_s1, clock_alone, body_alone), (_s2, clock_inside, body_inside) = db.replication.entries(
+        db.replication.sequence - 1
+    )
+    assert clock_alone < clock_inside
+    assert body_alone.count(alone.key.encode()) == 1 and body_alone.count(b'"v":%d' % clock_alone) == 1
+    expected = body_inside.replace(inside.key.encode(), alone.key.encode()).replace(
+        b'"v":%d' % clock_inside, b'"v":%d' % clock_alone
+    )
+    assert body_alone == expected
+
+
+def test_appends_between_other_writes_keep_the_journal_gapless(open_db) -> None:
+    """Appends of their own remember their entry's sequence while nothing else writes; any other write in between
+    (a save, a delete, a transaction, a schema change) makes the next one read the journal's end again. A replica
+    fed the journal ends up identical."""
+    db = open_db("db")
+    people = db.table("people")
+    start = db.replication.sequence
+    written = []
+    for round_number in range(4):
+        written += [people.append(person(round_number * 10 + number)) for number in range(3)]
+        changed = written[-1]
+        changed["age"] = 99
+        people.save(changed)
+        written.append(people.append(person(round_number * 10 + 5)))
+        people.delete(written.pop(0))
+        with db.write_transaction() as txn:
+            written.append(people.append(person(round_number * 10 + 6), txn=txn))
+        people.ensure(f"by_age_{round_number}", "{age}", duplicates=True)
+        written.append(people.append(person(round_number * 10 + 7)))
+    entries = db.replication.entries(start + 1, 1000)
+    assert [seq for seq, _clock, _body in entries] == list(range(start + 1, db.replication.sequence + 1))
+    clocks = [clock for _seq, clock, _body in entries]
+    assert clocks == sorted(set(clocks))
+    assert len(entries) == 4 * 9
+    target = open_db("target")
+    replica = Replica(target, db.replication.uuid).register()
+    serve(Publisher(db), replica, replica.start())
+    assert replica.status()["state"] == "live"
+    assert diff(db, target) == {}
+    assert sorted(doc.key for doc in target["people"].find()) == sorted(doc.key for doc in written)
+    # It applied the entries themselves (it journals those of one put as they came), not a snapshot.
+    relayed = {body for _seq, _clock, body in target.replication.entries(1, 1000)}
+    appended = [body for _seq, _clock, body in entries if single_put(body) is not None]
+    assert len(appended) == 4 * 7 and all(body in relayed for body in appended)  # (saves are puts too)
+
+
+def test_a_versioned_database_keeps_a_version_of_each_append(open_db) -> None:
+    """A database in a two-way pair keeps a version per document: its appends take the path that records it."""
+    db = open_db("db")
+    people = db.table("people")
+    db.replication.set_versioned(True)
+    added = people.append(person(1))
+    with db._env.begin() as txn:
+        version = db.replication.version_of(txn, "people", added.oid)
+    assert version is not None and not version.deleted
+    assert version.clock == db.replication.entries(db.replication.sequence)[0][1]
 
 
 def test_aborted_transaction_writes_no_entry(open_db) -> None:

@@ -51,6 +51,7 @@ class Database(Catalog):
         self._bell = Bell(self.path)  # rung after each journaled commit (see core/doorbell.py)
         self._closed = False
         self._plain_writes = False  # see _settings_changed
+        self._plain_journal: Replication | None = None
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise DatabaseError(f"{self.path} is a file, not a database directory")
         cfg = self.config
@@ -215,10 +216,16 @@ class Database(Catalog):
 
     def _settings_changed(self, replication: Replication) -> None:
         """Keep `_plain_writes` in step: appends without a `Transaction` (Table._append_plain) while this database
-        keeps no journal, is writable and open, and no commit listener waits for this process's writes."""
+        is writable and open, keeps no version per document, and no commit listener waits for this process's writes;
+        `_plain_journal`, the journal they write their entry to (None: the database keeps none)."""
         self._plain_writes = not (
-            replication.enabled or replication.read_only or self.config.readonly or self._closed or self._listeners
+            replication.read_only
+            or self.config.readonly
+            or self._closed
+            or self._listeners
+            or (replication.enabled and replication.versioned)
         )
+        self._plain_journal = replication if self._plain_writes and replication.enabled else None
 
     # --- change feed ----------------------------------------------------------------------------------------
     def changes(
@@ -264,6 +271,7 @@ class Database(Catalog):
             return
         self._closed = True
         self._plain_writes = False
+        self._plain_journal = None
         for table in self._tables.values():
             table._detach()
         from pynndb.core import registry

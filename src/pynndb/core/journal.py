@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 SEQ = struct.Struct(">Q")
 KEY = struct.Struct(">QQ")  # sequence, clock
 VERSION = struct.Struct(">Q16sB16s")  # clock, origin uuid, tombstone flag, source uuid
+HEADER = b'{"o":"%s","v":%d,"ops":[%s]%s'  # an entry's JSON header: origin, version, ops, then "}" or the keys
 TRIM_EVERY = 512
 TRIM_BATCH = 5000
 
@@ -76,19 +77,50 @@ class Replication:
         self._uuid_ascii = stored
         self._trim_every = min(TRIM_EVERY, max(1, db.config.journal.max_entries // 4))
         self.uuid_bytes = uuid_module.UUID(self.uuid).bytes
+        self.last_insert = (-1, 0, 0)  # see write_insert: (transaction id, sequence, clock)
         self._refresh(txn)
 
     # --- writing --------------------------------------------------------------------------------------------
     def stamp(self, t: Transaction) -> None:
         """Give a write transaction its clock and next sequence number (once, at its first journaled write)."""
-        cursor = t.txn.cursor(self._journal)
+        t.seq, t.hlc = self._next(t.txn)
+
+    def _next(self, txn: lmdb.Transaction[bytes]) -> tuple[int, int]:
+        """The next sequence number and the clock of a write transaction's entry."""
+        cursor = txn.cursor(self._journal)
         if cursor.last():
             last_seq, last_clock = KEY.unpack(cursor.key())
         else:
-            stored = t.txn.get(meta.SEQ, db=self._meta)
+            stored = txn.get(meta.SEQ, db=self._meta)
             last_seq, last_clock = (0, 0) if stored is None else KEY.unpack(stored)
-        t.seq = last_seq + 1
-        t.hlc = max(now_clock(), last_clock + 1)
+        return last_seq + 1, max(now_clock(), last_clock + 1)
+
+    def write_insert(
+        self, txn: lmdb.Transaction[bytes], txn_id: int, op: bytes, document: bytes
+    ) -> tuple[int, int, int]:
+        """The entry of a transaction that inserted one document and did nothing else (`Table._append_plain` in a
+        journaled database): the bytes `write_entry` makes of it, without a `Transaction` to gather them. Returns
+        what the caller keeps in `last_insert` once the transaction (`txn_id`) has committed: when the next write
+        transaction is the one right after it, nothing was written in between, so the journal ends with that entry
+        and its sequence and clock need no read."""
+        last_id, last_seq, last_clock = self.last_insert
+        if txn_id == last_id + 1:
+            seq, hlc = last_seq + 1, max(now_clock(), last_clock + 1)
+        else:
+            seq, hlc = self._next(txn)
+        header = HEADER % (self._uuid_ascii, hlc, op, b"}")
+        # Positional (key, value, dupdata, overwrite, append, db), as `_append`.
+        txn.put(
+            KEY.pack(seq, hlc),
+            b"".join((FORMAT_BYTE, HEADER_LENGTH.pack(len(header)), header, document)),
+            True,
+            True,
+            True,
+            self._journal,
+        )
+        if seq % self._trim_every == 0:
+            self._trim(txn, seq)
+        return txn_id, seq, hlc
 
     def write_entry(self, t: Transaction, origin: str | None = None, version: int = 0) -> int:
         """Append the transaction's pending ops as one entry; return its sequence number."""
@@ -104,7 +136,7 @@ class Replication:
         if lengths is not None:
             tokens = b",".join([b'%s:"%s"' % pair for pair in t.key_tables.items()])
             tail = b',"kt":{%s},"k":%d}' % (tokens, len(lengths))
-        header = b'{"o":"%s","v":%d,"ops":[%s]%s' % (
+        header = HEADER % (
             self._uuid_ascii if origin is None else origin.encode(),
             version or t.hlc,
             b",".join(ops),

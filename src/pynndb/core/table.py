@@ -19,6 +19,7 @@ from pynndb.core.changes import Change, follow
 from pynndb.core.doc import Doc, _new_doc, make_doc
 from pynndb.core.ids import new_oid, new_oids, normalise_key
 from pynndb.core.meta import SCHEMA
+from pynndb.core.ops import PUT_FORMAT
 from pynndb.core.reads import TableReads
 from pynndb.core.table_schema import Index, check_name
 from pynndb.core.transaction import Transaction
@@ -91,11 +92,13 @@ class Table(TableWrites, TableReads):
         return db._run(None, True, self._append, doc)
 
     def _append_plain(self, db: Database, new: dict[str, Any]) -> Doc:
-        """`append` of a dict in a database without a journal (`Database._plain_writes`): a bare LMDB transaction,
-        none of what `Transaction` tracks for a journal, and the document's index keys computed before it begins (so
-        no code of the application, such as an index function, runs while this process holds LMDB's writer lock).
-        Takes the general path whenever the schema may have moved since the keys were computed."""
+        """`append` of a dict where `Database._plain_writes` allows: a bare LMDB transaction, the journal entry (if
+        the database keeps a journal) written straight from the document's bytes, none of what `Transaction` gathers,
+        and the document's index keys computed before it begins (so no code of the application, such as an index
+        function, runs while this process holds LMDB's writer lock). Takes the general path whenever the schema (or
+        a replication setting, which is stored as a schema change) may have moved since the keys were computed."""
         token = db._schema_token  # (first: a schema change in this process replaces the index list, then the token)
+        journal = db._plain_journal
         indexes = self._index_list
         additions = []
         for index in indexes:
@@ -116,7 +119,9 @@ class Table(TableWrites, TableReads):
             return self._append_again(db, new)
         oid = new_oid()
         try:
-            self._put_new(txn, oid, new, additions)
+            raw = self._put_new(txn, oid, new, additions)
+            if journal is not None:
+                entry = journal.write_insert(txn, written, PUT_FORMAT % (self._name_json, oid, len(raw)), raw)
         except lmdb.MapFullError:
             txn.abort()
             return self._append_again(db, new, grow=True)
@@ -128,6 +133,9 @@ class Table(TableWrites, TableReads):
         except lmdb.MapFullError:
             return self._append_again(db, new, grow=True)
         db._known_after = written
+        if journal is not None:
+            journal.last_insert = entry
+            db._bell.ring()  # (as Transaction.commit: wake every process waiting on this database)
         result = _new_doc(Doc)
         result._data = new
         result._oid = oid
