@@ -24,6 +24,7 @@ import lmdb
 
 from pynndb.core import meta
 from pynndb.core.entries import FORMAT_BYTE, HEADER_LENGTH, KEYED_FORMAT_BYTE, KEYED_MIN
+from pynndb.core.ops import PUT_FORMAT
 from pynndb.errors import DatabaseError, ReplicationNotEnabled
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ class Replication:
         self._trim_every = min(TRIM_EVERY, max(1, db.config.journal.max_entries // 4))
         self.uuid_bytes = uuid_module.UUID(self.uuid).bytes
         self.last_insert = (-1, 0, 0)  # see write_insert: (transaction id, sequence, clock)
+        # HEADER of an entry of one insert made here, to be completed with (clock, table name as JSON, key, length).
+        self._insert_header = b'{"o":"%b","v":%%d,"ops":[%b]}' % (stored, PUT_FORMAT)
         self._refresh(txn)
 
     # --- writing --------------------------------------------------------------------------------------------
@@ -96,28 +99,22 @@ class Replication:
         return last_seq + 1, max(now_clock(), last_clock + 1)
 
     def write_insert(
-        self, txn: lmdb.Transaction[bytes], txn_id: int, op: bytes, document: bytes
+        self, txn: lmdb.Transaction[bytes], txn_id: int, table_json: bytes, oid: bytes, document: bytes
     ) -> tuple[int, int, int]:
-        """The entry of a transaction that inserted one document and did nothing else (`Table._append_plain` in a
-        journaled database): the bytes `write_entry` makes of it, without a `Transaction` to gather them. Returns
-        what the caller keeps in `last_insert` once the transaction (`txn_id`) has committed: when the next write
-        transaction is the one right after it, nothing was written in between, so the journal ends with that entry
-        and its sequence and clock need no read."""
+        """The entry of a transaction that inserted one document (its stored JSON, before compression) and did
+        nothing else (`Table._append_plain` in a journaled database): the bytes `write_entry` makes of it, without a
+        `Transaction` to gather them. Returns what the caller keeps in `last_insert` once the transaction (`txn_id`)
+        has committed: when the next write transaction is the one right after it, nothing was written in between,
+        so the journal ends with that entry and its sequence and clock need no read."""
         last_id, last_seq, last_clock = self.last_insert
         if txn_id == last_id + 1:
             seq, hlc = last_seq + 1, max(now_clock(), last_clock + 1)
         else:
             seq, hlc = self._next(txn)
-        header = HEADER % (self._uuid_ascii, hlc, op, b"}")
+        header = self._insert_header % (hlc, table_json, oid, len(document))
         # Positional (key, value, dupdata, overwrite, append, db), as `_append`.
-        txn.put(
-            KEY.pack(seq, hlc),
-            b"".join((FORMAT_BYTE, HEADER_LENGTH.pack(len(header)), header, document)),
-            True,
-            True,
-            True,
-            self._journal,
-        )
+        body = b"".join((FORMAT_BYTE, HEADER_LENGTH.pack(len(header)), header, document))
+        txn.put(KEY.pack(seq, hlc), body, True, True, True, self._journal)
         if seq % self._trim_every == 0:
             self._trim(txn, seq)
         return txn_id, seq, hlc

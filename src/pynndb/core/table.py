@@ -19,7 +19,6 @@ from pynndb.core.changes import Change, follow
 from pynndb.core.doc import Doc, _new_doc, make_doc
 from pynndb.core.ids import new_oid, new_oids, normalise_key
 from pynndb.core.meta import SCHEMA
-from pynndb.core.ops import PUT_FORMAT
 from pynndb.core.reads import TableReads
 from pynndb.core.table_schema import Index, check_name
 from pynndb.core.transaction import Transaction
@@ -121,7 +120,7 @@ class Table(TableWrites, TableReads):
         try:
             raw = self._put_new(txn, oid, new, additions)
             if journal is not None:
-                entry = journal.write_insert(txn, written, PUT_FORMAT % (self._name_json, oid, len(raw)), raw)
+                entry = journal.write_insert(txn, written, self._name_json, oid, raw)
         except lmdb.MapFullError:
             txn.abort()
             return self._append_again(db, new, grow=True)
