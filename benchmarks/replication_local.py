@@ -1,7 +1,9 @@
 """Replication benchmark (no network): journaling overhead on appends, apply throughput on a replica, snapshot rate.
 
 Documents like the storage benchmark's (about 120 bytes of JSON) with one duplicates index on name. Each figure is
-the median of several runs; ratios compare with plain appends measured in the same run. The "burst" row is what a
+the median of several runs; ratios compare with plain appends measured in the same run. The per-call rows take turns
+block by block between a database with and one without a journal, and give CPU time (the ratio is the median of the
+blocks' ratios). The "burst" row is what a
 replica node does with a burst of one-document commits: wire messages of BURST_MESSAGE entries decoded and given to
 `Replica.receive`, one transaction a message (its CPU is most of a burst's lag, docs/benchmarks.md, Round 14); run it
 again with ``PYNNDB_PURE=1`` to compare the compiled build with the Python sources.
@@ -27,6 +29,7 @@ from pynndb.replication import LocalReplicator, Replica, decode, encode, snapsho
 from pynndb.replication.source import Publisher
 
 TARGET_RATIO = 0.7
+PER_CALL_BLOCK = 500  # appends a block of the per-call rows (the two databases take turns block by block)
 BURST_MESSAGE = 17  # entries a message in a burst of 100 one-document commits through node processes (~6 messages)
 
 
@@ -94,23 +97,44 @@ def ratio_note(rate: float, baseline: float) -> str:
     return f"{ratio:.2f}x ({verdict}, target >= {TARGET_RATIO}x)"
 
 
-def bench_journal_overhead(results: Results, bulk: int, each: int, runs: int) -> dict[str, float]:
+def bench_journal_overhead(results: Results, bulk: int, each: int, runs: int) -> None:
     """Append throughput with replication off and on: one bulk transaction, and one transaction per call."""
-    bulk_docs, each_docs = make_documents(bulk), make_documents(each)
-    plain: dict[str, float] = {}
-    for label, work, docs in (
-        ("append, bulk (1 txn)", lambda db, docs: append_in_transactions(db, docs, len(docs)), bulk_docs),
-        ("append, 1 txn per call", append_each, each_docs),
-    ):
-        samples: dict[bool, list[float]] = {False: [], True: []}
-        for _run in range(runs):
-            for enabled in (False, True):  # interleaved, so that drift in the machine's speed hits both alike
-                with databases("db", replication=(enabled,)) as (db,):
-                    samples[enabled].append(timed(lambda db=db, docs=docs, work=work: work(db, docs)))
-        plain[label] = results.add(f"{label}, replication off", len(docs), samples[False])
-        journaled = results.add(f"{label}, replication on", len(docs), samples[True])
-        results.rows[-1] = (*results.rows[-1][:3], ratio_note(journaled, plain[label]))
-    return plain
+    docs = make_documents(bulk)
+    samples: dict[bool, list[float]] = {False: [], True: []}
+    for _run in range(runs):
+        for enabled in (False, True):  # interleaved, so that drift in the machine's speed hits both alike
+            with databases("db", replication=(enabled,)) as (db,):
+                samples[enabled].append(timed(lambda db=db: append_in_transactions(db, docs, len(docs))))
+    plain = results.add("append, bulk (1 txn), replication off", len(docs), samples[False])
+    journaled = results.add("append, bulk (1 txn), replication on", len(docs), samples[True])
+    results.rows[-1] = (*results.rows[-1][:3], ratio_note(journaled, plain))
+    bench_per_call_overhead(results, each, runs)
+
+
+def bench_per_call_overhead(results: Results, each: int, runs: int) -> None:
+    """One transaction per call, replication off and on: both databases open at once, taking turns block by block
+    (CPU time of this thread), so that the machine's drift, which moves a run of seconds by tens of percent on a
+    shared VM, hits both alike; the ratio is the median of the blocks' ratios."""
+    docs = make_documents(each)
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    ratios: list[float] = []
+    for _run in range(runs):
+        with databases("off", "on", replication=(False, True)) as opened:
+            for number, start in enumerate(range(0, each, PER_CALL_BLOCK)):
+                block = docs[start : start + PER_CALL_BLOCK]
+                taken: dict[bool, float] = {}
+                for enabled in (False, True) if number % 2 == 0 else (True, False):
+                    started = time.thread_time()
+                    append_each(opened[enabled], block)
+                    taken[enabled] = (time.thread_time() - started) / len(block)
+                    seconds[enabled].append(taken[enabled])
+                ratios.append(taken[False] / taken[True])
+    for enabled in (False, True):
+        label = f"append, 1 txn per call, replication {'on' if enabled else 'off'}"
+        note = ""
+        if enabled:
+            note = ratio_note(statistics.median(ratios), 1.0) + f"; CPU, median of {len(ratios)} blocks' ratios"
+        results.rows.append((label, each * runs, 1 / statistics.median(seconds[enabled]), note))
 
 
 def bench_apply(results: Results, count: int, per_txn: int, runs: int) -> None:
