@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pynndb import Manager
-from pynndb.core.journal import now_clock
+from pynndb.core.journal_writes import now_clock
 from pynndb.errors import CommandError
 from pynndb.mesh.controller import Controller
 from pynndb.mesh.metrics import serve

@@ -9,7 +9,7 @@ import pytest
 from pynndb.core import entries as entries_module
 from pynndb.core import writes as table_module
 from pynndb.core.entries import FORMAT, HEADER_LENGTH, decode_body, read_entry, single_put
-from pynndb.core.journal import KEY
+from pynndb.core.journal_writes import KEY
 from pynndb.errors import MalformedEntry
 from pynndb.replication import Entries, Publisher, Replica, diff
 from tests.helpers import person

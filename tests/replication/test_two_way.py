@@ -6,7 +6,7 @@ import pytest
 
 from pynndb import Doc
 from pynndb.core.entries import decode_body
-from pynndb.core.journal import now_clock
+from pynndb.core.journal_writes import now_clock
 from pynndb.replication import LocalReplicator, diff
 from tests.helpers import person, wait_until
 from tests.replication.conftest import documents

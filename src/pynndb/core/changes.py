@@ -18,7 +18,8 @@ from pynndb.core import ops
 from pynndb.core.doc import Doc, make_doc
 from pynndb.core.doorbell import Doorbell
 from pynndb.core.entries import read_entry
-from pynndb.core.journal import KEY, SEQ
+from pynndb.core.journal import SEQ
+from pynndb.core.journal_writes import KEY
 from pynndb.errors import DatabaseClosed, InvalidArgument, JournalTrimmed, MalformedEntry
 
 if TYPE_CHECKING:
