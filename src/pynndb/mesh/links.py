@@ -21,6 +21,7 @@ from pynndb.mesh.security import make_server
 
 HIGH_WATER_MARK = 100_000
 DISCOVERY_MAX_BYTES = 64 * 1024
+HANDSHAKE_SECONDS = 5.0  # a connection whose ZeroMQ handshake has not completed by then is dropped and dialled again
 
 
 def configure(socket: zmq.Socket, max_message_size: int | None = None, hwm: int = HIGH_WATER_MARK) -> None:
@@ -33,6 +34,10 @@ def configure(socket: zmq.Socket, max_message_size: int | None = None, hwm: int 
     if max_message_size is not None:
         # Bound what a peer can make us allocate: bigger frames are refused by libzmq before reaching us.
         socket.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+    # A connection made while the path swallows every byte (a middlebox that accepts and forwards nothing) never
+    # completes its handshake; libzmq would keep it 30 s before dialling again, and the link stays down that long
+    # after the path heals. (Generous for a CURVE handshake, a few round trips, even over a slow link.)
+    socket.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_SECONDS * 1000))
 
 
 def split_address(address: str) -> tuple[str, int]:
