@@ -16,6 +16,7 @@ import pytest
 from pynndb import Manager
 from pynndb.core.entries import single_put
 from pynndb.errors import ReadOnlyDatabase
+from tests.helpers import wait_until
 from tests.integration import process_workers
 
 WORKERS = str(Path(process_workers.__file__))
@@ -134,6 +135,37 @@ def test_two_processes_appending_to_a_journaled_database_keep_one_gapless_journa
         keys = [put[3] for put in puts if put is not None and put[2] == "events"]
         assert len(keys) == len(set(keys)) == 3000
         assert sorted(keys) == sorted(doc.key for doc in db.table("events").find())
+
+
+@pytest.mark.timeout(90)
+def test_a_journaled_writer_killed_mid_stream_leaves_records_and_journal_in_step(
+    workers: list[Worker], path: str
+) -> None:
+    """SIGKILL a process in the middle of its per-call appends to a journaled database (each one a bare LMDB
+    transaction writing record, index keys and journal entry): what committed has its entry, what has an entry is
+    there, and the journal stays gapless; a writer that opens the database next goes on from its end."""
+    manager = Manager()
+    manager.database("events", path, config={"replication": True})
+    manager.close()
+    create(path)
+    writer = start(workers, "append", path, "k", "1000000")
+    assert writer.read() == {"event": "ready"}
+    with Manager() as manager:
+        events = manager.database("events", path).table("events")
+        wait_until(lambda: events.records() >= 500, timeout=30, interval=0.01)
+    writer.kill()
+    run(workers, "append", path, "after", "50")
+    with Manager() as manager:
+        db = manager.database("events", path)
+        entries = db.replication.entries(1, 10_000_000, max_bytes=1 << 40)
+        assert [seq for seq, _clock, _body in entries] == list(range(1, db.replication.sequence + 1))
+        clocks = [clock for _seq, clock, _body in entries]
+        assert clocks == sorted(set(clocks))
+        puts = [single_put(body) for _seq, _clock, body in entries]
+        journaled = sorted(put[3] for put in puts if put is not None and put[2] == "events")
+        stored = sorted(doc.key for doc in db.table("events").find())
+        assert journaled == stored
+        assert len([doc for doc in db.table("events").find() if doc["writer"] == "after"]) == 50
 
 
 @pytest.mark.timeout(90)
