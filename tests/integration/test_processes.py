@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pynndb import Manager
+from pynndb import Database, Manager
 from pynndb.core.entries import single_put
 from pynndb.errors import ReadOnlyDatabase
 from tests.helpers import wait_until
@@ -89,15 +89,31 @@ def create(path: str) -> None:
     manager.close()
 
 
-@pytest.mark.timeout(90)
-def test_two_processes_appending_concurrently_lose_nothing(workers: list[Worker], path: str) -> None:
-    create(path)
-    writers = [start(workers, "append", path, name, "1500") for name in ("a", "b")]
+def append_at_once(workers: list[Worker], path: str, names: tuple[str, ...], count: int) -> None:
+    """One `append` worker per name, all appending `count` records at once; returns when each is done."""
+    writers = [start(workers, "append", path, name, str(count)) for name in names]
     for writer in writers:
         assert writer.read() == {"event": "ready"}
     for writer in writers:
-        assert writer.read() == {"event": "done", "count": 1500}
+        assert writer.read() == {"event": "done", "count": count}
         writer.finish()
+
+
+def journaled_keys(db: Database) -> list[str]:
+    """The keys of the `events` records the journal's one-put entries carry, after checking that the journal is
+    gapless and its clocks grow strictly."""
+    entries = db.replication.entries(1, 10_000_000, max_bytes=1 << 40)
+    assert [seq for seq, _clock, _body in entries] == list(range(1, db.replication.sequence + 1))
+    clocks = [clock for _seq, clock, _body in entries]
+    assert clocks == sorted(set(clocks))
+    puts = [single_put(body) for _seq, _clock, body in entries]
+    return [put[3] for put in puts if put is not None and put[2] == "events"]
+
+
+@pytest.mark.timeout(90)
+def test_two_processes_appending_concurrently_lose_nothing(workers: list[Worker], path: str) -> None:
+    create(path)
+    append_at_once(workers, path, ("a", "b"), 1500)
     report = run(workers, "check", path)
     assert len(report["keys"]) == 3000
     assert report["serial_index_ok"] and report["writer_index_ok"]
@@ -119,20 +135,10 @@ def test_two_processes_appending_to_a_journaled_database_keep_one_gapless_journa
     manager.database("events", path, config={"replication": True})
     manager.close()
     create(path)
-    writers = [start(workers, "append", path, name, "1500") for name in ("a", "b")]
-    for writer in writers:
-        assert writer.read() == {"event": "ready"}
-    for writer in writers:
-        assert writer.read() == {"event": "done", "count": 1500}
-        writer.finish()
+    append_at_once(workers, path, ("a", "b"), 1500)
     with Manager() as manager:
         db = manager.database("events", path)
-        entries = db.replication.entries(1, 1_000_000)
-        assert [seq for seq, _clock, _body in entries] == list(range(1, db.replication.sequence + 1))
-        clocks = [clock for _seq, clock, _body in entries]
-        assert clocks == sorted(set(clocks))
-        puts = [single_put(body) for _seq, _clock, body in entries]
-        keys = [put[3] for put in puts if put is not None and put[2] == "events"]
+        keys = journaled_keys(db)
         assert len(keys) == len(set(keys)) == 3000
         assert sorted(keys) == sorted(doc.key for doc in db.table("events").find())
 
@@ -157,12 +163,7 @@ def test_a_journaled_writer_killed_mid_stream_leaves_records_and_journal_in_step
     run(workers, "append", path, "after", "50")
     with Manager() as manager:
         db = manager.database("events", path)
-        entries = db.replication.entries(1, 10_000_000, max_bytes=1 << 40)
-        assert [seq for seq, _clock, _body in entries] == list(range(1, db.replication.sequence + 1))
-        clocks = [clock for _seq, clock, _body in entries]
-        assert clocks == sorted(set(clocks))
-        puts = [single_put(body) for _seq, _clock, body in entries]
-        journaled = sorted(put[3] for put in puts if put is not None and put[2] == "events")
+        journaled = sorted(journaled_keys(db))
         stored = sorted(doc.key for doc in db.table("events").find())
         assert journaled == stored
         assert len([doc for doc in db.table("events").find() if doc["writer"] == "after"]) == 50
