@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import lmdb
 
 from pynndb.core import meta
-from pynndb.core.journal_writes import KEY, TRIM_EVERY, JournalWrites
-from pynndb.core.ops import PUT_FORMAT
+from pynndb.core.journal_writes import KEY, TRIM_EVERY, JournalWrites, insert_header
 from pynndb.errors import DatabaseError, ReplicationNotEnabled
 
 if TYPE_CHECKING:
@@ -69,8 +68,7 @@ class Replication(JournalWrites):
         self._trim_every = min(TRIM_EVERY, max(1, db.config.journal.max_entries // 4))
         self.uuid_bytes = uuid_module.UUID(self.uuid).bytes
         self.last_insert = (-1, 0, 0)  # see write_insert: (transaction id, sequence, clock)
-        # HEADER of an entry of one insert made here, to be completed with (clock, table name as JSON, key, length).
-        self._insert_header = b'{"o":"%b","v":%%d,"ops":[%b]}' % (stored, PUT_FORMAT)
+        self._insert_header = insert_header(stored)
         self._refresh(txn)
 
     # --- versions -----------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import lmdb
 
 from pynndb.core import meta
 from pynndb.core.entries import FORMAT_BYTE, HEADER_LENGTH, KEYED_FORMAT_BYTE, KEYED_MIN
+from pynndb.core.ops import PUT_FORMAT
 from pynndb.errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -28,6 +29,12 @@ TRIM_BATCH = 5000
 
 def now_clock() -> int:
     return int(time.time() * 1000) << 16
+
+
+def insert_header(origin: bytes) -> bytes:
+    """HEADER of an entry of one insert made at `origin`, left to complete with (clock, table name as JSON, key,
+    document length): `write_insert` formats it in one step."""
+    return HEADER.replace(b"%d", b"%%d") % (origin, PUT_FORMAT, b"}")
 
 
 class JournalWrites:
@@ -69,11 +76,7 @@ class JournalWrites:
         else:
             seq, hlc = self._next(txn)
         header = self._insert_header % (hlc, table_json, oid, len(document))
-        # Positional (key, value, dupdata, overwrite, append, db), as `_append`.
-        body = b"".join((FORMAT_BYTE, HEADER_LENGTH.pack(len(header)), header, document))
-        txn.put(KEY.pack(seq, hlc), body, True, True, True, self._journal)
-        if seq % self._trim_every == 0:
-            self._trim(txn, seq)
+        self._put_entry(txn, seq, hlc, b"".join((FORMAT_BYTE, HEADER_LENGTH.pack(len(header)), header, document)))
         return txn_id, seq, hlc
 
     def write_entry(self, t: Transaction, origin: str | None = None, version: int = 0) -> int:
@@ -159,13 +162,17 @@ class JournalWrites:
 
     def _append(self, t: Transaction, body: bytes) -> int:
         seq = t.seq
-        # Positional (key, value, dupdata, overwrite, append, db): the per-transaction path, kept lean.
-        t.txn.put(KEY.pack(seq, t.hlc), body, True, True, True, self._journal)
+        self._put_entry(t.txn, seq, t.hlc, body)
         t.seq += 1
         t.hlc += 1
-        if seq % self._trim_every == 0:
-            self._trim(t.txn, seq)
         return seq
+
+    def _put_entry(self, txn: lmdb.Transaction[bytes], seq: int, hlc: int, body: bytes) -> None:
+        """Write one entry at the journal's end, and trim the journal every `_trim_every` entries."""
+        # Positional (key, value, dupdata, overwrite, append, db): once per journaled commit, kept lean.
+        txn.put(KEY.pack(seq, hlc), body, True, True, True, self._journal)
+        if seq % self._trim_every == 0:
+            self._trim(txn, seq)
 
     def _trim(self, txn: lmdb.Transaction[bytes], last_seq: int) -> None:
         trim(txn, self._journal, self._meta, self._db.config.journal, last_seq)
