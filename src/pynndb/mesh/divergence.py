@@ -159,9 +159,20 @@ class DivergenceDetector:
         """Digest the replica on the worker (it reads every document: never on the node's loop)."""
         with self._changed:
             self._fetching.add(key)
-        self._fetcher.submit(self._digest, key, replica.db)
+        db = replica.db
+        self.service.holdings.lease(db)  # (on the service's thread: the replica is hosted)
+        try:
+            self._fetcher.submit(self._digest, key, db)
+        except RuntimeError:  # stopped
+            self.service.holdings.unlease(db)
 
     def _digest(self, key: Key, db: Database) -> None:
+        try:
+            self._digest_leased(key, db)
+        finally:
+            self.service.holdings.unlease(db)
+
+    def _digest_leased(self, key: Key, db: Database) -> None:
         def pinned(_mark: int | None) -> None:
             with self._changed:
                 check = self._checks.get(key)

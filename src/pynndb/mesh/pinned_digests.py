@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -46,8 +47,9 @@ class PinnedDigests:
         self._jobs: dict[int, _Job] = {}
         self._tickets = 0
 
-    def pin(self, db: Database, within: float = PIN_WITHIN) -> tuple[int, int]:
-        """Start a digest of `db`: (the sequence it is taken at, its ticket), as soon as its read is open."""
+    def pin(self, db: Database, done: Callable[[], None], within: float = PIN_WITHIN) -> tuple[int, int]:
+        """Start a digest of `db`: (the sequence it is taken at, its ticket), as soon as its read is open. `done`
+        runs when the digest no longer reads `db` (finished, failed or never started)."""
         job = _Job(db.replication.uuid, Future())
 
         def pinned(sequence: int) -> None:
@@ -59,10 +61,16 @@ class PinnedDigests:
                 return sequenced_summary(db, pinned)
             finally:
                 job.pinned.set()  # (failed before its read was open: `pin` says so)
+                done()
 
-        job.future = self._pool.submit(work)
+        try:
+            job.future = self._pool.submit(work)
+        except RuntimeError:  # stopped
+            done()
+            raise CommandError("the node is stopping", BUSY) from None
         if not job.pinned.wait(within):
-            job.future.cancel()
+            if job.future.cancel():
+                done()
             raise CommandError(f"no digest worker was free within {within:g}s", BUSY)
         if job.sequence is None:
             job.future.result()  # raises what failed

@@ -19,6 +19,7 @@ from pynndb.replication.table_filter import listed, tables_of
 if TYPE_CHECKING:
     from pynndb.core.database import Database
     from pynndb.mesh.controller import Controller
+    from pynndb.mesh.replication_holdings import Hosted, Source
     from pynndb.mesh.replicator import ReplicationService
 
 Params = dict[str, Any]
@@ -63,16 +64,16 @@ class ReplicationCommands:
 
     def register(self, params: Params, context: Params) -> Params:
         """REGISTER {'path'}: serve this database (opened with replication on) as a source to the mesh."""
-        db = self.service.holdings.open_checked(params["path"], journaled)
-        self.service.register(db)
-        return {"uuid": db.replication.uuid, "path": db.path, "sequence": db.replication.sequence}
+        with self.service.holdings.open_checked(params["path"], journaled) as db:
+            self.service.register(db)
+            return {"uuid": db.replication.uuid, "path": db.path, "sequence": db.replication.sequence}
 
     def unregister(self, params: Params, context: Params) -> Params:
         """UNREGISTER {'path'}: stop serving this database as a source (replicas keep what they have)."""
-        db = self.service.holdings.opened(params["path"])  # (not opened for nothing: it would stay open)
-        if db is None or not self.service.unregister(db):
-            raise CommandError(f"{params['path']} is not registered on this node", NOT_FOUND)
-        return {"uuid": db.replication.uuid, "unregistered": True}
+        with self.service.holdings.opened(params["path"]) as db:  # (not opened for nothing: it would stay open)
+            if db is None or not self.service.unregister(db):
+                raise CommandError(f"{params['path']} is not registered on this node", NOT_FOUND)
+            return {"uuid": db.replication.uuid, "unregistered": True}
 
     def replicate(self, params: Params, context: Params) -> Params:
         """REPLICATE {'path', 'uuid', 'mode'?, 'tables'?}: make the database at path a replica of database uuid.
@@ -88,30 +89,30 @@ class ReplicationCommands:
                 raise CommandError("a database cannot replicate itself", BAD_PARAMS)
             check_filter(db, source, tables_of(tables))
 
-        db = service.holdings.open_checked(params["path"], acceptable)
-        reverse = service.replica_holder(source, db.replication.uuid)
-        if mode == "auto":
-            mode = "two-way" if reverse is not None else "one-way"
-        if mode == "two-way":
-            if not db.replication.enabled:
-                db.replication.enable(True)
-            if reverse is not None:
-                node_id, other_path = reverse
-                other = {"path": other_path, "uuid": db.replication.uuid, "mode": "two-way"}
-                if tables is not None:
-                    other["tables"] = tables
-                service.node.call("REPLICATE", other, target=node_id)
-        replica = service.replicate(db, source, mode, tables)
-        result = {"path": db.path, "uuid": db.replication.uuid, "source": source, "mode": replica.mode}
-        return {**result, "tables": listed(replica.tables)}
+        with service.holdings.open_checked(params["path"], acceptable) as db:
+            reverse = service.replica_holder(source, db.replication.uuid)
+            if mode == "auto":
+                mode = "two-way" if reverse is not None else "one-way"
+            if mode == "two-way":
+                if not db.replication.enabled:
+                    db.replication.enable(True)
+                if reverse is not None:
+                    node_id, other_path = reverse
+                    other = {"path": other_path, "uuid": db.replication.uuid, "mode": "two-way"}
+                    if tables is not None:
+                        other["tables"] = tables
+                    service.node.call("REPLICATE", other, target=node_id)
+            replica = service.replicate(db, source, mode, tables)
+            result = {"path": db.path, "uuid": db.replication.uuid, "source": source, "mode": replica.mode}
+            return {**result, "tables": listed(replica.tables)}
 
     def unreplicate(self, params: Params, context: Params) -> Params:
         """UNREPLICATE {'path', 'uuid'}: stop replicating database uuid into path (its data stays)."""
-        db = self.service.holdings.opened(params["path"])  # (not opened for nothing: it would stay open)
         source = params["uuid"]
-        if db is None or not self.service.unreplicate(db, source):
-            raise CommandError(f"{params['path']} does not replicate {source} on this node", NOT_FOUND)
-        return {"path": db.path, "source": source, "unreplicated": True}
+        with self.service.holdings.opened(params["path"]) as db:  # (not opened for nothing: it would stay open)
+            if db is None or not self.service.unreplicate(db, source):
+                raise CommandError(f"{params['path']} does not replicate {source} on this node", NOT_FOUND)
+            return {"path": db.path, "source": source, "unreplicated": True}
 
     def stop(self, params: Params, context: Params) -> Params:
         """STOP {'path'?, 'uuid'?}: pause matching replicas (all on this node by default); they keep their mark."""
@@ -134,22 +135,24 @@ class ReplicationCommands:
         """DIGEST {'uuid', 'pin'?, 'ticket'?, 'wait'?}: per table index definitions, record count and content digest
         of a database here, and the journal sequence they were taken at (one read transaction). With pin: the
         sequence and a ticket once that transaction is open; with ticket: that digest when done (pinned_digests)."""
-        db = self.service.holdings.database(params["uuid"])
-        uuid = db.replication.uuid
-        digests = self.digests
-        if params.get("ticket") is not None:
-            sequence, tables = digests.result(uuid, params["ticket"], params.get("wait") or DEFAULT_TICKET_WAIT)
-        elif params.get("pin"):
-            sequence, ticket = digests.pin(db)
-            return {"uuid": uuid, "sequence": sequence, "ticket": ticket}
-        else:
-            sequence, tables = sequenced_summary(db)
-        return {"uuid": uuid, "sequence": sequence, "tables": tables}
+        holdings = self.service.holdings
+        with holdings.leased(params["uuid"]) as db:
+            uuid = db.replication.uuid
+            digests = self.digests
+            if params.get("ticket") is not None:
+                sequence, tables = digests.result(uuid, params["ticket"], params.get("wait") or DEFAULT_TICKET_WAIT)
+            elif params.get("pin"):
+                holdings.lease(db)  # (the digest goes on after this answer, on a digest worker)
+                sequence, ticket = digests.pin(db, lambda: holdings.unlease(db))
+                return {"uuid": uuid, "sequence": sequence, "ticket": ticket}
+            else:
+                sequence, tables = sequenced_summary(db)
+            return {"uuid": uuid, "sequence": sequence, "tables": tables}
 
     def dump(self, params: Params, context: Params) -> Params:
         """DUMP {'uuid', 'table'}: one table's index definitions and documents (for diff)."""
-        db = self.service.holdings.database(params["uuid"])
-        return table_content(db, params["table"])
+        with self.service.holdings.leased(params["uuid"]) as db:
+            return table_content(db, params["table"])
 
     def databases(self, params: Params, context: Params) -> Params:
         """DATABASES: the databases this node serves and replicates, with their figures."""
@@ -165,7 +168,10 @@ class ReplicationCommands:
 
     def figures(self) -> dict[str, Any]:
         """Per database path: uuid, sequence, retained journal range, role, and each replica's status."""
-        databases, served, hosted_list = self.service.holdings.snapshot()
+        with self.service.holdings.leased_snapshot() as (databases, served, hosted_list):
+            return self._figures(databases, served, hosted_list)
+
+    def _figures(self, databases: list[Database], served: list[Source], hosted_list: list[Hosted]) -> dict[str, Any]:
         sources = {source.publisher.uuid for source in served}
         result: dict[str, Any] = {}
         for db in databases:

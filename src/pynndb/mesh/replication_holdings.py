@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,10 @@ class Holdings:
         self.all_watched = True  # every served database has a doorbell (else the service polls the journals)
         self._restored = False  # a mesh link came up since the service last looked
         self._unwatched: list[str] = []  # paths of databases no longer served, whose doorbells are still watched
+        # Real paths of databases no longer served or hosted here: the service's next step releases each one that
+        # no answer, digest or command is using (`_leases`: real path -> uses under way off the service's thread).
+        self._idle: set[str] = set()
+        self._leases: dict[str, int] = {}
 
     def open(self, path: str) -> Database:
         """Open (or share) the database at `path`; it must already exist."""
@@ -90,12 +95,15 @@ class Holdings:
             self._databases[real] = db
             return db
 
-    def open_checked(self, path: str, check: Callable[[Database], None]) -> Database:
-        """Open (or share) the database at `path` and run `check` on it, under the lock. When `check` refuses it
-        (raises), a database this call opened is released again: a refused command leaves nothing open (no other
-        thread can have taken it meanwhile, since the lock was held from its opening to its release)."""
+    @contextmanager
+    def open_checked(self, path: str, check: Callable[[Database], None]) -> Iterator[Database]:
+        """Open (or share) the database at `path` and run `check` on it, under the lock; leased while the block
+        runs (a command's work on it). When `check` refuses it (raises), a database this call opened is released
+        again: a refused command leaves nothing open (no other thread can have taken it meanwhile, since the lock
+        was held from its opening to its release)."""
         with self.lock:
-            held = self.opened(path) is not None
+            before = self._databases.get(os.path.realpath(path))
+            held = before is not None and not before.closed
             db = self.open(path)
             try:
                 check(db)
@@ -104,14 +112,28 @@ class Holdings:
                     del self._databases[os.path.realpath(path)]
                     self._let_go(db)
                 raise
-            return db
+            self.lease(db)
+        try:
+            yield db
+        finally:
+            self.unlease(db)
 
-    def opened(self, path: str) -> Database | None:
+    @contextmanager
+    def opened(self, path: str) -> Iterator[Database | None]:
         """The database at `path` if this node has it open, without opening it (a database the node does not hold
-        cannot be served or hosted here: commands that only undo those need not open it)."""
+        cannot be served or hosted here: commands that only undo those need not open it); leased while the block
+        runs."""
         with self.lock:
             db = self._databases.get(os.path.realpath(path))
-            return db if db is not None and not db.closed else None
+            if db is not None and not db.closed:
+                self.lease(db)
+            else:
+                db = None
+        try:
+            yield db
+        finally:
+            if db is not None:
+                self.unlease(db)
 
     def serve(self, db: Database) -> bool:
         """Serve ``db`` as a source; False if it already was."""
@@ -125,26 +147,84 @@ class Holdings:
 
     def unserve(self, db: Database) -> bool:
         """Stop serving ``db``; False if it was not served here. The service's next step stops watching its
-        doorbell (`settle_watches`): other processes' commits to it no longer wake the node."""
+        doorbell (other processes' commits to it no longer wake the node) and releases it once nothing here uses
+        it (`settle`)."""
         with self.lock:
             if self._sources.pop(db.replication.uuid, None) is None:
                 return False
             self._unwatched.append(db.path)
+            self._idle.add(os.path.realpath(db.path))
         self._waker.set()
         return True
 
-    def settle_watches(self) -> None:
-        """Stop watching the doorbells of databases no longer served. On the service's thread, the only one that
-        reads the doorbells (none is closed under it); under the lock `serve` watches under (a database served
-        again meanwhile keeps its doorbell)."""
-        if not self._unwatched:
+    def settle(self) -> None:
+        """Stop watching the doorbells of databases no longer served, and release the databases neither served nor
+        hosted here any more that nothing uses (a user may then delete them, or make a new database at the same
+        path: the node opens that one on its next REGISTER or REPLICATE, not the old one). On the service's thread,
+        the only one that reads the doorbells and steps publishers and replicas (nothing is closed under them);
+        under the lock `serve`, `host` and `lease` take (a database used again meanwhile stays)."""
+        if not self._unwatched and not self._idle:
             return
+        released = []
         with self.lock:
             paths, self._unwatched = self._unwatched, []
             served = {source.db.path for source in self._sources.values()}
             for path in paths:
                 if path not in served:
                     self._waker.unwatch(path)
+            held = {os.path.realpath(db.path) for db in served_or_hosted(self._sources, self._replicas)}
+            for real in list(self._idle):
+                if real in self._leases:
+                    continue  # the last use to end wakes the service (`unlease`)
+                self._idle.discard(real)
+                db = None if real in held else self._databases.pop(real, None)
+                if db is not None:
+                    released.append(db)
+        for db in released:
+            self._let_go(db)
+
+    def lease(self, db: Database) -> None:
+        """A use of `db` off the service's thread begins (an answer, a digest, a command): it stays open until
+        the matching `unlease`, even if it is no longer served or hosted meanwhile."""
+        real = os.path.realpath(db.path)
+        with self.lock:
+            self._leases[real] = self._leases.get(real, 0) + 1
+
+    def unlease(self, db: Database) -> None:
+        """A use that `lease` began ends (any thread)."""
+        real = os.path.realpath(db.path)
+        with self.lock:
+            left = self._leases.get(real, 1) - 1
+            if left > 0:
+                self._leases[real] = left
+                return
+            self._leases.pop(real, None)
+            idle = real in self._idle
+        if idle:
+            self._waker.set()  # the service's next step releases it
+
+    @contextmanager
+    def leased(self, uuid: str) -> Iterator[Database]:
+        """The open database with this uuid on this node, leased while the block runs (CommandError not_found
+        when there is none)."""
+        db = self.database(uuid)  # (leased under the lock it was found under)
+        try:
+            yield db
+        finally:
+            self.unlease(db)
+
+    @contextmanager
+    def leased_snapshot(self) -> Iterator[tuple[list[Database], list[Source], list[Hosted]]]:
+        """`snapshot`, with every database in it leased while the block runs."""
+        with self.lock:
+            taken = self.snapshot()
+            for db in taken[0]:
+                self.lease(db)
+        try:
+            yield taken
+        finally:
+            for db in taken[0]:
+                self.unlease(db)
 
     def source(self, uuid: str) -> Source | None:
         with self.lock:
@@ -179,6 +259,10 @@ class Holdings:
         with self.lock:
             hosted = self._replicas.pop(key, None)
             still_used = any(other == key[1] for (_target, other) in self._replicas)
+            if hosted is not None:
+                self._idle.add(os.path.realpath(hosted.replica.db.path))
+        if hosted is not None:
+            self._waker.set()
         return hosted, still_used
 
     def following(self, source: str | None, target: str | None = None) -> list[Hosted]:
@@ -209,10 +293,12 @@ class Holdings:
         return chosen
 
     def database(self, uuid: str) -> Database:
-        """The open database with this uuid on this node (CommandError not_found otherwise)."""
+        """The open database with this uuid on this node, leased: the caller must `unlease` it (CommandError
+        not_found when there is none)."""
         with self.lock:
             for db in self._databases.values():
                 if not db.closed and db.replication.uuid == uuid:
+                    self.lease(db)
                     return db
         raise CommandError(f"database {uuid} is not on this node", NOT_FOUND)
 
@@ -265,6 +351,7 @@ class Holdings:
             self._databases.clear()
             self._sources.clear()
             self._replicas.clear()
+            self._idle.clear()
         for db in databases:
             self._let_go(db)
 
@@ -272,3 +359,11 @@ class Holdings:
         """This node's use of `db` ends (the registry closes it when no one else in the process uses it)."""
         db.remove_listener(self._on_commit)
         registry.release(db)
+
+
+def served_or_hosted(sources: dict[str, Source], replicas: dict[Key, Hosted]) -> Iterator[Database]:
+    """The databases of served sources and of hosted replicas."""
+    for source in sources.values():
+        yield source.db
+    for hosted in replicas.values():
+        yield hosted.replica.db

@@ -71,9 +71,12 @@ class SourceServer:
         self._changed = threading.Condition()
         self._stopping = False
 
-    def submit(self, publisher: Publisher, request: Request, origin: str) -> None:
+    def submit(
+        self, publisher: Publisher, request: Request, origin: str, done: Callable[[], None] | None = None
+    ) -> None:
         """Answer ``request`` (from node ``origin``) on a serving thread; an earlier answer to the same replica for
-        the same source ends (the replica takes only the answer to its latest request)."""
+        the same source ends (the replica takes only the answer to its latest request). ``done`` runs when the
+        answer no longer reads the database (it ended, failed, or never ran because the server stopped)."""
         key = (request.replica, request.source)
         answer = Answer(origin, request.stream, request.window)
         with self._changed:
@@ -106,9 +109,15 @@ class SourceServer:
                 with self._changed:
                     if self._answers.get(key) is answer:
                         del self._answers[key]
+                if done is not None:
+                    done()
 
         long = request.window and publisher.needs_snapshot(request)  # (else a snapshot after a trim: the rare case)
-        (self._snapshots if long else self._pool).submit(run)
+        try:
+            (self._snapshots if long else self._pool).submit(run)
+        except RuntimeError:  # the server stopped (its pools shut down): no answer
+            if done is not None:
+                done()
 
     def _ended(self, origin: str, request: Request) -> None:
         self.counters["answers_ended"] += 1

@@ -193,7 +193,7 @@ class ReplicationService:
             self.deadline = time.monotonic() + step_interval(self.holdings, bool(self._outbox), self.poll_interval)
 
     def _step(self) -> None:
-        self.holdings.settle_watches()
+        self.holdings.settle()
         self._commits.begin()
         arrived, more = self._inbox.take(SLICE_FRAMES, SLICE_BYTES, TARGETED_SLICE_BYTES)
         if more:
@@ -291,7 +291,9 @@ class ReplicationService:
             return self._server.acknowledge(request)
         source = self.holdings.source(request.source)
         if source is not None:  # else not (or no longer) ours: the replica will ask again and find the right node
-            self._server.submit(source.publisher, request, origin)
+            db = source.db
+            self.holdings.lease(db)  # (on the service's thread: it cannot have been released since `source`)
+            self._server.submit(source.publisher, request, origin, lambda: self.holdings.unlease(db))
 
     def _answer(self, origin: str, frame: bytes) -> threading.Event:
         """Hand an answer frame to the loop (serving threads): the loop's marker for it (replication_serving)."""
