@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import orjson
@@ -322,13 +323,23 @@ class Pair:
         replicas = databases[os.path.realpath(self.replica_path)]["replicas"]
         return next(entry for entry in replicas if entry["source"] == self.uuid)
 
-    def close(self) -> None:
+    def close(self, remove: bool = False) -> None:
+        """Undo the replication and close this process's handles; with `remove`, also delete both databases once
+        their nodes have let go of them (as the raw pipeline's runs do): kept, each run's files would stay cached
+        and the next run would fault in memory this VM never used (docs/benchmarks.md, Round 23)."""
         with contextlib.suppress(Exception):
             self.mesh.call("UNREPLICATE", {"path": self.replica_path, "uuid": self.uuid}, self.replica_node)
         with contextlib.suppress(Exception):
             self.mesh.call("UNREGISTER", {"path": self.source_path}, self.source_node)
         self.manager.close(f"{self.name}-source")
         self.manager.close(f"{self.name}-replica")
+        if remove:
+            for node, path in ((self.replica_node, self.replica_path), (self.source_node, self.source_path)):
+                wait_for(partial(self._let_go, node, os.path.realpath(path)), 10, f"{node} to let go of {path}", 0.005)
+                shutil.rmtree(path)
+
+    def _let_go(self, node: str, real: str) -> bool:
+        return real not in self.mesh.call("STATUS", {}, node)["databases"]
 
 
 def pynndb_lag(
@@ -409,6 +420,7 @@ def local_append(workdir: str, name: str, documents: list[dict[str, Any]]) -> fl
         return len(documents) / (time.perf_counter() - start)
     finally:
         manager.close()
+        shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
 
 
 def thread_cpu(pid: int) -> float:
@@ -485,7 +497,7 @@ def pynndb_sustained(mesh: Mesh, manager: Manager, workdir: str, name: str, docu
             "replica_cpu": replica_cpu,
         }
     finally:
-        pair.close()
+        pair.close(remove=True)
 
 
 def pynndb_full_sync(
