@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 
 from pynndb import Doc
+from pynndb.core.table import Table
 from pynndb.errors import InvalidDocument, InvalidKey
 
 KEY = "65a1b2c3d4e5f60718293a4b"
@@ -56,3 +60,24 @@ def test_doc_rejects_non_mappings_and_bad_keys() -> None:
         Doc({}, oid=12)  # type: ignore[arg-type]
     with pytest.raises(InvalidKey):
         Doc({}, oid="ключ")
+
+
+def test_docs_pynndb_makes_behave_as_docs_made_by_hand(table: Table) -> None:
+    """Reads and appends return Docs built without `Doc.__init__` (core/doc.py, StoredDoc): they must copy, pickle,
+    compare, change and save like a Doc built by hand."""
+    appended = table.append({"name": "Ann", "tags": ["a"]})
+    read = table.get(appended.key)
+    scanned = next(table.find())
+    by_hand = Doc({"name": "Ann", "tags": ["a"]}, appended.key)
+    for doc in (appended, read, scanned):
+        assert isinstance(doc, Doc) and doc == by_hand and repr(doc) == repr(by_hand)
+        assert copy.copy(doc) == doc and copy.copy(doc).key == doc.key
+        deep = copy.deepcopy(doc)
+        deep["tags"].append("b")
+        assert doc["tags"] == ["a"] and deep.key == doc.key
+        assert pickle.loads(pickle.dumps(doc)) == doc
+    read["name"] = "Bob"
+    del read["tags"]
+    table.save(read)
+    assert table.get(appended.key).doc == {"name": "Bob"}
+    assert [doc.doc for doc in table.find()] == [{"name": "Bob"}]

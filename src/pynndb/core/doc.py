@@ -78,12 +78,24 @@ class Doc(MutableMapping[str, Any]):
         return f"Doc({self._data!r}, oid={self.key!r})"
 
 
-_new_doc = Doc.__new__
+class StoredDoc(Doc):
+    """The Docs pynndb makes itself (reads, what an append returns): a `Doc` in every respect but its constructor,
+    which takes nothing and runs no Python; the maker sets `_data` (a dict it owns, not copied) and `_oid`.
+
+    `Doc(...)` runs `Doc.__init__` (its checks and its copy of the fields); `Doc.__new__(Doc)` skips it but still
+    costs a Python-level call with argument tuples. A class whose `__init__` is `object.__init__` is built by C alone:
+    ~25 ns less a document, on a full scan of ~0.6 µs a document."""
+
+    __slots__ = ()
+    __init__ = object.__init__
+
+
+_new_doc = StoredDoc
 
 
 def make_doc(data: dict[str, Any], oid: bytes) -> Doc:
     """Wrap a decoded dict without copying it (the hot read path)."""
-    doc = _new_doc(Doc)
+    doc = _new_doc()
     doc._data = data
     doc._oid = oid
     return doc

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pynndb.core.table import Index
 
 _loads = orjson.loads
+_JSONError = orjson.JSONDecodeError
 Expression = Callable[[Doc], bool]
 
 
@@ -89,7 +90,7 @@ class TableReads:
             stored = self._db._check(txn, False).txn.get(oid, db=dbi)
         if stored is None:
             return None
-        doc = _new_doc(Doc)
+        doc = _new_doc()
         doc._data = _loads(stored) if stored[0] == 123 else decode_value(stored, self._compressor)
         doc._oid = oid
         return doc
@@ -159,8 +160,18 @@ class TableReads:
                 count = 0
                 if simple and not with_keys:
                     # The full scan: the cursor's own pairs, without the (key, record, value) layer (~10% faster).
+                    if expression is None and limit is None:  # (nothing to test a record: ~4% faster again)
+                        for oid, stored in walk_all(read, dbi):
+                            doc = _new_doc()
+                            try:
+                                doc._data = _loads(stored)
+                            except _JSONError:  # a compressed value (a zstd frame is never JSON)
+                                doc._data = decode_value(stored, compressor)
+                            doc._oid = oid
+                            yield doc
+                        return
                     for oid, stored in walk_all(read, dbi):
-                        doc = _new_doc(Doc)
+                        doc = _new_doc()
                         doc._data = _loads(stored) if stored[0] == 123 else decode_value(stored, compressor)
                         doc._oid = oid
                         if expression is None or expression(doc):
@@ -174,7 +185,7 @@ class TableReads:
                 duplicates = index is not None and index.duplicates
                 entries = walk(read, dbi, index_db, duplicates, lower, upper, inclusive, reverse, after)
                 for key, oid, stored in entries:
-                    doc = _new_doc(Doc)
+                    doc = _new_doc()
                     doc._data = _loads(stored) if stored[0] == 123 else decode_value(stored, compressor)
                     doc._oid = oid
                     if expression is None or expression(doc):

@@ -54,7 +54,7 @@ class Table(TableWrites, TableReads):
                 if doc.__class__ is dict and txn.ops is None and txn.origin is None and self._dbi is not None:
                     oid = new_oid()
                     self._put_new(txn.txn, oid, doc)
-                    result = _new_doc(Doc)
+                    result = _new_doc()
                     result._data = doc
                     result._oid = oid
                     return result
@@ -135,7 +135,7 @@ class Table(TableWrites, TableReads):
         if journal is not None:
             journal.last_insert = entry
             db._bell.ring()  # (as Transaction.commit: wake every process waiting on this database)
-        result = _new_doc(Doc)
+        result = _new_doc()
         result._data = new
         result._oid = oid
         return result
@@ -146,7 +146,7 @@ class Table(TableWrites, TableReads):
         if doc.__class__ is dict:
             oid = new_oid()
             self._insert_one(t, oid, doc)
-            result = _new_doc(Doc)
+            result = _new_doc()
             result._data = doc
             result._oid = oid
             return result
@@ -184,7 +184,7 @@ class Table(TableWrites, TableReads):
                     doc._oid = oid
                     results.append(doc)
                 else:
-                    result = _new_doc(Doc)
+                    result = _new_doc()
                     result._data = data
                     result._oid = oid
                     results.append(result)
