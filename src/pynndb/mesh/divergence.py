@@ -283,7 +283,11 @@ class DivergenceDetector:
                 lambda: all(self._outcome.get(key, (0, ""))[0] >= generation for key, generation in waiting.items()),
                 timeout,
             )
-        return {"replicas": [{**hosted.replica.status(), **self.status(hosted.replica)} for hosted in chosen]}
+        with self.service.holdings.leased_snapshot() as (_databases, _sources, hosted_now):
+            # (a replica that UNREPLICATE took away meanwhile is left out: its database may be released)
+            still = {id(hosted) for hosted in hosted_now}
+            chosen = [hosted for hosted in chosen if id(hosted) in still]
+            return {"replicas": [{**hosted.replica.status(), **self.status(hosted.replica)} for hosted in chosen]}
 
     def cmd_resync(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         """RESYNC {'path', 'uuid'}: replace a replica's content by a fresh snapshot of its source."""
