@@ -76,7 +76,8 @@ class SourceServer:
     ) -> None:
         """Answer ``request`` (from node ``origin``) on a serving thread; an earlier answer to the same replica for
         the same source ends (the replica takes only the answer to its latest request). ``done`` runs when the
-        answer no longer reads the database (it ended, failed, or never ran because the server stopped)."""
+        answer no longer reads the database: it ended or failed, or the server had stopped before it was queued (one
+        still queued when the server stops never runs ``done``: the node releases every database then)."""
         key = (request.replica, request.source)
         answer = Answer(origin, request.stream, request.window)
         with self._changed:
