@@ -202,6 +202,9 @@ def test_stored_parts_are_every_pair_in_order_cut_where_a_pair_reaches_the_chunk
         else:
             assert pairs == expected[kind]
         assert all(len(part.keys) <= most for part in mine)
+        for part in mine:  # the lengths measured go with each part (a snapshot chunk's frame lists them)
+            assert part.key_lengths == list(map(len, part.keys))
+            assert part.value_lengths == list(map(len, part.values))
         for part in mine[:-1]:
             size = sum(map(len, part.keys)) + sum(map(len, part.values))
             last = len(part.keys[-1]) + len(part.values[-1])

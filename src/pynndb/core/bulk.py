@@ -49,6 +49,13 @@ class StoredPart:
     values: Sequence[bytes]
     versions: Sequence[bytes] | None = None
     index: str | None = None
+    # The lengths of the keys and of the values, as sizing the batch measured them (a snapshot chunk's frame lists
+    # them again: not measured twice).
+    key_lengths: list[int] | None = None
+    value_lengths: list[int] | None = None
+
+
+Batch = tuple[list[bytes], list[bytes], list[int], list[int]]  # keys, values, and their lengths
 
 
 class Pairs(Protocol):
@@ -69,51 +76,64 @@ class Pairs(Protocol):
 # --- reading ----------------------------------------------------------------------------------------------------
 def _batches(
     keys_in: Iterator[bytes], values_in: Iterator[bytes], chunk_bytes: int, chunk_pairs: int
-) -> Iterator[tuple[list[bytes], list[bytes]]]:
-    """Pairs as (keys, values) lists of about `chunk_bytes` (cut after the pair that reaches it) and at most
-    `chunk_pairs` pairs, from two iterators that yield the keys and the values of the same pairs in step.
+) -> Iterator[Batch]:
+    """Pairs as (keys, values, key lengths, value lengths) lists of about `chunk_bytes` (cut after the pair that
+    reaches it) and at most `chunk_pairs` pairs, from two iterators that yield the keys and the values of the same
+    pairs in step.
 
     Reading the keys and the values of a sub-database with two cursors (`_columns`) builds no tuple per pair: it
     reads 400k pairs in about two thirds of the time of one cursor's (key, value) pairs. Each read takes what the
-    chunk has room for, so a chunk of small pairs (the usual case: 2048 pairs well under `chunk_bytes`) is the two
-    lists as read, not copied again; they are sized with C-level iterators (no Python code runs per pair).
+    chunk has room for, so a chunk of small pairs (the usual case: 2048 pairs well under `chunk_bytes`) is the
+    lists as read, not copied again; they are sized with C-level iterators (no Python code runs per pair), and the
+    lengths measured go with the chunk (its frame lists them).
     """
     keys: list[bytes] = []
     values: list[bytes] = []
+    key_lengths: list[int] = []
+    value_lengths: list[int] = []
     size = 0
     while more_keys := list(islice(keys_in, chunk_pairs - len(keys))):
         more_values = list(islice(values_in, len(more_keys)))
         if len(more_values) != len(more_keys):
             raise DatabaseError("a sub-database's keys and values were read out of step")
-        grown = size + sum(map(len, more_keys)) + sum(map(len, more_values))
+        more_key_lengths = list(map(len, more_keys))
+        more_value_lengths = list(map(len, more_values))
+        grown = size + sum(more_key_lengths) + sum(more_value_lengths)
         if grown < chunk_bytes:
             if keys:
                 keys += more_keys
                 values += more_values
+                key_lengths += more_key_lengths
+                value_lengths += more_value_lengths
             else:
-                keys, values = more_keys, more_values
+                keys, values, key_lengths, value_lengths = more_keys, more_values, more_key_lengths, more_value_lengths
             size = grown
             if len(keys) == chunk_pairs:
-                yield keys, values
-                keys, values, size = [], [], 0
+                yield keys, values, key_lengths, value_lengths
+                keys, values, key_lengths, value_lengths, size = [], [], [], [], 0
             continue
         # Over the byte bound: cut after the pair that reaches it; what is left starts the next chunk. Running
         # totals after each pair: totals[n] is the size after n more pairs (totals[0] < chunk_bytes).
         while more_keys:
-            totals = list(accumulate(map(add, map(len, more_keys), map(len, more_values)), initial=size))
+            totals = list(accumulate(map(add, more_key_lengths, more_value_lengths), initial=size))
             if totals[-1] < chunk_bytes:
                 keys += more_keys
                 values += more_values
+                key_lengths += more_key_lengths
+                value_lengths += more_value_lengths
                 size = totals[-1]
                 break
             taken = max(1, bisect_left(totals, chunk_bytes))  # (max: a chunk_bytes below 1 still takes one pair)
             keys += more_keys[:taken]
             values += more_values[:taken]
-            yield keys, values
-            keys, values, size = [], [], 0
+            key_lengths += more_key_lengths[:taken]
+            value_lengths += more_value_lengths[:taken]
+            yield keys, values, key_lengths, value_lengths
+            keys, values, key_lengths, value_lengths, size = [], [], [], [], 0
             more_keys, more_values = more_keys[taken:], more_values[taken:]
+            more_key_lengths, more_value_lengths = more_key_lengths[taken:], more_value_lengths[taken:]
     if keys:
-        yield keys, values
+        yield keys, values, key_lengths, value_lengths
 
 
 def _columns(txn: lmdb.Transaction[bytes], dbi: Any) -> tuple[Iterator[bytes], Iterator[bytes]]:
@@ -135,16 +155,17 @@ def stored_parts(
     versioned = replication.versioned
     prefix = table.name.encode() + b"\x00"
     get = txn.get
-    for keys, values in _batches(*_columns(txn, table._dbi), chunk_bytes, chunk_pairs):
+    for keys, values, key_lengths, value_lengths in _batches(*_columns(txn, table._dbi), chunk_bytes, chunk_pairs):
         versions = [get(prefix + key, b"", db=versions_db) for key in keys] if versioned else None
-        yield StoredPart(RECORDS, keys, values, versions)
+        yield StoredPart(RECORDS, keys, values, versions, None, key_lengths, value_lengths)
     if versioned:
         pairs, again = tee(_tombstones(txn, versions_db, prefix))  # (tee holds at most one chunk of pairs)
-        for keys, values in _batches(map(first_item, pairs), map(second_item, again), chunk_bytes, chunk_pairs):
-            yield StoredPart(TOMBSTONES, keys, values)
+        batches = _batches(map(first_item, pairs), map(second_item, again), chunk_bytes, chunk_pairs)
+        for keys, values, key_lengths, value_lengths in batches:
+            yield StoredPart(TOMBSTONES, keys, values, None, None, key_lengths, value_lengths)
     for index in table._index_list:
-        for keys, values in _batches(*_columns(txn, index.dbi), chunk_bytes, chunk_pairs):
-            yield StoredPart(INDEX, keys, values, None, index.name)
+        for keys, values, key_lengths, value_lengths in _batches(*_columns(txn, index.dbi), chunk_bytes, chunk_pairs):
+            yield StoredPart(INDEX, keys, values, None, index.name, key_lengths, value_lengths)
 
 
 def _tombstones(txn: lmdb.Transaction[bytes], versions_db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:

@@ -44,6 +44,8 @@ def table_chunks(view: SnapshotRead, name: str, source: str, seq: int, chunk_byt
             tuple(part.values),
             None if part.versions is None else tuple(part.versions),
             part.index,
+            part.key_lengths,
+            part.value_lengths,
         )
         yield SnapshotChunk(source, seq, name, [], EMPTY_JSON, stored)
 

@@ -89,6 +89,10 @@ class StoredPairs:
     values: tuple[bytes, ...]
     versions: tuple[bytes, ...] | None = None
     index: str | None = None
+    # The lengths of the keys and of the values when the source already measured them (`bulk.StoredPart`): its
+    # frame lists them. Not part of what the pairs are (a decoded chunk has none).
+    key_lengths: list[int] | None = field(default=None, compare=False, repr=False)
+    value_lengths: list[int] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(

@@ -36,8 +36,12 @@ def encode_stored(message: SnapshotChunk, stored: StoredPairs, prefix: bytes) ->
     count = len(keys)
     if len(values) != count or (versions is not None and len(versions) != count):
         raise InvalidArgument("stored pairs need as many values (and versions) as keys")
-    key_lengths = list(map(len, keys))
-    value_lengths = list(map(len, values))
+    key_lengths = stored.key_lengths
+    if key_lengths is None or len(key_lengths) != count:
+        key_lengths = list(map(len, keys))
+    value_lengths = stored.value_lengths
+    if value_lengths is None or len(value_lengths) != count:
+        value_lengths = list(map(len, values))
     key_size = key_lengths[0] if count and key_lengths.count(key_lengths[0]) == count else None
     value_size = value_lengths[0] if count and value_lengths.count(value_lengths[0]) == count else None
     header = {
