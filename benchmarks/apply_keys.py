@@ -24,7 +24,8 @@ from typing import Any
 from common import make_documents
 
 from pynndb import Manager
-from pynndb.core import journal, writes
+from pynndb.core import columns, entries, journal_writes, writes
+from pynndb.core import table as table_module
 from pynndb.core.entries import KEYED_MIN
 from pynndb.core.storage import Storage
 from pynndb.replication.appliers import OneWay
@@ -34,16 +35,30 @@ from pynndb.replication.appliers import OneWay
 SIZES = ((1, 100), (4, 25), (8, 12), (1000, 1), (1000, 50))
 
 
+# Every module that holds a copy of the thresholds (each imports them by name): all must follow the setting.
+KEYED_HOLDERS = (entries, journal_writes, writes, columns)
+BULK_HOLDERS = (writes, table_module)
+
+
 @contextmanager
 def keyed_from(count: int) -> Iterator[None]:
     """Entries carry their keys from `count` inserts on (the writer records them from calls of that many)."""
-    saved = journal.KEYED_MIN, writes.KEYED_MIN, writes.BULK_MIN
-    journal.KEYED_MIN = writes.KEYED_MIN = count
-    writes.BULK_MIN = min(count, writes.BULK_MIN)  # (keys are recorded only by a call formatted in one go)
+    for module, name in [(module, "KEYED_MIN") for module in KEYED_HOLDERS] + [(m, "BULK_MIN") for m in BULK_HOLDERS]:
+        if not hasattr(module, name):
+            raise SystemExit(f"{module.__name__} has no {name}: update apply_keys.py's holders")
+    saved = [module.KEYED_MIN for module in KEYED_HOLDERS], [module.BULK_MIN for module in BULK_HOLDERS]
+    bulk = min(count, writes.BULK_MIN)  # (keys are recorded only by a call formatted in one go)
+    for module in KEYED_HOLDERS:
+        module.KEYED_MIN = count
+    for module in BULK_HOLDERS:
+        module.BULK_MIN = bulk
     try:
         yield
     finally:
-        journal.KEYED_MIN, writes.KEYED_MIN, writes.BULK_MIN = saved
+        for module, value in zip(KEYED_HOLDERS, saved[0], strict=True):
+            module.KEYED_MIN = value
+        for module, value in zip(BULK_HOLDERS, saved[1], strict=True):
+            module.BULK_MIN = value
 
 
 def one_run(workdir: str, documents: list[dict[str, Any]], size: int, per: int, keys: bool) -> tuple[float, float]:
