@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pynndb import Doc, Table
+from pynndb.core.ids import normalise_key
 from pynndb.errors import InvalidKey, NoSuchIndex
 from tests.helpers import person
 
@@ -27,6 +30,38 @@ def test_get(table: Table, people: list[Doc]) -> None:
     assert people[3].key in table and "ffffffffffffffffffffffff" not in table
     with pytest.raises(InvalidKey):
         table.get(None)  # type: ignore[arg-type]
+
+
+BAD_KEYS = ["", "a" * 257, "a" * 600, "bad key!", "\ud800", "é", b"", b"x" * 257, b"x" * 600, b"bad key", 5, None, 1.5]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS, ids=repr)
+def test_get_of_a_key_no_record_can_have_raises_invalid_key(table: Table, people: list[Doc], key: object) -> None:
+    """`get` looks a key up as given and checks it only when nothing is found: a key no record can have still gets
+    InvalidKey (not None, not an LMDB error), outside and inside a read transaction, and through `in`."""
+    with pytest.raises(InvalidKey):
+        table.get(key)  # type: ignore[arg-type]
+    with table._db.read_transaction() as txn, pytest.raises(InvalidKey):
+        table.get(key, txn=txn)  # type: ignore[arg-type]
+    if isinstance(key, (str, bytes)):
+        with pytest.raises(InvalidKey):
+            _ = key in table
+    assert table.records() == len(people)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=300)))
+def test_get_answers_none_for_a_valid_missing_key_and_raises_for_any_other(
+    table: Table, people: list[Doc], key: str | bytes
+) -> None:
+    try:
+        normalise_key(key)
+    except InvalidKey:
+        with pytest.raises(InvalidKey):
+            table.get(key)
+        return
+    found = table.get(key)
+    assert found is None or found.key in {doc.key for doc in people}
 
 
 def test_reads_return_docs_with_keys(table: Table, people: list[Doc]) -> None:
