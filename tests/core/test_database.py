@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from pynndb import Database, Manager, Table
+from pynndb.core.database import check_lmdb_version
 from pynndb.errors import (
     ConfigError,
     DatabaseClosed,
@@ -235,3 +237,16 @@ def test_bad_compression_settings(db: Database) -> None:
 def raw_values(table: Table) -> list[bytes]:
     with table._db.read_transaction() as read:
         return [bytes(value) for _key, value in read.txn.cursor(db=table._dbi)]
+
+
+@pytest.mark.parametrize("version", ["2.2.1", "2.2.0", "2.1.1", "1.4.1", "0.99"])
+def test_a_py_lmdb_that_breaks_map_growth_is_refused(version: str) -> None:
+    # 2.2.x invalidates open handles when the map grows (test_map_grows_automatically fails on it); older ones can
+    # crash resizing under another thread's reads. An install that skipped pyproject.toml's bound gets told why.
+    with pytest.raises(ImportError, match=r"py-lmdb >= 2\.3, found " + version.replace(".", r"\.")):
+        check_lmdb_version(version)
+
+
+@pytest.mark.parametrize("version", ["2.3.0", "2.10.0", "3.0.0", "12.1", lmdb.__version__])
+def test_a_py_lmdb_from_2_3_is_accepted(version: str) -> None:
+    check_lmdb_version(version)

@@ -29,6 +29,29 @@ from pynndb.errors import DatabaseClosed, DatabaseError, ReadOnlyDatabase, Trans
 
 __all__ = ["TABLE_PREFIX", "Database"]
 
+LMDB_NEEDED = (2, 3)  # pyproject.toml's lower bound, and why it is there: see check_lmdb_version
+
+
+def check_lmdb_version(version: str) -> None:
+    """Refuse a py-lmdb older than 2.3 (an install that skipped pyproject.toml's bound): 2.2.0 and 2.2.1 invalidate
+    every open database handle when the map is resized, so a database breaks ("Database handle belongs to another
+    environment") at its first automatic growth; versions before 2.2 can crash when the map is resized while
+    another thread of the process (a node's snapshot reader) reads the database."""
+    parts = version.split(".")
+    try:
+        found = int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return  # a development build with another scheme: trust it
+    if found < LMDB_NEEDED:
+        raise ImportError(
+            f"pynndb needs py-lmdb >= {LMDB_NEEDED[0]}.{LMDB_NEEDED[1]}, found {version}: "
+            "pip install --upgrade 'lmdb>=2.3' (2.2.x breaks databases when their map grows; older versions can "
+            "crash when the map grows while another thread reads)"
+        )
+
+
+check_lmdb_version(lmdb.__version__)
+
 
 class Database(Catalog):
     """A database directory. Get one from `Manager.database`; tables come from `table(name)`."""
