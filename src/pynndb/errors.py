@@ -121,6 +121,12 @@ class ConfigError(PyNNDBError):
     code = "config_error"
 
 
+class UnsupportedDependency(PyNNDBError, ImportError):
+    """An installed library is older than pynndb works with (an install that skipped pyproject.toml's bounds)."""
+
+    code = "unsupported_dependency"
+
+
 class NotEnoughRecords(PyNNDBError, ValueError):
     """Training a compression dictionary needs more records than the table holds."""
 

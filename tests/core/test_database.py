@@ -17,6 +17,7 @@ from pynndb.errors import (
     NoSuchDatabase,
     NoSuchTable,
     TransactionError,
+    UnsupportedDependency,
 )
 from tests.helpers import person
 
@@ -243,8 +244,9 @@ def raw_values(table: Table) -> list[bytes]:
 def test_a_py_lmdb_that_breaks_map_growth_is_refused(version: str) -> None:
     # 2.2.x invalidates open handles when the map grows (test_map_grows_automatically fails on it); older ones can
     # crash resizing under another thread's reads. An install that skipped pyproject.toml's bound gets told why.
-    with pytest.raises(ImportError, match=r"py-lmdb >= 2\.3, found " + version.replace(".", r"\.")):
+    with pytest.raises(UnsupportedDependency, match=r"py-lmdb >= 2\.3, found " + version.replace(".", r"\.")):
         check_lmdb_version(version)
+    assert issubclass(UnsupportedDependency, ImportError)  # (what an import failure is expected to raise)
 
 
 @pytest.mark.parametrize("version", ["2.3.0", "2.10.0", "3.0.0", "12.1", lmdb.__version__])

@@ -25,7 +25,7 @@ from pynndb.core.journal import Replication
 from pynndb.core.meta import SCHEMA
 from pynndb.core.table import Table
 from pynndb.core.transaction import Transaction
-from pynndb.errors import DatabaseClosed, DatabaseError, ReadOnlyDatabase, TransactionError
+from pynndb.errors import DatabaseClosed, DatabaseError, ReadOnlyDatabase, TransactionError, UnsupportedDependency
 
 __all__ = ["TABLE_PREFIX", "Database"]
 
@@ -43,7 +43,7 @@ def check_lmdb_version(version: str) -> None:
     except (IndexError, ValueError):
         return  # a development build with another scheme: trust it
     if found < LMDB_NEEDED:
-        raise ImportError(
+        raise UnsupportedDependency(
             f"pynndb needs py-lmdb >= {LMDB_NEEDED[0]}.{LMDB_NEEDED[1]}, found {version}: "
             "pip install --upgrade 'lmdb>=2.3' (2.2.x breaks databases when their map grows; older versions can "
             "crash when the map grows while another thread reads)"
