@@ -43,10 +43,10 @@ def check_lmdb_version(version: str) -> None:
     except (IndexError, ValueError):
         return  # a development build with another scheme: trust it
     if found < LMDB_NEEDED:
+        needed = ".".join(map(str, LMDB_NEEDED))
         raise UnsupportedDependency(
-            f"pynndb needs py-lmdb >= {LMDB_NEEDED[0]}.{LMDB_NEEDED[1]}, found {version}: "
-            "pip install --upgrade 'lmdb>=2.3' (2.2.x breaks databases when their map grows; older versions can "
-            "crash when the map grows while another thread reads)"
+            f"pynndb needs py-lmdb >= {needed}, found {version}: pip install --upgrade 'lmdb>={needed}' (2.2.x breaks "
+            "databases when their map grows; older versions can crash when the map grows while another thread reads)"
         )
 
 
