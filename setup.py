@@ -29,6 +29,7 @@ from setuptools import Extension, setup
 # (`snapshot_intake`: a few calls a chunk; tests slow its chunks down); `replication/local.py` (in-process, and an
 # attribute named `_thread` becomes a C keyword in mypyc's output).
 COMPILED = [
+    "pynndb/core/pages.py",
     "pynndb/mesh/commands.py",
     "pynndb/mesh/delivery.py",
     "pynndb/mesh/directory.py",

@@ -32,7 +32,7 @@ from types import ModuleType
 STALE_SLACK = 2.0
 MODE = "pure (not built)"
 # The subpackages whose modules setup.py may compile.
-PACKAGES = ("mesh", "replication")
+PACKAGES = ("core", "mesh", "replication")
 # How a compiled module names the shared library it loads (mypyc: 20 hex digits of a hash, then "__mypyc").
 LIBRARY = re.compile(rb"[0-9a-f]{20}__mypyc")
 

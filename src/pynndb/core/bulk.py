@@ -9,21 +9,24 @@ replication/snapshot_intake.py), and records versions when it keeps them, as wri
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, islice, tee
+from itertools import accumulate, chain, islice, tee
 from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import lmdb
 import zstandard
 
+from pynndb.core import pages
 from pynndb.core.codec import Compressor, raw_json
 from pynndb.core.journal import VERSION
 from pynndb.errors import DatabaseError, MalformedEntry
 
 if TYPE_CHECKING:
     from pynndb.core.journal import Replication
+    from pynndb.core.pages import PageFile
     from pynndb.core.table import Table
     from pynndb.core.transaction import Transaction
 
@@ -166,6 +169,63 @@ def stored_parts(
     for index in table._index_list:
         for keys, values, key_lengths, value_lengths in _batches(*_columns(txn, index.dbi), chunk_bytes, chunk_pairs):
             yield StoredPart(INDEX, keys, values, None, index.name, key_lengths, value_lengths)
+
+
+def page_parts(
+    txn: lmdb.Transaction[bytes],
+    table: Table,
+    file: PageFile,
+    chunk_bytes: int,
+    chunk_pairs: int = CHUNK_PAIRS,
+) -> Iterator[StoredPart]:
+    """What `stored_parts` yields for a source that keeps no versions (records, then each index's entries, in the
+    same batches), read from the LMDB leaf pages of each sub-database (see core/pages.py) instead of through
+    cursors."""
+    names: list[tuple[str, str | None, bytes]] = [(RECORDS, None, b"t/" + table.name.encode())]
+    names += [(INDEX, index.name, table._index_db_name(index.name)) for index in table._index_list]
+    for part, index, name in names:
+        tree = pages.Tree(txn.get(name))
+        numbers = file.leaves(tree.root, tree.depth, tree.branches)
+        # (A sub-database's record counts the pages of its keys' trees of duplicates too.)
+        if len(numbers) > tree.leaf_pages or (tree.plain and len(numbers) != tree.leaf_pages):
+            raise MalformedEntry(f"{name!r} has {len(numbers)} leaf pages, its record says {tree.leaf_pages}")
+        for keys, values, key_lengths, value_lengths in _batches(
+            *_page_columns(file, numbers, tree.plain, chunk_bytes), chunk_bytes, chunk_pairs
+        ):
+            yield StoredPart(part, keys, values, None, index, key_lengths, value_lengths)
+
+
+def _page_columns(
+    file: PageFile, numbers: list[int], plain: bool, chunk_bytes: int
+) -> tuple[Iterator[bytes], Iterator[bytes]]:
+    """The keys and the values of the pairs in leaf pages `numbers`, as two iterators that move in step (what
+    `_batches` takes), reading about `chunk_bytes` of pages at a time."""
+    psize = file.psize
+    per_read = max(1, chunk_bytes // psize)
+    read_values: deque[list[bytes]] = deque()  # read with the keys, not taken yet
+
+    def key_lists() -> Iterator[list[bytes]]:
+        for at in range(0, len(numbers), per_read):
+            blob = file.read(numbers[at : at + per_read])
+            keys: list[bytes] = []
+            values: list[bytes] = []
+            if plain:
+                pages.leaf_pairs(blob, 0, len(blob), psize, keys, values)
+            else:
+                for base in range(0, len(blob), psize):
+                    if pages.shippable(blob, base, psize) < 0:
+                        file.resolve(blob, base, keys, values)
+                    else:
+                        pages.leaf_pairs(blob, base, base + psize, psize, keys, values)
+            read_values.append(values)
+            yield keys
+
+    def value_lists() -> Iterator[list[bytes]]:
+        # (`_batches` takes values only after the keys they go with: what it asks for has been read)
+        while read_values:
+            yield read_values.popleft()
+
+    return chain.from_iterable(key_lists()), chain.from_iterable(value_lists())
 
 
 def _tombstones(txn: lmdb.Transaction[bytes], versions_db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:

@@ -7,16 +7,21 @@ Get one from `Storage.read()`; it is valid only inside that ``with`` block.
 from __future__ import annotations
 
 import base64
+import logging
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import lmdb
 import orjson
 
-from pynndb.core import meta
-from pynndb.core.bulk import CHUNK_PAIRS, StoredPart, stored_parts
+from pynndb.core import meta, pages
+from pynndb.core.bulk import CHUNK_PAIRS, StoredPart, page_parts, stored_parts
 from pynndb.core.codec import decode_value, raw_json
 from pynndb.core.journal import Version
+from pynndb.errors import MalformedEntry
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pynndb.core.database import Database
@@ -81,11 +86,39 @@ class SnapshotRead:
         return self._tables.get(name)
 
     def stored_parts(self, table: str, chunk_bytes: int, chunk_pairs: int = CHUNK_PAIRS) -> Iterator[StoredPart]:
-        """The stored pairs of `table` (records, tombstones, index entries) in batches of about `chunk_bytes` and at
-        most `chunk_pairs` pairs."""
+        """The stored pairs of `table` (records, tombstones, index entries) in batches of about `chunk_bytes` and
+        `chunk_pairs` pairs. Read from LMDB's pages when `pages_readable` (core/pages.py), else through cursors.
+
+        Should the pages not read as expected, this database's reads go through cursors from then on (a warning
+        is logged): at once when nothing was yielded yet, else the error is raised (the replica asks again)."""
         found = self._tables.get(table)
-        if found is not None:
+        if found is None:
+            return
+        if not self.pages_readable():
             yield from stored_parts(self._txn, self._db.replication, found, chunk_bytes, chunk_pairs)
+            return
+        path = os.path.join(self._db.path, "data.mdb")
+        yielded = False
+        try:
+            with pages.PageFile(path, int(self._db._env.stat()["psize"])) as file:
+                for part in page_parts(self._txn, found, file, chunk_bytes, chunk_pairs):
+                    yielded = True
+                    yield part
+        except (MalformedEntry, OSError) as error:
+            pages.refused.add(path)
+            log.warning("%s: its pages did not read as expected (%s); reading through cursors", path, error)
+            if yielded:
+                raise
+            yield from stored_parts(self._txn, self._db.replication, found, chunk_bytes, chunk_pairs)
+
+    def pages_readable(self) -> bool:
+        """Whether `stored_parts` reads LMDB's pages (core/pages.py): a source without versions, a known layout,
+        pages that read as expected so far."""
+        return (
+            not self._db.replication.versioned
+            and pages.supported()
+            and os.path.join(self._db.path, "data.mdb") not in pages.refused
+        )
 
     def json_documents(self, table: str) -> Iterator[tuple[bytes, bytes, Version | None]]:
         """(key, the document's JSON bytes, its version or None) of every document of `table`, in key order."""
