@@ -61,6 +61,9 @@ def test_every_kind_of_leaf_reads_as_the_cursors_read_it(manager: Manager, tmp_p
         from_pages, through_cursors = both_ways(db, name)
         assert flattened(from_pages) == flattened(through_cursors)
         assert [len(part.keys) for part in from_pages] == [len(part.keys) for part in through_cursors]  # batches
+        for part in from_pages:  # (the frame lists the lengths measured while reading)
+            assert part.key_lengths == list(map(len, part.keys))
+            assert part.value_lengths == list(map(len, part.values))
         assert len(flattened(from_pages)) == len(db[name]) * (1 + len(db[name]._index_list))  # noqa: SLF001
         assert all(len(part.keys) <= 2048 for part in from_pages)  # chunk_pairs at most a batch
 
@@ -112,13 +115,13 @@ def test_a_versioned_database_reads_through_cursors(manager: Manager, tmp_path: 
 def test_a_malformed_page_raises_and_is_never_read_past(noise: bytes, lower: int, upper: int) -> None:
     page = bytearray(noise)
     page[10:16] = bytes([pages.P_LEAF, 0, lower & 0xFF, lower >> 8, upper & 0xFF, upper >> 8])
-    keys: list[bytes] = []
-    values: list[bytes] = []
+    sink = pages.Pairs(1 << 30, 1 << 30)
     try:
-        pages.leaf_pairs(bytes(page), 0, 512, 512, keys, values)
+        pages.leaf_pairs(bytes(page), 0, 512, 512, sink)
     except MalformedEntry:
         return
-    assert all(key and len(key) < 512 for key in keys) and all(0 < len(value) < 512 for value in values)
+    assert all(key and len(key) < 512 for key in sink.keys) and all(0 < len(value) < 512 for value in sink.values)
+    assert sink.key_lengths == list(map(len, sink.keys)) and sink.value_lengths == list(map(len, sink.values))
 
 
 def test_a_data_file_that_is_not_what_the_record_says_raises(tmp_path: Path) -> None:

@@ -9,10 +9,9 @@ replication/snapshot_intake.py), and records versions when it keeps them, as wri
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, chain, islice, tee
+from itertools import accumulate, islice, tee
 from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,6 +36,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # behind it (benchmarks/long_run.py). Smaller chunks also overlap the source's reads with the replica's writes
 # better: a full sync of 200k documents took no longer with 2048 pairs a chunk than with 8192 (docs/benchmarks.md).
 CHUNK_PAIRS = 2048
+PAGES_A_CALL = 16  # leaf pages read into pairs in one call (~0.3 ms): see `page_parts`
 RECORDS, TOMBSTONES, INDEX = "records", "tombstones", "index"  # the parts of a table's stored pairs
 first_byte = first_item = itemgetter(0)
 second_item = itemgetter(1)
@@ -189,43 +189,28 @@ def page_parts(
         # (A sub-database's record counts the pages of its keys' trees of duplicates too.)
         if len(numbers) > tree.leaf_pages or (tree.plain and len(numbers) != tree.leaf_pages):
             raise MalformedEntry(f"{name!r} has {len(numbers)} leaf pages, its record says {tree.leaf_pages}")
-        for keys, values, key_lengths, value_lengths in _batches(
-            *_page_columns(file, numbers, tree.plain, chunk_bytes), chunk_bytes, chunk_pairs
-        ):
-            yield StoredPart(part, keys, values, None, index, key_lengths, value_lengths)
-
-
-def _page_columns(
-    file: PageFile, numbers: list[int], plain: bool, chunk_bytes: int
-) -> tuple[Iterator[bytes], Iterator[bytes]]:
-    """The keys and the values of the pairs in leaf pages `numbers`, as two iterators that move in step (what
-    `_batches` takes), reading about `chunk_bytes` of pages at a time."""
-    psize = file.psize
-    per_read = max(1, chunk_bytes // psize)
-    read_values: deque[list[bytes]] = deque()  # read with the keys, not taken yet
-
-    def key_lists() -> Iterator[list[bytes]]:
+        psize = file.psize
+        per_read = max(1, chunk_bytes // psize)  # pages read in one go (consecutive ones in one system call)
+        sink = pages.Pairs(chunk_bytes, chunk_pairs)
         for at in range(0, len(numbers), per_read):
             blob = file.read(numbers[at : at + per_read])
-            keys: list[bytes] = []
-            values: list[bytes] = []
-            if plain:
-                pages.leaf_pairs(blob, 0, len(blob), psize, keys, values)
+            if tree.plain:
+                # A few pages a call: compiled code holds the GIL throughout, and the node's other threads (its
+                # socket loop: other databases' live entries) get it between calls.
+                step = PAGES_A_CALL * psize
+                for base in range(0, len(blob), step):
+                    pages.leaf_pairs(blob, base, min(base + step, len(blob)), psize, sink)
             else:
                 for base in range(0, len(blob), psize):
-                    if pages.shippable(blob, base, psize) < 0:
-                        file.resolve(blob, base, keys, values)
+                    if pages.in_leaf(blob, base, psize):
+                        pages.leaf_pairs(blob, base, base + psize, psize, sink)
                     else:
-                        pages.leaf_pairs(blob, base, base + psize, psize, keys, values)
-            read_values.append(values)
-            yield keys
-
-    def value_lists() -> Iterator[list[bytes]]:
-        # (`_batches` takes values only after the keys they go with: what it asks for has been read)
-        while read_values:
-            yield read_values.popleft()
-
-    return chain.from_iterable(key_lists()), chain.from_iterable(value_lists())
+                        file.resolve(blob, base, sink)
+            for keys, values, key_lengths, value_lengths in sink.take():
+                yield StoredPart(part, keys, values, None, index, key_lengths, value_lengths)
+        sink.cut()
+        for keys, values, key_lengths, value_lengths in sink.take():
+            yield StoredPart(part, keys, values, None, index, key_lengths, value_lengths)
 
 
 def _tombstones(txn: lmdb.Transaction[bytes], versions_db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:

@@ -97,16 +97,51 @@ def _node(page: bytes, base: int, size: int, index: int, upper: int) -> int:
     return base + offset
 
 
-def leaf_pairs(
-    frame: bytes, start: int, end: int, psize: int, keys: list[bytes], values: list[bytes]
-) -> tuple[int, int, int]:
-    """Append the pairs of the leaf pages in `frame[start:end]` (pages of `psize` bytes, as a source ships them) to
-    `keys` and `values`, in key order; a key's duplicates held in its leaf become one pair each. Returns the number
-    of pairs, the longest key's length and the longest value's. Raises MalformedEntry for anything but such pages,
-    never reading past one."""
+Batch = tuple[list[bytes], list[bytes], list[int], list[int]]  # keys, values, their lengths
+
+
+class Pairs:
+    """Where pairs read from pages go: batches (keys, values, key lengths, value lengths) cut after the pair that
+    brings a batch to `chunk_bytes` of keys and values, or at `chunk_pairs` pairs (as core/bulk.py's `_batches`)."""
+
+    def __init__(self, chunk_bytes: int, chunk_pairs: int) -> None:
+        self.chunk_bytes = chunk_bytes
+        self.chunk_pairs = max(1, chunk_pairs)
+        self.keys: list[bytes] = []
+        self.values: list[bytes] = []
+        self.key_lengths: list[int] = []
+        self.value_lengths: list[int] = []
+        self.size = 0
+        self.ready: list[Batch] = []
+
+    def add(self, key: bytes, value: bytes, key_length: int, value_length: int) -> None:
+        self.keys.append(key)
+        self.values.append(value)
+        self.key_lengths.append(key_length)
+        self.value_lengths.append(value_length)
+        self.size += key_length + value_length
+        if self.size >= self.chunk_bytes or len(self.keys) >= self.chunk_pairs:
+            self.cut()
+
+    def cut(self) -> None:
+        """The pairs added since the last batch make one."""
+        if self.keys:
+            self.ready.append((self.keys, self.values, self.key_lengths, self.value_lengths))
+            self.keys, self.values, self.key_lengths, self.value_lengths, self.size = [], [], [], [], 0
+
+    def take(self) -> list[Batch]:
+        """The batches made so far (each once)."""
+        ready, self.ready = self.ready, []
+        return ready
+
+
+def leaf_pairs(frame: bytes, start: int, end: int, psize: int, sink: Pairs) -> int:
+    """Add the pairs of the leaf pages in `frame[start:end]` (pages of `psize` bytes, values held in the leaves) to
+    `sink`, in key order; a key's duplicates held in its leaf become one pair each. Returns the number of pairs.
+    Raises MalformedEntry for anything but such pages, never reading past one."""
     if psize < 512 or psize > 65536 or (end - start) % psize or start < 0 or end > len(frame):
         raise MalformedEntry("stored pages must be whole pages of 512 bytes to 64 KiB")
-    found = longest_key = longest_value = 0
+    found = 0
     base = start
     while base < end:
         if frame[base + 10] & KIND != P_LEAF:
@@ -130,24 +165,17 @@ def leaf_pairs(
             if frame[node + 4] == 0 and frame[node + 5] == 0:
                 if data_size == 0:
                     raise MalformedEntry("a stored value must not be empty")
-                keys.append(frame[key_at:data_at])
-                values.append(frame[data_at:data_end])
+                sink.add(frame[key_at:data_at], frame[data_at:data_end], data_at - key_at, data_size)
                 found += 1
-                if data_size > longest_value:
-                    longest_value = data_size
             elif _u16(frame, node + 4) == F_DUPDATA:
-                dups = len(values)
-                found += _sub_page(frame, data_at, data_size, frame[key_at:data_at], keys, values)
-                longest_value = max(longest_value, max(map(len, values[dups:])))
+                found += _sub_page(frame, data_at, data_size, frame[key_at:data_at], sink)
             else:
-                raise MalformedEntry(f"a shipped page holds a node with flags {_u16(frame, node + 4):#x}")
-            if data_at - key_at > longest_key:
-                longest_key = data_at - key_at
+                raise MalformedEntry(f"a leaf holds a node with flags {_u16(frame, node + 4):#x}")
         base = page_end
-    return found, longest_key, longest_value
+    return found
 
 
-def _sub_page(page: bytes, base: int, size: int, key: bytes, keys: list[bytes], values: list[bytes]) -> int:
+def _sub_page(page: bytes, base: int, size: int, key: bytes, sink: Pairs) -> int:
     """The duplicates of `key` held in its leaf: a small page of `size` bytes at `page[base]` whose nodes' keys are
     the values."""
     if size < PAGE_HEADER or page[base + 10] & KIND != P_LEAF:
@@ -161,38 +189,21 @@ def _sub_page(page: bytes, base: int, size: int, key: bytes, keys: list[bytes], 
         value_end = value_at + _u16(page, node + 6)
         if value_end == value_at or value_end > base + size or _u32(page, node) or _u16(page, node + 4):
             raise MalformedEntry("a duplicate does not fit its sub-page")
-        keys.append(key)
-        values.append(page[value_at:value_end])
+        sink.add(key, page[value_at:value_end], len(key), value_end - value_at)
     return count
 
 
-def check_leaves(blob: bytes, psize: int) -> None:
-    """Raise MalformedEntry unless every page of `blob` is a leaf page."""
-    for base in range(0, len(blob), psize):
-        if blob[base + 10] & KIND != P_LEAF:
-            raise MalformedEntry("a tree's leaf is not a leaf page")
-
-
-def shippable(page: bytes, base: int, psize: int) -> int:
-    """The number of pairs in the leaf at `page[base]` when the replica can read it as it is (no value in overflow
-    pages, no tree of duplicates), else -1."""
+def in_leaf(page: bytes, base: int, psize: int) -> bool:
+    """Whether the leaf at `page[base]` holds all its values (none in overflow pages, no tree of duplicates): then
+    `leaf_pairs` reads it, else `PageFile.resolve`."""
     if page[base + 10] & KIND != P_LEAF:
         raise MalformedEntry("a tree's leaf is not a leaf page")
     count, upper = _nodes(page, base, psize)
-    pairs = 0
     for index in range(count):
-        node = _node(page, base, psize, index, upper)
-        flags = _u16(page, node + 4)
-        if flags == 0:
-            pairs += 1
-        elif flags == F_DUPDATA:
-            data_at = node + NODE_HEADER + _u16(page, node + 6)
-            if data_at + PAGE_HEADER > base + psize:
-                raise MalformedEntry("a key's duplicates do not fit its page")
-            pairs += (_u16(page, data_at + 12) - PAGE_HEADER) >> 1
-        else:
-            return -1
-    return pairs
+        flags = _u16(page, _node(page, base, psize, index, upper) + 4)
+        if flags != 0 and flags != F_DUPDATA:
+            return False
+    return True
 
 
 class PageFile:
@@ -266,9 +277,9 @@ class PageFile:
             at += run
         return b"".join(parts)
 
-    def resolve(self, page: bytes, base: int, keys: list[bytes], values: list[bytes]) -> int:
-        """Append the pairs of the leaf at `page[base]` (one `shippable` refused) to `keys` and `values`: values in
-        overflow pages read, trees of duplicates walked."""
+    def resolve(self, page: bytes, base: int, sink: Pairs) -> int:
+        """Add the pairs of the leaf at `page[base]` (one `in_leaf` refused) to `sink`: values in overflow pages
+        read, trees of duplicates walked."""
         psize = self.psize
         count, upper = _nodes(page, base, psize)
         found = 0
@@ -280,20 +291,19 @@ class PageFile:
             data_at = key_at + _u16(page, node + 6)
             key = page[key_at:data_at]
             if flags == 0 or flags == F_DUPDATA:
-                found += leaf_pairs_of_node(page, base, psize, key, data_at, data_size, flags, keys, values)
+                found += _plain_node(page, base, psize, key, data_at, data_size, flags, sink)
             elif flags == F_BIGDATA:
-                if data_at + 8 > base + psize:
+                if data_at + 8 > base + psize or not key:
                     raise MalformedEntry("an overflow node does not fit its page")
                 first = int.from_bytes(page[data_at : data_at + 8], "little")
                 pages = (PAGE_HEADER + data_size + psize - 1) // psize
                 data = self._read(first, 1) if pages == 1 else self._read_overflow(first, pages)
                 if data[10] & KIND != P_OVERFLOW:
                     raise MalformedEntry(f"page {first} is not an overflow page")
-                keys.append(key)
-                values.append(data[PAGE_HEADER : PAGE_HEADER + data_size])
+                sink.add(key, data[PAGE_HEADER : PAGE_HEADER + data_size], len(key), data_size)
                 found += 1
             elif flags == F_DUPDATA | F_SUBDATA:
-                if data_at + DB_RECORD.size > base + psize:
+                if data_at + DB_RECORD.size > base + psize or not key:
                     raise MalformedEntry("a tree of duplicates' record does not fit its page")
                 tree = Tree(page[data_at : data_at + DB_RECORD.size])
                 for number in self.leaves(tree.root, tree.depth, tree.branches):
@@ -304,10 +314,9 @@ class PageFile:
                     for dup in range(dups):
                         at = _node(leaf, 0, psize, dup, dups_upper)
                         value_end = at + NODE_HEADER + _u16(leaf, at + 6)
-                        if value_end > psize or _u16(leaf, at + 4):
+                        if value_end == at + NODE_HEADER or value_end > psize or _u16(leaf, at + 4):
                             raise MalformedEntry("a duplicate does not fit its page")
-                        keys.append(key)
-                        values.append(leaf[at + NODE_HEADER : value_end])
+                        sink.add(key, leaf[at + NODE_HEADER : value_end], len(key), value_end - at - NODE_HEADER)
                         found += 1
             else:
                 raise MalformedEntry(f"a leaf node has unexpected flags {flags:#x}")
@@ -321,24 +330,15 @@ class PageFile:
         return data
 
 
-def leaf_pairs_of_node(
-    page: bytes,
-    base: int,
-    psize: int,
-    key: bytes,
-    data_at: int,
-    data_size: int,
-    flags: int,
-    keys: list[bytes],
-    values: list[bytes],
+def _plain_node(
+    page: bytes, base: int, psize: int, key: bytes, data_at: int, data_size: int, flags: int, sink: Pairs
 ) -> int:
     """One plain node's pair, or the pairs of a key's duplicates held in its leaf."""
     if data_at + data_size > base + psize or not key:
         raise MalformedEntry("a node's key and value do not fit its page")
     if flags == F_DUPDATA:
-        return _sub_page(page, data_at, data_size, key, keys, values)
+        return _sub_page(page, data_at, data_size, key, sink)
     if data_size == 0:
         raise MalformedEntry("a stored value must not be empty")
-    keys.append(key)
-    values.append(page[data_at : data_at + data_size])
+    sink.add(key, page[data_at : data_at + data_size], len(key), data_size)
     return 1
