@@ -29,6 +29,7 @@ def both_ways(db: Database, table: str, chunk_bytes: int = 1 << 20, chunk_pairs:
     with Storage(db).read() as view:
         assert view.pages_readable()
         from_pages = list(view.stored_parts(table, chunk_bytes, chunk_pairs))
+        assert view.pages_readable(), "the pages were not read: the pairs came through cursors"
         through_cursors = list(
             stored_parts(view._txn, db.replication, db[table], chunk_bytes, chunk_pairs)  # noqa: SLF001
         )
@@ -134,3 +135,25 @@ def test_a_data_file_that_is_not_what_the_record_says_raises(tmp_path: Path) -> 
             file.read([9])  # past the end of the file
     with pytest.raises(MalformedEntry):
         pages.Tree(b"short")
+
+
+def test_pages_that_cannot_be_read_give_way_to_cursors(
+    manager: Manager, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The data file is not where it was (moved away while open: LMDB keeps its handle): the pairs are read
+    through cursors, and so are that database's later reads."""
+    db = open_db(manager, tmp_path / "db")
+    db.table("t").append_many([{"n": number} for number in range(100)])
+    path = os.path.join(db.path, "data.mdb")
+    with Storage(db).read() as view:
+        expected = flattened(list(stored_parts(view._txn, db.replication, db["t"], 1 << 20)))  # noqa: SLF001
+    os.rename(path, path + ".away")
+    try:
+        with Storage(db).read() as view:
+            assert view.pages_readable()
+            assert flattened(list(view.stored_parts("t", 1 << 20))) == expected
+            assert not view.pages_readable() and path in pages.refused
+        assert "reading through cursors" in caplog.text
+    finally:
+        os.rename(path + ".away", path)
+        pages.refused.discard(path)
