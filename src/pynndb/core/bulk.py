@@ -1,8 +1,9 @@
 """Stored key/value pairs in bulk: a table's records, tombstones and index entries read as stored, and written back.
 
-A source reads each table's pairs in key order in bounded batches (`stored_parts`); a one-way replica whose table
-was re-created empty appends them with ``putmulti(append=True)`` (`load_stored`): no JSON decoding, no re-encoding,
-no index key computed. It journals nothing (the replica's journal starts again after the snapshot: see
+A source reads each table's pairs in key order in bounded batches (`stored_parts` through cursors, or `page_parts`
+from LMDB's leaf pages when it keeps no versions: core/pages.py); a one-way replica whose table was re-created empty
+appends them with ``putmulti(append=True)`` (`load_stored`): no JSON decoding, no re-encoding, no index key
+computed. It journals nothing (the replica's journal starts again after the snapshot: see
 replication/snapshot_intake.py), and records versions when it keeps them, as writing each document would.
 """
 

@@ -1,22 +1,24 @@
-"""A sub-database's stored pairs read as LMDB's own leaf pages, for snapshots.
+"""A sub-database's stored pairs read from LMDB's own leaf pages, for snapshots.
 
 Reading a table through py-lmdb's cursors costs a GIL release and re-acquire for every step and every value, about
 three for each stored pair: most of a source's CPU in a full sync (docs/benchmarks.md, Round 24). A read
 transaction's pages are never written while it lives (LMDB is copy-on-write and keeps what a reader sees), so a
-source can instead read the leaf pages of each sub-database straight from the data file, a run of pages per system
-call, and ship them as they are; the replica takes the pairs out of the pages (`leaf_pairs`).
+source reads the leaf pages of each sub-database straight from the data file instead, a run of consecutive pages
+per system call, and takes the pairs out of them in compiled code (`leaf_pairs`, into `Pairs`: the batches
+core/bulk.py's cursor reading makes, in the same order).
 
-The source finds each sub-database's root page in the main database's record of it (`Tree`, read through
-py-lmdb in the same transaction, so the root is the transaction's), walks the branch pages down to the leaves in key
-order (`PageFile.leaves`) and reads the leaves (`PageFile.read`). A leaf holding a value in overflow pages or a
-key's duplicates in a tree of their own (many duplicates: a sub-database of its own) is resolved by the source into
-pairs (`PageFile.resolve`); every other leaf is shipped as stored, duplicates held in the leaf itself included.
+The source finds a sub-database's root page in the main database's record of it (`Tree`, read through py-lmdb in
+the same transaction, so the root is the transaction's), walks its branch pages down to the leaves in key order
+(`PageFile.leaves`) and reads the leaves (`PageFile.read`). A leaf that holds a value in overflow pages, or a key's
+duplicates in a tree of their own (many duplicates), is read by `PageFile.resolve`; a key's few duplicates held in
+its leaf (a sub-page) are read with the leaf.
 
 Layout read (LMDB 0.9, 64-bit, little-endian: `supported`): a page starts with its number (8 bytes), 2 bytes of
 padding, its flags, and the start and end of its free space (`lower`, `upper`: 2 bytes each); the node offsets
 follow (2 bytes each, in key order) up to `lower`. A node: its data size (4 bytes) or, in a branch page, the child's
 page number (6 bytes, with the flags field), its flags (2), its key size (2), the key, then the data.
-Everything read is checked against the page's bounds: a malformed page raises MalformedEntry, it is never read past.
+Everything read is checked against the page's bounds: a malformed page raises MalformedEntry, it is never read past
+(core/snapshot_read.py then reads that database through cursors).
 """
 
 from __future__ import annotations
