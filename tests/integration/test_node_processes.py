@@ -234,3 +234,56 @@ def test_outage_beyond_retention_takes_exactly_one_full_resync(cluster: Cluster,
     nodeb.stop()
     nodea.stop()
     assert_same_databases(source, replica, 1200)
+
+
+def stored_tables(path: str, table: str) -> dict[str, list[tuple[bytes, bytes]]]:
+    """A table's records and every index's entries, byte for byte, read through cursors in this process."""
+    with Manager() as manager:
+        db = manager.database(path)
+        found = db.table(table)
+        with db._env.begin() as txn:
+            pairs = {"records": list(txn.cursor(db=found._dbi))}
+            for index in found._index_list:
+                pairs[index.name] = list(txn.cursor(db=index.dbi))
+        return pairs
+
+
+def test_a_full_sync_read_from_pages_copies_every_kind_of_leaf(cluster: Cluster, tmp_path: Path) -> None:
+    """A snapshot between node processes, read from the source's LMDB pages (core/pages.py), of a table with values
+    in overflow pages, a key's duplicates in its leaf and in trees of their own, while an application process
+    writes to the source: the replica holds the same stored bytes, and no node fell back to cursors."""
+    (source, replica), uuids = create_databases(tmp_path, "source", "replica")
+    with Manager() as manager:
+        db = manager.database(source, config={"replication": True, "journal": {"max_entries": 100}})
+        shapes = db.table("shapes")
+        shapes.ensure("by_city", "{city}", duplicates=True)  # 3 keys: trees of duplicates
+        shapes.ensure("by_pair", "{pair}", duplicates=True)  # 2 documents a key: in the leaf
+        shapes.ensure("by_name", "{name}")
+        for batch in range(1000):  # a commit each: the journal trims past its start, so a new replica needs a snapshot
+            shapes.append_many(
+                [
+                    {"name": f"n{number:05}", "city": number % 3, "pair": number // 2, "text": "t" * (number % 7000)}
+                    for number in (2 * batch, 2 * batch + 1)
+                ]
+            )
+        assert db.replication.retained[0] > 1
+    nodea = cluster.node("a", ports(), [source])
+    nodeb = cluster.node("b", ports(), [replica], connect=(nodea.address,))
+    cmd = cluster.plugin(nodea)
+    wait_until(lambda: cmd.call("LOOKUP", {"name": "b"}).get("peer") == nodeb.id, timeout=10)
+    application = cluster.application(source, max_entries=100)
+    application.send("write 300 3000")
+    cmd.call("REPLICATE", {"path": replica, "uuid": uuids[0]}, target=nodeb.id)
+    assert application.wait_written(300) == 300
+    wait_until(lambda: identical(cmd, uuids), timeout=30)
+    status = replica_status(cmd, nodeb, replica)
+    assert status["full_resyncs"] == 1 and status["state"] == "live", status
+    application.send("quit")
+    assert application.process.wait(10) == 0
+    nodeb.stop()
+    nodea.stop()
+    copied = stored_tables(replica, "shapes")
+    assert copied == stored_tables(source, "shapes")
+    assert len(copied["records"]) == 2000 and len(copied["by_city"]) == 2000
+    for label in ("a", "b"):
+        assert "did not read as expected" not in (tmp_path / f"{label}.log").read_text()
