@@ -182,36 +182,28 @@ def page_parts(
     """What `stored_parts` yields for a source that keeps no versions (records, then each index's entries, in the
     same batches), read from the LMDB leaf pages of each sub-database (see core/pages.py) instead of through
     cursors."""
-    names: list[tuple[str, str | None, bytes]] = [(RECORDS, None, b"t/" + table.name.encode())]
+    names: list[tuple[str, str | None, bytes]] = [(RECORDS, None, table._records_db_name())]
     names += [(INDEX, index.name, table._index_db_name(index.name)) for index in table._index_list]
+    psize = file.psize
+    per_read = max(1, chunk_bytes // psize)  # pages read in one go (consecutive ones in one system call)
+    step = PAGES_A_CALL * psize
     for part, index, name in names:
         tree = pages.Tree(txn.get(name))
         numbers = file.leaves(tree.root, tree.depth, tree.branches)
         # (A sub-database's record counts the pages of its keys' trees of duplicates too.)
         if len(numbers) > tree.leaf_pages or (tree.plain and len(numbers) != tree.leaf_pages):
             raise MalformedEntry(f"{name!r} has {len(numbers)} leaf pages, its record says {tree.leaf_pages}")
-        psize = file.psize
-        per_read = max(1, chunk_bytes // psize)  # pages read in one go (consecutive ones in one system call)
         sink = pages.Pairs(chunk_bytes, chunk_pairs)
         for at in range(0, len(numbers), per_read):
             blob = file.read(numbers[at : at + per_read])
-            if tree.plain:
-                # A few pages a call: compiled code holds the GIL throughout, and the node's other threads (its
-                # socket loop: other databases' live entries) get it between calls.
-                step = PAGES_A_CALL * psize
-                for base in range(0, len(blob), step):
-                    pages.leaf_pairs(blob, base, min(base + step, len(blob)), psize, sink)
-            else:
-                for base in range(0, len(blob), psize):
-                    if pages.in_leaf(blob, base, psize):
-                        pages.leaf_pairs(blob, base, base + psize, psize, sink)
-                    else:
-                        file.resolve(blob, base, sink)
+            # A few pages a call: compiled code holds the GIL throughout, and the node's other threads (its socket
+            # loop: other databases' live entries) get it between calls.
+            for base in range(0, len(blob), step):
+                pages.leaf_pairs(blob, base, min(base + step, len(blob)), psize, sink, file)
+            if at + per_read >= len(numbers):
+                sink.cut()
             for keys, values, key_lengths, value_lengths in sink.take():
                 yield StoredPart(part, keys, values, None, index, key_lengths, value_lengths)
-        sink.cut()
-        for keys, values, key_lengths, value_lengths in sink.take():
-            yield StoredPart(part, keys, values, None, index, key_lengths, value_lengths)
 
 
 def _tombstones(txn: lmdb.Transaction[bytes], versions_db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:

@@ -9,9 +9,9 @@ core/bulk.py's cursor reading makes, in the same order).
 
 The source finds a sub-database's root page in the main database's record of it (`Tree`, read through py-lmdb in
 the same transaction, so the root is the transaction's), walks its branch pages down to the leaves in key order
-(`PageFile.leaves`) and reads the leaves (`PageFile.read`). A leaf that holds a value in overflow pages, or a key's
-duplicates in a tree of their own (many duplicates), is read by `PageFile.resolve`; a key's few duplicates held in
-its leaf (a sub-page) are read with the leaf.
+(`PageFile.leaves`) and reads the leaves (`PageFile.read`). A key's few duplicates held in its leaf (a sub-page) are
+read with the leaf; a value in overflow pages, or a key's duplicates in a tree of their own (many duplicates), are
+read from the file (`PageFile.resolve`).
 
 Layout read (LMDB 0.9, 64-bit, little-endian: `supported`): a page starts with its number (8 bytes), 2 bytes of
 padding, its flags, and the start and end of its free space (`lower`, `upper`: 2 bytes each); the node offsets
@@ -59,17 +59,16 @@ def supported() -> bool:
 
 
 class Tree:
-    """A sub-database's record in its parent: its root page, depth, pages and entries."""
+    """A sub-database's record in its parent: its root page, depth and pages."""
 
     def __init__(self, record: bytes | None) -> None:
         if record is None or len(record) != DB_RECORD.size:
             raise MalformedEntry("not a sub-database record")
-        _pad, flags, depth, branches, leaves, overflow, entries, root = DB_RECORD.unpack(record)
+        _pad, flags, depth, branches, leaves, overflow, _entries, root = DB_RECORD.unpack(record)
         self.root: int = root
         self.depth: int = depth
         self.branches: int = branches  # (these two count the pages of its keys' trees of duplicates too)
         self.leaf_pages: int = leaves
-        self.entries: int = entries
         # Every leaf is plain (no value in overflow pages, no duplicates): its pairs are its nodes.
         self.plain: bool = overflow == 0 and not flags & DUPSORT
 
@@ -137,13 +136,12 @@ class Pairs:
         return ready
 
 
-def leaf_pairs(frame: bytes, start: int, end: int, psize: int, sink: Pairs) -> int:
-    """Add the pairs of the leaf pages in `frame[start:end]` (pages of `psize` bytes, values held in the leaves) to
-    `sink`, in key order; a key's duplicates held in its leaf become one pair each. Returns the number of pairs.
-    Raises MalformedEntry for anything but such pages, never reading past one."""
+def leaf_pairs(frame: bytes, start: int, end: int, psize: int, sink: Pairs, file: PageFile | None = None) -> None:
+    """Add the pairs of the leaf pages in `frame[start:end]` (pages of `psize` bytes) to `sink`, in key order; a
+    key's duplicates become one pair each. A value in overflow pages or a key's tree of duplicates is read from
+    `file` (the pages' data file). Raises MalformedEntry for anything but such pages, never reading past one."""
     if psize < 512 or psize > 65536 or (end - start) % psize or start < 0 or end > len(frame):
         raise MalformedEntry("stored pages must be whole pages of 512 bytes to 64 KiB")
-    found = 0
     base = start
     while base < end:
         if frame[base + 10] & KIND != P_LEAF:
@@ -161,51 +159,39 @@ def leaf_pairs(frame: bytes, start: int, end: int, psize: int, sink: Pairs) -> i
             data_size = frame[node] | (frame[node + 1] << 8) | (frame[node + 2] << 16) | (frame[node + 3] << 24)
             key_at = node + NODE_HEADER
             data_at = key_at + (frame[node + 6] | (frame[node + 7] << 8))
-            data_end = data_at + data_size
-            if key_at == data_at or data_end > page_end:
+            flags = frame[node + 4] | (frame[node + 5] << 8)
+            # (a node in overflow pages or with a tree holds a page number or a record, not `data_size` bytes)
+            held = 8 if flags == F_BIGDATA else DB_RECORD.size if flags == F_DUPDATA | F_SUBDATA else data_size
+            if key_at == data_at or data_at + held > page_end:
                 raise MalformedEntry("a node's key and value do not fit its page")
-            if frame[node + 4] == 0 and frame[node + 5] == 0:
+            if flags == 0:
                 if data_size == 0:
                     raise MalformedEntry("a stored value must not be empty")
-                sink.add(frame[key_at:data_at], frame[data_at:data_end], data_at - key_at, data_size)
-                found += 1
-            elif _u16(frame, node + 4) == F_DUPDATA:
-                found += _sub_page(frame, data_at, data_size, frame[key_at:data_at], sink)
+                sink.add(frame[key_at:data_at], frame[data_at : data_at + data_size], data_at - key_at, data_size)
+            elif flags == F_DUPDATA:
+                _sub_page(frame, data_at, data_size, frame[key_at:data_at], sink)
+            elif file is not None and (flags == F_BIGDATA or flags == F_DUPDATA | F_SUBDATA):
+                file.resolve(frame, data_at, data_size, flags, frame[key_at:data_at], sink)
             else:
-                raise MalformedEntry(f"a leaf holds a node with flags {_u16(frame, node + 4):#x}")
+                raise MalformedEntry(f"a leaf holds a node with flags {flags:#x}")
         base = page_end
-    return found
 
 
-def _sub_page(page: bytes, base: int, size: int, key: bytes, sink: Pairs) -> int:
-    """The duplicates of `key` held in its leaf: a small page of `size` bytes at `page[base]` whose nodes' keys are
-    the values."""
+def _sub_page(page: bytes, base: int, size: int, key: bytes, sink: Pairs) -> None:
+    """The duplicates of `key` in a leaf page of `size` bytes at `page[base]` whose nodes' keys are the values: held
+    in the key's own leaf (a sub-page), or a leaf of the key's tree of duplicates."""
     if size < PAGE_HEADER or page[base + 10] & KIND != P_LEAF:
-        raise MalformedEntry("a key's duplicates must be a leaf sub-page")
+        raise MalformedEntry("a key's duplicates must be a leaf page")
     count, upper = _nodes(page, base, size)
     if count == 0:
-        raise MalformedEntry("a key's sub-page of duplicates is empty")
+        raise MalformedEntry("a key's page of duplicates is empty")
     for index in range(count):
         node = _node(page, base, size, index, upper)
         value_at = node + NODE_HEADER
         value_end = value_at + _u16(page, node + 6)
         if value_end == value_at or value_end > base + size or _u32(page, node) or _u16(page, node + 4):
-            raise MalformedEntry("a duplicate does not fit its sub-page")
+            raise MalformedEntry("a duplicate does not fit its page")
         sink.add(key, page[value_at:value_end], len(key), value_end - value_at)
-    return count
-
-
-def in_leaf(page: bytes, base: int, psize: int) -> bool:
-    """Whether the leaf at `page[base]` holds all its values (none in overflow pages, no tree of duplicates): then
-    `leaf_pairs` reads it, else `PageFile.resolve`."""
-    if page[base + 10] & KIND != P_LEAF:
-        raise MalformedEntry("a tree's leaf is not a leaf page")
-    count, upper = _nodes(page, base, psize)
-    for index in range(count):
-        flags = _u16(page, _node(page, base, psize, index, upper) + 4)
-        if flags != 0 and flags != F_DUPDATA:
-            return False
-    return True
 
 
 class PageFile:
@@ -279,50 +265,21 @@ class PageFile:
             at += run
         return b"".join(parts)
 
-    def resolve(self, page: bytes, base: int, sink: Pairs) -> int:
-        """Add the pairs of the leaf at `page[base]` (one `in_leaf` refused) to `sink`: values in overflow pages
-        read, trees of duplicates walked."""
+    def resolve(self, page: bytes, data_at: int, data_size: int, flags: int, key: bytes, sink: Pairs) -> None:
+        """Add the pairs of a leaf node whose value is in overflow pages (F_BIGDATA: its first page's number at
+        `page[data_at]`) or whose key has a tree of duplicates (its record there) to `sink`."""
         psize = self.psize
-        count, upper = _nodes(page, base, psize)
-        found = 0
-        for index in range(count):
-            node = _node(page, base, psize, index, upper)
-            data_size = _u32(page, node)
-            flags = _u16(page, node + 4)
-            key_at = node + NODE_HEADER
-            data_at = key_at + _u16(page, node + 6)
-            key = page[key_at:data_at]
-            if flags == 0 or flags == F_DUPDATA:
-                found += _plain_node(page, base, psize, key, data_at, data_size, flags, sink)
-            elif flags == F_BIGDATA:
-                if data_at + 8 > base + psize or not key:
-                    raise MalformedEntry("an overflow node does not fit its page")
-                first = int.from_bytes(page[data_at : data_at + 8], "little")
-                pages = (PAGE_HEADER + data_size + psize - 1) // psize
-                data = self._read(first, 1) if pages == 1 else self._read_overflow(first, pages)
-                if data[10] & KIND != P_OVERFLOW:
-                    raise MalformedEntry(f"page {first} is not an overflow page")
-                sink.add(key, data[PAGE_HEADER : PAGE_HEADER + data_size], len(key), data_size)
-                found += 1
-            elif flags == F_DUPDATA | F_SUBDATA:
-                if data_at + DB_RECORD.size > base + psize or not key:
-                    raise MalformedEntry("a tree of duplicates' record does not fit its page")
-                tree = Tree(page[data_at : data_at + DB_RECORD.size])
-                for number in self.leaves(tree.root, tree.depth, tree.branches):
-                    leaf = self._read(number, 1)
-                    if leaf[10] & KIND != P_LEAF:
-                        raise MalformedEntry(f"page {number} is not a leaf page")
-                    dups, dups_upper = _nodes(leaf, 0, psize)
-                    for dup in range(dups):
-                        at = _node(leaf, 0, psize, dup, dups_upper)
-                        value_end = at + NODE_HEADER + _u16(leaf, at + 6)
-                        if value_end == at + NODE_HEADER or value_end > psize or _u16(leaf, at + 4):
-                            raise MalformedEntry("a duplicate does not fit its page")
-                        sink.add(key, leaf[at + NODE_HEADER : value_end], len(key), value_end - at - NODE_HEADER)
-                        found += 1
-            else:
-                raise MalformedEntry(f"a leaf node has unexpected flags {flags:#x}")
-        return found
+        if flags == F_BIGDATA:
+            first = int.from_bytes(page[data_at : data_at + 8], "little")
+            pages = (PAGE_HEADER + data_size + psize - 1) // psize
+            data = self._read(first, 1) if pages == 1 else self._read_overflow(first, pages)
+            if data[10] & KIND != P_OVERFLOW:
+                raise MalformedEntry(f"page {first} is not an overflow page")
+            sink.add(key, data[PAGE_HEADER : PAGE_HEADER + data_size], len(key), data_size)
+            return
+        tree = Tree(page[data_at : data_at + DB_RECORD.size])
+        for number in self.leaves(tree.root, tree.depth, tree.branches):
+            _sub_page(self._read(number, 1), 0, psize, key, sink)
 
     def _read_overflow(self, first: int, pages: int) -> bytes:
         """An overflow value's pages: only the first carries a header (and its number)."""
@@ -330,17 +287,3 @@ class PageFile:
         if len(data) != pages * self.psize or int.from_bytes(data[0:8], "little") != first:
             raise MalformedEntry(f"overflow page {first} is not where its node says")
         return data
-
-
-def _plain_node(
-    page: bytes, base: int, psize: int, key: bytes, data_at: int, data_size: int, flags: int, sink: Pairs
-) -> int:
-    """One plain node's pair, or the pairs of a key's duplicates held in its leaf."""
-    if data_at + data_size > base + psize or not key:
-        raise MalformedEntry("a node's key and value do not fit its page")
-    if flags == F_DUPDATA:
-        return _sub_page(page, data_at, data_size, key, sink)
-    if data_size == 0:
-        raise MalformedEntry("a stored value must not be empty")
-    sink.add(key, page[data_at : data_at + data_size], len(key), data_size)
-    return 1

@@ -97,7 +97,7 @@ class SnapshotRead:
         if not self.pages_readable():
             yield from stored_parts(self._txn, self._db.replication, found, chunk_bytes, chunk_pairs)
             return
-        path = os.path.join(self._db.path, "data.mdb")
+        path = self._data_file()
         yielded = False
         try:
             with pages.PageFile(path, int(self._db._env.stat()["psize"])) as file:
@@ -114,11 +114,10 @@ class SnapshotRead:
     def pages_readable(self) -> bool:
         """Whether `stored_parts` reads LMDB's pages (core/pages.py): a source without versions, a known layout,
         pages that read as expected so far."""
-        return (
-            not self._db.replication.versioned
-            and pages.supported()
-            and os.path.join(self._db.path, "data.mdb") not in pages.refused
-        )
+        return not self._db.replication.versioned and pages.supported() and self._data_file() not in pages.refused
+
+    def _data_file(self) -> str:
+        return os.path.join(self._db.path, "data.mdb")
 
     def json_documents(self, table: str) -> Iterator[tuple[bytes, bytes, Version | None]]:
         """(key, the document's JSON bytes, its version or None) of every document of `table`, in key order."""

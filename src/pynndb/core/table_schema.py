@@ -76,7 +76,7 @@ class TableSchema:
         env = self._env
         create = not self._db.config.readonly
         opener = txn if create else None  # (readonly: see Database.__init__)
-        self._dbi = env.open_db(b"t/" + self.name.encode(), txn=opener, create=create)
+        self._dbi = env.open_db(self._records_db_name(), txn=opener, create=create)
         indexes: dict[str, Index] = {}
         for name, stored in definition.get("indexes", {}).items():
             index_definition = IndexDefinition.from_json(name, stored)
@@ -102,6 +102,9 @@ class TableSchema:
         self._indexes = indexes
         self._index_list = tuple(indexes.values())
         self._index_token = index_token(index.definition for index in self._index_list)
+
+    def _records_db_name(self) -> bytes:
+        return b"t/" + self.name.encode()
 
     def _index_db_name(self, index_name: str) -> bytes:
         return f"i/{self.name}/{index_name}".encode()
